@@ -1,0 +1,40 @@
+# softswitch: `make run` starts it, `make test` runs the whole suite. Both set up .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/softswitch.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test build lint bench clean distclean
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "setuptools>=68" wheel "Cython>=3.0" "numpy>=1.26"
+	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
+	touch $@
+
+# Rebuild the Cython kernels in place when a .pyx/.pxd/.h changed (a no-op otherwise).
+build: $(STAMP)
+	@$(BIN)/python setup.py -q build_ext --inplace 2>&1 | grep -vE '^(Compiling|\[|running|copying)' || true
+
+run: build
+	exec $(BIN)/softswitch serve -c $(CONFIG)
+
+test: build
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: build
+	$(BIN)/python bench/g711.py --quick
+
+clean:
+	rm -rf build cext/*.c cext/*.so .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) var *.egg-info

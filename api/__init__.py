@@ -1,0 +1,1 @@
+"""aiohttp control API: routes per resource, msgspec schemas, auth, webhooks, WebSocket streams."""

@@ -1,0 +1,1 @@
+"""Compiled leaf kernels (Cython). Import them through their Python facades in media/."""

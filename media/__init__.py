@@ -1,0 +1,1 @@
+"""Media engine: Python orchestration over the compiled kernels in cext/."""

@@ -1,0 +1,346 @@
+"""Configuration: TOML read into msgspec Structs, with errors that name file, line and field.
+
+The Structs are the single source of truth for keys, types and defaults (an almost empty file runs).
+Validation has two steps: msgspec checks shape and types, then `_check` applies the rules msgspec
+cannot express (addresses, port ranges, regexes, cross references, unique names). Every error is
+reported as `FILE:LINE: field.path: what is wrong`; the line comes from a light scan of the TOML text
+(`_key_lines`), because tomllib keeps no positions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+TRUNK_TRANSPORTS = ("udp", "tcp", "tls")
+ROUTE_KINDS = ("user", "trunk", "app")
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class SipConfig(_Section):
+    listen: list[str] = msgspec.field(default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"])
+    domain: str = "localhost"
+    user_agent: str = "softswitch"
+    t1_ms: int = 500
+    t2_ms: int = 4000
+    t4_ms: int = 5000
+    max_message_bytes: int = 65535
+
+
+class MediaConfig(_Section):
+    rtp_ports: str = "20000-29999"
+    recordings_dir: str = "var/recordings"
+
+
+class ApiConfig(_Section):
+    listen: str = "127.0.0.1:8080"
+
+
+class StoreConfig(_Section):
+    path: str = "var/softswitch.db"
+
+
+class LogConfig(_Section):
+    level: str = "info"
+    format: str = "plain"
+
+
+class User(_Section):
+    name: str
+    password: str
+
+
+class Trunk(_Section):
+    name: str
+    address: str
+    transport: str = "udp"
+    inbound_from: list[str] = msgspec.field(default_factory=list)
+    username: str = ""
+    password: str = ""
+
+
+class Route(_Section):
+    match: str
+    to: str
+
+
+class Config(_Section):
+    sip: SipConfig = msgspec.field(default_factory=SipConfig)
+    media: MediaConfig = msgspec.field(default_factory=MediaConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    users: list[User] = msgspec.field(default_factory=list)
+    trunks: list[Trunk] = msgspec.field(default_factory=list)
+    routes: list[Route] = msgspec.field(default_factory=list)
+
+    def rtp_port_range(self) -> tuple[int, int]:
+        return parse_port_range(self.media.rtp_ports)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config file, positioned for the user."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config file that must not be run; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); raises ValueError with a readable reason."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if not m:
+        raise ValueError(f"expected host:port or [ipv6]:port, got {text!r}")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    if m.group(1):
+        ipaddress.IPv6Address(host)
+    elif not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+        raise ValueError(f"bad host {host!r}")
+    return host, port
+
+
+def parse_listen(text: str, transports: tuple[str, ...] = SIP_TRANSPORTS) -> ListenAddress:
+    """`udp:127.0.0.1:5060` -> ListenAddress; the host must be an IP literal (we bind it)."""
+    transport, sep, rest = text.partition(":")
+    if not sep or transport not in transports:
+        raise ValueError(f"expected TRANSPORT:HOST:PORT with TRANSPORT one of {', '.join(transports)}")
+    host, port = parse_hostport(rest)
+    ipaddress.ip_address(host)
+    return ListenAddress(transport, host, port)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if not m:
+        raise ValueError(f"expected LOW-HIGH, got {text!r}")
+    low, high = int(m.group(1)), int(m.group(2))
+    if not (1024 <= low < high <= 65535):
+        raise ValueError(f"need 1024 <= LOW < HIGH <= 65535, got {low}-{high}")
+    if low % 2:
+        raise ValueError(f"LOW must be even (RTP on even ports, RTCP on the next), got {low}")
+    return low, high
+
+
+def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
+    """Rules beyond types: yields (path, message) for each problem."""
+    for i, item in enumerate(cfg.sip.listen):
+        try:
+            parse_listen(item)
+        except ValueError as exc:
+            yield ("sip", "listen", i), f"bad listen address {item!r}: {exc}"
+    for key in ("t1_ms", "t2_ms", "t4_ms", "max_message_bytes"):
+        if getattr(cfg.sip, key) <= 0:
+            yield ("sip", key), "must be positive"
+    if cfg.sip.t2_ms < cfg.sip.t1_ms:
+        yield ("sip", "t2_ms"), "must not be smaller than t1_ms"
+    try:
+        parse_port_range(cfg.media.rtp_ports)
+    except ValueError as exc:
+        yield ("media", "rtp_ports"), f"bad port range: {exc}"
+    try:
+        host, _ = parse_hostport(cfg.api.listen)
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        yield ("api", "listen"), f"bad listen address {cfg.api.listen!r}: {exc}"
+    if cfg.log.level not in ("debug", "info", "warning", "error"):
+        yield ("log", "level"), "must be one of debug, info, warning, error"
+    if cfg.log.format not in ("plain", "json"):
+        yield ("log", "format"), "must be plain or json"
+    yield from _check_names("users", cfg.users)
+    yield from _check_names("trunks", cfg.trunks)
+    for i, trunk in enumerate(cfg.trunks):
+        try:
+            parse_hostport(trunk.address)
+        except ValueError as exc:
+            yield ("trunks", i, "address"), f"bad address {trunk.address!r}: {exc}"
+        if trunk.transport not in TRUNK_TRANSPORTS:
+            yield ("trunks", i, "transport"), f"must be one of {', '.join(TRUNK_TRANSPORTS)}"
+        for j, net in enumerate(trunk.inbound_from):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                yield ("trunks", i, "inbound_from", j), f"bad network {net!r}"
+    users = {u.name for u in cfg.users}
+    trunks = {t.name for t in cfg.trunks}
+    for i, route in enumerate(cfg.routes):
+        try:
+            re.compile(route.match)
+        except re.error as exc:
+            yield ("routes", i, "match"), f"bad regular expression {route.match!r}: {exc}"
+        kind, sep, target = route.to.partition(":")
+        if not sep or kind not in ROUTE_KINDS or not target:
+            yield ("routes", i, "to"), f"expected user:NAME, trunk:NAME or app:URL, got {route.to!r}"
+        elif kind == "user" and target not in users:
+            yield ("routes", i, "to"), f"unknown user {target!r}"
+        elif kind == "trunk" and target not in trunks:
+            yield ("routes", i, "to"), f"unknown trunk {target!r}"
+        elif kind == "app" and (urlsplit(target).scheme not in ("http", "https") or not urlsplit(target).netloc):
+            yield ("routes", i, "to"), f"app target must be an http(s) URL, got {target!r}"
+
+
+def _check_names(section: str, items: list) -> Iterator[tuple[tuple, str]]:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if not item.name:
+            yield (section, i, "name"), "must not be empty"
+        elif item.name in seen:
+            yield (section, i, "name"), f"duplicate name {item.name!r} (first at {section}[{seen[item.name]}])"
+        else:
+            seen[item.name] = i
+
+
+_TABLE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r'^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\'))*)\s*=')
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([A-Za-z0-9_-]+)', text)
+    return tuple(a or b or c for a, b, c in parts)
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each table and key path (array-of-tables entries indexed) to its 1-based line."""
+    lines: dict[tuple, int] = {}
+    counters: dict[tuple, int] = {}
+    table: tuple = ()
+    in_multiline: str | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_multiline:
+            if line.count(in_multiline) % 2:
+                in_multiline = None
+            continue
+        m = _TABLE.match(line)
+        if m and not _KEY.match(line):
+            names = _split_key(m.group(2))
+            if m.group(1) == "[[":
+                counters[names] = counters.get(names, -1) + 1
+                table = (*names, counters[names])
+            else:
+                table = names
+                # a sub-table of the newest array entry, e.g. [users.extra] after [[users]]
+                for length in range(len(names) - 1, 0, -1):
+                    if names[:length] in counters:
+                        table = (*names[:length], counters[names[:length]], *names[length:])
+                        break
+            lines.setdefault(table, number)
+            continue
+        m = _KEY.match(line)
+        if m:
+            lines.setdefault((*table, *_split_key(m.group(1))), number)
+            for quote in ('"""', "'''"):
+                if line.count(quote) % 2:
+                    in_multiline = quote
+    return lines
+
+
+def _locate(lines: dict[tuple, int], path: tuple) -> int:
+    for length in range(len(path), 0, -1):
+        if path[:length] in lines:
+            return lines[path[:length]]
+    return 1
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _msgspec_path(message: str) -> tuple[str, tuple]:
+    """Split msgspec's 'reason - at `$.a[0].b`' into reason and a path tuple."""
+    reason, sep, where = message.rpartition(" - at `")
+    if not sep:
+        reason, where = message, "$"
+    path: list = []
+    for name, index in re.findall(r"\.([^.\[`]+)|\[(\d+)\]", where.rstrip("`")[1:]):
+        path.append(int(index) if index else name)
+    field = re.search(r"field `([^`]+)`", reason)
+    if field and ("unknown field" in reason or "missing required field" in reason):
+        path.append(field.group(1))
+    return reason, tuple(path)
+
+
+def parse(text: str, file: str = "<config>") -> Config:
+    """Parse and validate config text; raises ConfigError naming file, line and field."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(m.group(1)) if m else 1
+        reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+        raise ConfigError([Problem(file, line, "(syntax)", f"invalid TOML: {reason}")]) from None
+    lines = _key_lines(text)
+    try:
+        cfg = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        reason, path = _msgspec_path(str(exc))
+        reason = reason.replace("Object contains unknown field", "unknown key").replace(
+            "Object missing required field", "missing required key"
+        )
+        raise ConfigError([Problem(file, _locate(lines, path), _dotted(path), reason)]) from None
+    problems = [Problem(file, _locate(lines, path), _dotted(path), msg) for path, msg in _check(cfg)]
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError (also for an unreadable file)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read: {exc}")]) from None
+    return parse(text, str(path))
+
+
+def summary(cfg: Config) -> list[str]:
+    """What a config will do, one line per item, for `check-config`."""
+    out = [f"sip listen: {', '.join(str(parse_listen(x)) for x in cfg.sip.listen)} (domain {cfg.sip.domain})"]
+    low, high = cfg.rtp_port_range()
+    out.append(
+        f"media: rtp ports {low}-{high} ({(high - low + 1) // 2} legs), recordings in {cfg.media.recordings_dir}"
+    )
+    out.append(f"api listen: {cfg.api.listen}")
+    out.append(f"store: {cfg.store.path}")
+    out.append(f"users: {len(cfg.users)}, trunks: {len(cfg.trunks)}, routes: {len(cfg.routes)}")
+    out.extend(f"route {i}: /{r.match}/ -> {r.to}" for i, r in enumerate(cfg.routes))
+    return out

@@ -1,0 +1,79 @@
+"""`softswitch serve`: bind everything the config names, run until SIGINT/SIGTERM, then release it.
+
+Start-up order is store, SIP listeners, API; shutdown runs in reverse and is bounded so the process
+exits within two seconds of the signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from api.app import create_app
+from softswitch import __version__
+from softswitch.config import Config, parse_hostport, parse_listen
+from softswitch.logs import event
+from softswitch.store import Store
+from softswitch.transport.listeners import BindError, Listeners, os_reason
+
+log = logging.getLogger("softswitch")
+
+SHUTDOWN_BUDGET_S = 1.5
+
+
+async def _start_api(cfg: Config) -> web.AppRunner:
+    host, port = parse_hostport(cfg.api.listen)
+    runner = web.AppRunner(create_app(), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, shutdown_timeout=0.5).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise BindError(f"cannot listen on api:{cfg.api.listen}: {os_reason(exc)}") from None
+    event(log, "api.listening", addr=cfg.api.listen)
+    return runner
+
+
+async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or a signal arrives); raises BindError if a port is taken."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    store = Store.open(cfg.store.path)
+    event(log, "store.opened", path=cfg.store.path, schema=store.version)
+    listeners = Listeners()
+    runner: web.AppRunner | None = None
+    try:
+        for item in cfg.sip.listen:
+            await listeners.bind(parse_listen(item))
+        runner = await _start_api(cfg)
+        event(log, "softswitch.started", version=__version__)
+        await stop.wait()
+        event(log, "softswitch.stopping")
+    finally:
+        try:
+            async with asyncio.timeout(SHUTDOWN_BUDGET_S):
+                if runner is not None:
+                    await runner.cleanup()
+                await listeners.close()
+        except TimeoutError:
+            event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
+        finally:
+            store.close()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    event(log, "softswitch.stopped")
+
+
+def install_loop_policy() -> str:
+    """Use uvloop where installed; returns the loop's name for the log."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"

@@ -1,0 +1,1 @@
+"""asyncio endpoints (UDP, TCP, TLS, WebSocket) that feed bytes to the sans-IO SIP core."""

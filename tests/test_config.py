@@ -1,0 +1,201 @@
+"""Config: defaults, every refused case with its exact line, and the check-config command."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from softswitch import config
+
+GOOD = textwrap.dedent(
+    """\
+    [sip]
+    listen = ["udp:127.0.0.1:5060", "tcp:[::1]:5060"]
+    domain = "example.test"
+
+    [media]
+    rtp_ports = "20000-29999"
+    recordings_dir = "var/recordings"
+
+    [api]
+    listen = "127.0.0.1:8080"
+
+    [store]
+    path = "var/softswitch.db"
+
+    [[users]]              # softphones
+    name = "alice"
+    password = "secret"
+
+    [[trunks]]
+    name = "carrier-a"
+    address = "127.0.0.1:5070"
+    transport = "udp"
+    inbound_from = ["127.0.0.1/32"]
+    username = ""
+    password = ""
+
+    [[routes]]
+    match = "^\\\\+?[0-9]{6,15}$"
+    to = "trunk:carrier-a"
+
+    [[routes]]
+    match = "^alice$"
+    to = "user:alice"
+    """
+)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(text, "sw.toml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_config_design_keys_all_parse():
+    cfg = config.parse(GOOD)
+    assert cfg.sip.listen == ["udp:127.0.0.1:5060", "tcp:[::1]:5060"]
+    assert cfg.rtp_port_range() == (20000, 29999)
+    assert cfg.trunks[0].inbound_from == ["127.0.0.1/32"]
+    assert [r.to for r in cfg.routes] == ["trunk:carrier-a", "user:alice"]
+    assert cfg.routes[0].match == r"^\+?[0-9]{6,15}$"
+
+
+def test_config_empty_file_runs_on_defaults():
+    cfg = config.parse("")
+    assert cfg.sip.listen == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+    assert cfg.api.listen == "127.0.0.1:8080"
+    assert cfg.store.path == "var/softswitch.db"
+    assert (cfg.sip.t1_ms, cfg.sip.t2_ms, cfg.sip.t4_ms) == (500, 4000, 5000)
+    assert cfg.users == [] and cfg.routes == []
+
+
+def replace(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            replace('domain = "example.test"', 'domain = "example.test"\ncolour = "blue"'),
+            "sw.toml:4: sip.colour: unknown key `colour`",
+        ),
+        (replace("[store]", "[storage]"), "sw.toml:12: storage: unknown key `storage`"),
+        (replace('password = "secret"', "password = 1234"), "sw.toml:17: users[0].password: Expected `str`, got `int`"),
+        (replace('listen = "127.0.0.1:8080"', "listen = 8080"), "sw.toml:10: api.listen: Expected `str`, got `int`"),
+        (replace('name = "alice"\n', ""), "sw.toml:15: users[0].name: missing required key `name`"),
+        (
+            replace('"tcp:[::1]:5060"', '"sctp:127.0.0.1:5060"'),
+            "sw.toml:2: sip.listen[1]: bad listen address 'sctp:127.0.0.1:5060': expected TRANSPORT:HOST:PORT",
+        ),
+        (
+            replace('"udp:127.0.0.1:5060"', '"udp:127.0.0.1:70000"'),
+            "sw.toml:2: sip.listen[0]: bad listen address 'udp:127.0.0.1:70000': port 70000 is out of range",
+        ),
+        (
+            replace('"udp:127.0.0.1:5060"', '"udp:pbx.example:5060"'),
+            "sw.toml:2: sip.listen[0]: bad listen address 'udp:pbx.example:5060'",
+        ),
+        (
+            replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1"'),
+            "sw.toml:10: api.listen: bad listen address '127.0.0.1'",
+        ),
+        (
+            replace('rtp_ports = "20000-29999"', 'rtp_ports = "30000-20000"'),
+            "sw.toml:6: media.rtp_ports: bad port range: need 1024 <= LOW < HIGH <= 65535, got 30000-20000",
+        ),
+        (
+            replace('rtp_ports = "20000-29999"', 'rtp_ports = "20001-29999"'),
+            "sw.toml:6: media.rtp_ports: bad port range: LOW must be even",
+        ),
+        (
+            replace('rtp_ports = "20000-29999"', 'rtp_ports = "lots"'),
+            "sw.toml:6: media.rtp_ports: bad port range: expected LOW-HIGH",
+        ),
+        (
+            replace('match = "^alice$"', 'match = "^(alice$"'),
+            "sw.toml:32: routes[1].match: bad regular expression '^(alice$'",
+        ),
+        (replace('to = "user:alice"', 'to = "user:carol"'), "sw.toml:33: routes[1].to: unknown user 'carol'"),
+        (
+            replace('to = "trunk:carrier-a"', 'to = "trunk:carrier-b"'),
+            "sw.toml:29: routes[0].to: unknown trunk 'carrier-b'",
+        ),
+        (
+            replace('to = "user:alice"', 'to = "pstn:alice"'),
+            "sw.toml:33: routes[1].to: expected user:NAME, trunk:NAME or app:URL",
+        ),
+        (
+            GOOD + '\n[[users]]\nname = "alice"\npassword = "x"\n',
+            "sw.toml:36: users[1].name: duplicate name 'alice' (first at users[0])",
+        ),
+        (
+            GOOD + '\n[[trunks]]\nname = "carrier-a"\naddress = "127.0.0.1:5080"\n',
+            "sw.toml:36: trunks[1].name: duplicate name 'carrier-a' (first at trunks[0])",
+        ),
+        (
+            replace('address = "127.0.0.1:5070"', 'address = "127.0.0.1"'),
+            "sw.toml:21: trunks[0].address: bad address '127.0.0.1'",
+        ),
+        (
+            replace('inbound_from = ["127.0.0.1/32"]', 'inbound_from = ["127.0.0.1/33"]'),
+            "sw.toml:23: trunks[0].inbound_from[0]: bad network '127.0.0.1/33'",
+        ),
+        (
+            replace('transport = "udp"', 'transport = "carrier-pigeon"'),
+            "sw.toml:22: trunks[0].transport: must be one of udp, tcp, tls",
+        ),
+        (replace("[api]", "[api"), "sw.toml:9: (syntax): invalid TOML"),
+    ],
+)
+def test_config_error_names_file_line_and_field(text, expected):
+    got = problems(text)
+    assert any(p.startswith(expected) for p in got), got
+
+
+def test_config_reports_every_semantic_problem_at_once():
+    text = replace('to = "user:alice"', 'to = "user:carol"').replace('"udp:127.0.0.1:5060"', '"udp:x"')
+    got = problems(text)
+    assert [p.split(": ")[0] for p in got] == ["sw.toml:2", "sw.toml:33"]
+
+
+def test_config_dotted_keys_and_sub_tables_are_located():
+    text = 'sip.listen = ["udp:1.2.3.4:99999"]\n'
+    assert problems(text) == [
+        "sw.toml:1: sip.listen[0]: bad listen address 'udp:1.2.3.4:99999': port 99999 is out of range 1-65535"
+    ]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "softswitch", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_config_check_config_command_ok(tmp_path):
+    path = tmp_path / "good.toml"
+    path.write_text(GOOD)
+    res = run_cli("check-config", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "ok" in res.stdout.splitlines()[0]
+    assert "route 0: /^\\+?[0-9]{6,15}$/ -> trunk:carrier-a" in res.stdout
+
+
+def test_config_check_config_command_errors_exit_2(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(replace('to = "user:alice"', 'to = "user:carol"'))
+    res = run_cli("check-config", str(path))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"{path}:33: routes[1].to: unknown user 'carol'"
+    assert "Traceback" not in res.stderr
+
+
+def test_config_missing_file_is_an_error(tmp_path):
+    res = run_cli("check-config", str(tmp_path / "nope.toml"))
+    assert res.returncode == 2
+    assert res.stderr.startswith(f"{tmp_path / 'nope.toml'}:0: (file): cannot read")
+
+
+def test_config_shipped_file_is_valid():
+    config.load("configs/softswitch.toml")

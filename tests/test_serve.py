@@ -1,0 +1,190 @@
+"""The real `softswitch serve` process: start, health, logs, signals, busy ports, bad config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import free_port
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, sip_port: int, api_port: int, extra: str = "") -> Path:
+    path = tmp_path / "sw.toml"
+    path.write_text(
+        f'[sip]\nlisten = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]\n'
+        f'[api]\nlisten = "127.0.0.1:{api_port}"\n'
+        f'[store]\npath = "{tmp_path / "var" / "sw.db"}"\n{extra}'
+    )
+    return path
+
+
+def spawn(cfg: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "softswitch", "serve", "-c", str(cfg), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT,
+    )
+
+
+def wait_health(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("application/json")
+                return json.loads(resp.read())
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("softswitch did not answer /health in time")
+
+
+def stop(proc: subprocess.Popen, sig: int) -> tuple[float, str]:
+    start = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=10)
+    return time.monotonic() - start, err
+
+
+@pytest.fixture
+def server(tmp_path):
+    sip, api = free_port(also_udp=True), free_port()
+    cfg = write_config(tmp_path, sip, api)
+    proc = spawn(cfg)
+    yield proc, sip, api, tmp_path
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_starts_answers_health_and_stops_on_signal(server, sig):
+    proc, sip, api, tmp_path = server
+    assert wait_health(api, proc)["status"] == "ok"
+    with socket.create_connection(("127.0.0.1", sip), timeout=2):
+        pass  # the SIP TCP listener is bound
+    assert (tmp_path / "var" / "sw.db").exists()
+    elapsed, err = stop(proc, sig)
+    assert proc.returncode == 0, err
+    assert elapsed < 2.0
+    assert "softswitch.stopped" in err and "Traceback" not in err
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", api), timeout=1).close()
+
+
+def test_serve_logs_one_plain_line_per_event(server):
+    proc, sip, api, _ = server
+    wait_health(api, proc)
+    _, err = stop(proc, signal.SIGTERM)
+    lines = err.strip().splitlines()
+    listening = [ln for ln in lines if " sip.listening " in ln]
+    assert len(listening) == 2
+    assert listening[0].split()[1] == "info"
+    assert f"addr=udp:127.0.0.1:{sip}" in listening[0]
+    assert any(" store.opened " in ln and "schema=" in ln for ln in lines)
+
+
+def test_serve_json_log_format(tmp_path):
+    sip, api = free_port(also_udp=True), free_port()
+    proc = spawn(write_config(tmp_path, sip, api), "--log-format", "json")
+    wait_health(api, proc)
+    _, err = stop(proc, signal.SIGINT)
+    docs = [json.loads(line) for line in err.strip().splitlines()]
+    assert {"ts", "level", "event"} <= set(docs[0])
+    events = [d["event"] for d in docs]
+    assert events[0] == "softswitch.starting" and events[-1] == "softswitch.stopped"
+    assert {"addr": f"tcp:127.0.0.1:{sip}"}.items() <= next(
+        d for d in docs if d["event"] == "sip.listening" and d["addr"].startswith("tcp")
+    ).items()
+
+
+def test_serve_second_start_keeps_store(tmp_path):
+    sip, api = free_port(also_udp=True), free_port()
+    cfg = write_config(tmp_path, sip, api)
+    for _ in range(2):
+        proc = spawn(cfg)
+        wait_health(api, proc)
+        _, err = stop(proc, signal.SIGTERM)
+        assert proc.returncode == 0, err
+        assert "schema=1" in err
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp", "api"])
+def test_serve_port_in_use_is_one_line_exit_1(tmp_path, kind):
+    sip, api = free_port(also_udp=True), free_port()
+    sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    blocker = socket.socket(socket.AF_INET, sock_type)
+    blocker.bind(("127.0.0.1", api if kind == "api" else sip))
+    if sock_type == socket.SOCK_STREAM:
+        blocker.listen()
+    try:
+        proc = spawn(write_config(tmp_path, sip, api))
+        _, err = proc.communicate(timeout=15)
+    finally:
+        blocker.close()
+    assert proc.returncode == 1
+    errors = [ln for ln in err.splitlines() if ln.startswith("softswitch: ")]
+    addr = f"api:127.0.0.1:{api}" if kind == "api" else f"{kind}:127.0.0.1:{sip}"
+    assert errors == [f"softswitch: cannot listen on {addr}: address already in use"]
+    assert "Traceback" not in err
+
+
+def test_serve_refuses_bad_config_with_same_message_as_check_config(tmp_path):
+    cfg = write_config(tmp_path, 5060, 8080, extra='[[routes]]\nmatch = "x"\nto = "trunk:nowhere"\n')
+    proc = spawn(cfg)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 2
+    assert err.strip() == f"{cfg}:9: routes[0].to: unknown trunk 'nowhere'"
+    check = subprocess.run(
+        [sys.executable, "-m", "softswitch", "check-config", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 2 and check.stderr == err
+
+
+def test_serve_refuses_newer_store_schema(tmp_path):
+    import sqlite3
+
+    sip, api = free_port(also_udp=True), free_port()
+    cfg = write_config(tmp_path, sip, api)
+    (tmp_path / "var").mkdir()
+    conn = sqlite3.connect(tmp_path / "var" / "sw.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    proc = spawn(cfg)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 1
+    assert "schema version 99, newer than this softswitch knows" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [[], ["serve"], ["check-config"]])
+def test_serve_help_describes_every_option(argv):
+    res = subprocess.run(
+        [sys.executable, "-m", "softswitch", *argv, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert res.returncode == 0
+    text = res.stdout
+    wanted = {
+        (): ["serve", "check-config", "--version"],
+        ("serve",): ["--config", "--log-format", "--log-level", "SIGTERM"],
+        ("check-config",): ["FILE", "exits 2"],
+    }[tuple(argv)]
+    for word in wanted:
+        assert word in text
