@@ -1,0 +1,508 @@
+"""SIP transactions (RFC 3261 17, with the Accepted states of RFC 6026), sans-IO.
+
+Theory of operation. A `TransactionLayer` holds every client and server transaction. The caller feeds
+it parsed messages (`receive`), requests to send (`send_request`), responses to send (`send_response`)
+and the time (`handle_timer(now)` when `get_timer()` is due); it returns nothing directly but queues
+two kinds of output: `Transmit` (a message and the opaque destination to send it to) from
+`transmits()`, and events for the transaction user (TU) from `next_event()`. The layer never reads a
+clock or touches a socket. Retransmission timers run only over unreliable transports.
+
+The four state machines are declared as tables (`TRANSITIONS`), the single source of truth for which
+input moves which state; the methods only add the side effects (send, arm a timer, tell the TU).
+
+  client INVITE (17.1.1):   calling -1xx-> proceeding -2xx-> accepted (6026, Timer M) ; 3xx-6xx ->
+                            completed (ACK sent, Timer D) ; Timer A retransmits, Timer B times out
+  client non-INVITE (17.1.2): trying -1xx-> proceeding -final-> completed (Timer K); E retransmits, F ends
+  server INVITE (17.2.1):   proceeding -2xx-> accepted (6026, Timer L) ; 3xx-6xx -> completed (Timer G
+                            retransmits, H times out) -ACK-> confirmed (Timer I)
+  server non-INVITE (17.2.2): trying -1xx-> proceeding -final-> completed (Timer J)
+
+Matching (17.1.3, 17.2.3): responses by top-Via branch and CSeq method; requests by branch, sent-by and
+method (ACK matches its INVITE) when the branch has the RFC 3261 magic cookie, otherwise by the RFC 2543
+rules (Request-URI, From tag, To tag, Call-ID, CSeq, top Via).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass
+from enum import Enum
+
+from softswitch.sip.message import Request, Response, build_response
+
+MAGIC = "z9hG4bK"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerConfig:
+    """RFC 3261 timer bases in seconds (Table 4); from `[sip] t1_ms/t2_ms/t4_ms`."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+class State(Enum):
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class Kind(Enum):
+    ICT = "client-invite"
+    NICT = "client-non-invite"
+    IST = "server-invite"
+    NIST = "server-non-invite"
+
+
+S = State
+# (kind, state, input) -> next state. Inputs: 1xx, 2xx, 3xx+ (a response received or sent), request
+# (a retransmission), ack, and timer names. An input missing from the table is absorbed unchanged.
+TRANSITIONS: dict[tuple[Kind, State, str], State] = {
+    (Kind.ICT, S.CALLING, "1xx"): S.PROCEEDING,
+    (Kind.ICT, S.CALLING, "2xx"): S.ACCEPTED,
+    (Kind.ICT, S.CALLING, "3xx+"): S.COMPLETED,
+    (Kind.ICT, S.CALLING, "A"): S.CALLING,
+    (Kind.ICT, S.CALLING, "B"): S.TERMINATED,
+    (Kind.ICT, S.PROCEEDING, "1xx"): S.PROCEEDING,
+    (Kind.ICT, S.PROCEEDING, "2xx"): S.ACCEPTED,
+    (Kind.ICT, S.PROCEEDING, "3xx+"): S.COMPLETED,
+    (Kind.ICT, S.ACCEPTED, "2xx"): S.ACCEPTED,
+    (Kind.ICT, S.ACCEPTED, "M"): S.TERMINATED,
+    (Kind.ICT, S.COMPLETED, "3xx+"): S.COMPLETED,
+    (Kind.ICT, S.COMPLETED, "D"): S.TERMINATED,
+    (Kind.NICT, S.TRYING, "1xx"): S.PROCEEDING,
+    (Kind.NICT, S.TRYING, "2xx"): S.COMPLETED,
+    (Kind.NICT, S.TRYING, "3xx+"): S.COMPLETED,
+    (Kind.NICT, S.TRYING, "E"): S.TRYING,
+    (Kind.NICT, S.TRYING, "F"): S.TERMINATED,
+    (Kind.NICT, S.PROCEEDING, "1xx"): S.PROCEEDING,
+    (Kind.NICT, S.PROCEEDING, "2xx"): S.COMPLETED,
+    (Kind.NICT, S.PROCEEDING, "3xx+"): S.COMPLETED,
+    (Kind.NICT, S.PROCEEDING, "E"): S.PROCEEDING,
+    (Kind.NICT, S.PROCEEDING, "F"): S.TERMINATED,
+    (Kind.NICT, S.COMPLETED, "K"): S.TERMINATED,
+    (Kind.IST, S.PROCEEDING, "request"): S.PROCEEDING,
+    (Kind.IST, S.PROCEEDING, "1xx"): S.PROCEEDING,
+    (Kind.IST, S.PROCEEDING, "2xx"): S.ACCEPTED,
+    (Kind.IST, S.PROCEEDING, "3xx+"): S.COMPLETED,
+    (Kind.IST, S.ACCEPTED, "2xx"): S.ACCEPTED,
+    (Kind.IST, S.ACCEPTED, "ack"): S.ACCEPTED,
+    (Kind.IST, S.ACCEPTED, "L"): S.TERMINATED,
+    (Kind.IST, S.COMPLETED, "request"): S.COMPLETED,
+    (Kind.IST, S.COMPLETED, "ack"): S.CONFIRMED,
+    (Kind.IST, S.COMPLETED, "G"): S.COMPLETED,
+    (Kind.IST, S.COMPLETED, "H"): S.TERMINATED,
+    (Kind.IST, S.CONFIRMED, "I"): S.TERMINATED,
+    (Kind.NIST, S.TRYING, "1xx"): S.PROCEEDING,
+    (Kind.NIST, S.TRYING, "2xx"): S.COMPLETED,
+    (Kind.NIST, S.TRYING, "3xx+"): S.COMPLETED,
+    (Kind.NIST, S.PROCEEDING, "request"): S.PROCEEDING,
+    (Kind.NIST, S.PROCEEDING, "1xx"): S.PROCEEDING,
+    (Kind.NIST, S.PROCEEDING, "2xx"): S.COMPLETED,
+    (Kind.NIST, S.PROCEEDING, "3xx+"): S.COMPLETED,
+    (Kind.NIST, S.COMPLETED, "request"): S.COMPLETED,
+    (Kind.NIST, S.COMPLETED, "J"): S.TERMINATED,
+}
+INITIAL = {Kind.ICT: S.CALLING, Kind.NICT: S.TRYING, Kind.IST: S.PROCEEDING, Kind.NIST: S.TRYING}
+
+
+def status_class(status: int) -> str:
+    return "1xx" if status < 200 else "2xx" if status < 300 else "3xx+"
+
+
+# -- what the layer hands out ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Send `message` to `dest` (whatever the transport gave or will resolve: the layer never looks)."""
+
+    message: Request | Response
+    dest: Hashable
+    retransmission: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A new request for the TU: a new server transaction, or an ACK for a 2xx (no transaction)."""
+
+    at: float
+    key: Hashable | None
+    request: Request
+    source: Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """A response for one of our client transactions (retransmitted 2xx included, for re-ACK)."""
+
+    at: float
+    key: Hashable
+    response: Response
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class StrayResponse:
+    """A response matching no client transaction (a 2xx retransmission after Timer M, or junk)."""
+
+    at: float
+    response: Response
+    source: Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Timer B, F (no final response) or H (no ACK for our 3xx-6xx)."""
+
+    at: float
+    key: Hashable
+    request: Request
+    timer: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransportError:
+    at: float
+    key: Hashable
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Terminated:
+    at: float
+    key: Hashable
+
+
+Event = RequestReceived | ResponseReceived | StrayResponse | Timeout | TransportError | Terminated
+
+
+def new_branch() -> str:
+    return MAGIC + secrets.token_hex(8)
+
+
+def server_key(request: Request) -> Hashable:
+    """17.2.3: the key a request (or its retransmission, or its ACK) maps to."""
+    via = request.via
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch or ""
+    if branch.startswith(MAGIC):
+        return ("s", branch, via.host.lower(), via.port, method)
+    # RFC 2543 peers: the ACK for a non-2xx carries the To tag of our response, so it is left out here
+    # and checked separately against the transaction's response (see `_match_2543_ack`).
+    return ("s2543", str(request.uri_text), request.from_.tag, request.call_id, request.cseq.seq, method, str(via))
+
+
+def client_key(message: Request | Response) -> Hashable:
+    """17.1.3: top-Via branch plus CSeq method."""
+    return ("c", message.via.branch, message.cseq.method)
+
+
+# -- one transaction ------------------------------------------------------------------------------
+class Transaction:
+    """One of the four machines; driven only by its `TransactionLayer`."""
+
+    __slots__ = (
+        "ack",
+        "dest",
+        "intervals",
+        "key",
+        "kind",
+        "last_response",
+        "layer",
+        "reliable",
+        "request",
+        "state",
+        "timers",
+        "to_tag",
+    )
+
+    def __init__(
+        self, layer: TransactionLayer, kind: Kind, key: Hashable, request: Request, dest: Hashable, reliable: bool
+    ):
+        self.layer = layer
+        self.kind = kind
+        self.key = key
+        self.request = request
+        self.dest = dest
+        self.reliable = reliable
+        self.state = INITIAL[kind]
+        self.timers: dict[str, float] = {}
+        self.intervals: dict[str, float] = {}
+        self.last_response: Response | None = None
+        self.ack: Request | None = None
+        self.to_tag: str | None = None
+
+    def step(self, symbol: str, now: float) -> State | None:
+        """Apply one input; returns the new state, or None if the table absorbs it."""
+        new = TRANSITIONS.get((self.kind, self.state, symbol))
+        if new is None:
+            return None
+        old, self.state = self.state, new
+        if new is S.TERMINATED and old is not S.TERMINATED:
+            self.layer._terminate(self, now)
+        return new
+
+    def arm(self, name: str, now: float, delay: float) -> None:
+        self.timers[name] = now + delay
+        self.layer._schedule(self, name, now + delay)
+
+    def disarm(self, *names: str) -> None:
+        for name in names:
+            self.timers.pop(name, None)
+
+
+class TransactionLayer:
+    """Every transaction of one SIP endpoint, keyed for matching, with one timer heap."""
+
+    def __init__(self, timers: TimerConfig = TimerConfig(), auto_trying: bool = True):
+        self.config = timers
+        self.auto_trying = auto_trying
+        self._txns: dict[Hashable, Transaction] = {}
+        self._heap: list[tuple[float, int, Hashable, str]] = []
+        self._seq = itertools.count()
+        self._events: deque[Event] = deque()
+        self._out: list[Transmit] = []
+
+    # -- output --------------------------------------------------------------------------------
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def transmits(self) -> list[Transmit]:
+        """Messages to send now, in order; the list is handed over (the layer keeps no copy)."""
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline at which `handle_timer` must be called, or None."""
+        while self._heap:
+            deadline, _, key, name = self._heap[0]
+            txn = self._txns.get(key)
+            if txn is not None and txn.timers.get(name) == deadline:
+                return deadline
+            heapq.heappop(self._heap)
+        return None
+
+    def __len__(self) -> int:
+        return len(self._txns)
+
+    def get(self, key: Hashable) -> Transaction | None:
+        return self._txns.get(key)
+
+    # -- client side ---------------------------------------------------------------------------
+    def send_request(self, request: Request, dest: Hashable, now: float, *, reliable: bool = False) -> Hashable:
+        """Start a client transaction; the request must carry its top Via (with a branch)."""
+        if request.method == "ACK":
+            raise ValueError("an ACK is not a transaction: send it with `send_stateless`")
+        kind = Kind.ICT if request.method == "INVITE" else Kind.NICT
+        key = client_key(request)
+        if key in self._txns:
+            raise ValueError(f"a client transaction with branch {request.via.branch} exists")
+        txn = self._txns[key] = Transaction(self, kind, key, request, dest, reliable)
+        self._out.append(Transmit(request, dest))
+        t = self.config
+        if kind is Kind.ICT:
+            if not reliable:
+                txn.intervals["A"] = t.t1
+                txn.arm("A", now, t.t1)
+            txn.arm("B", now, 64 * t.t1)
+        else:
+            if not reliable:
+                txn.intervals["E"] = t.t1
+                txn.arm("E", now, t.t1)
+            txn.arm("F", now, 64 * t.t1)
+        return key
+
+    def send_stateless(self, message: Request | Response, dest: Hashable) -> None:
+        """Send outside any transaction: the ACK for a 2xx, a 2xx retransmitted by the UAS core."""
+        self._out.append(Transmit(message, dest))
+
+    def cancel_request(self, key: Hashable) -> Request | None:
+        """The CANCEL for our INVITE (9.1), or None if it may not be sent (no provisional yet is fine:
+        the caller should wait for one before sending it, as 9.1 says)."""
+        txn = self._txns.get(key)
+        if txn is None or txn.kind is not Kind.ICT or txn.state not in (S.CALLING, S.PROCEEDING):
+            return None
+        invite = txn.request
+        headers = [("Via", invite.get_all("Via")[0])]
+        headers += [(n, v) for n, v in invite.headers if n in ("Route", "From", "To", "Call-ID")]
+        headers += [("CSeq", f"{invite.cseq.seq} CANCEL"), ("Max-Forwards", "70")]
+        return Request("CANCEL", invite.uri_text, headers)
+
+    def transport_error(self, key: Hashable, now: float) -> None:
+        """The transport could not send for this transaction (17.1.4, 17.2.4)."""
+        txn = self._txns.get(key)
+        if txn is not None:
+            self._events.append(TransportError(now, key, txn.request))
+            txn.state = S.TERMINATED
+            self._terminate(txn, now)
+
+    # -- receiving -----------------------------------------------------------------------------
+    def receive(self, message: Request | Response, source: Hashable, now: float, *, reliable: bool = False) -> None:
+        """Hand a parsed message to its transaction, or to the TU when it starts one (or is stray)."""
+        if isinstance(message, Response):
+            self._receive_response(message, source, now)
+        else:
+            self._receive_request(message, source, now, reliable)
+
+    def _receive_response(self, response: Response, source: Hashable, now: float) -> None:
+        txn = self._txns.get(client_key(response))
+        if txn is None:
+            self._events.append(StrayResponse(now, response, source))
+            return
+        cls = status_class(response.status)
+        old = txn.state
+        if txn.step(cls, now) is None:
+            return
+        t = self.config
+        if txn.kind is Kind.ICT:
+            txn.disarm("A")
+            if cls == "1xx":
+                txn.disarm("B")  # 17.1.1.2: B only guards the wait for any response
+            if cls == "2xx":
+                txn.disarm("B")
+                if old is not S.ACCEPTED:
+                    txn.arm("M", now, 64 * t.t1)
+            elif cls == "3xx+":
+                txn.disarm("B")
+                if txn.ack is None:
+                    txn.ack = self._ack_for(txn.request, response)
+                    txn.arm("D", now, 0 if txn.reliable else 32.0)
+                self._out.append(Transmit(txn.ack, txn.dest, retransmission=old is S.COMPLETED))
+                if old is S.COMPLETED:
+                    return  # a retransmitted final response is absorbed (17.1.1.2)
+        else:
+            if cls == "1xx" and "E" in txn.timers:
+                txn.intervals["E"] = t.t2  # 17.1.2.2: in Proceeding, retransmit every T2
+            if cls != "1xx":
+                txn.disarm("E", "F")
+                txn.arm("K", now, 0 if txn.reliable else t.t4)
+        self._events.append(ResponseReceived(now, txn.key, response, txn.request))
+        self._fire_zero(txn, now)
+
+    def _receive_request(self, request: Request, source: Hashable, now: float, reliable: bool) -> None:
+        key = server_key(request)
+        txn = self._txns.get(key)
+        if request.method == "ACK":
+            if (
+                txn is None
+                or txn.kind is not Kind.IST
+                or txn.state is S.ACCEPTED
+                or not self._ack_matches(txn, request)
+            ):
+                self._events.append(RequestReceived(now, None, request, source))  # ACK for a 2xx: the TU's
+                return
+            if txn.step("ack", now) is S.CONFIRMED:
+                txn.disarm("G", "H")
+                txn.arm("I", now, 0 if txn.reliable else self.config.t4)
+                self._fire_zero(txn, now)
+            return
+        if txn is not None:
+            if txn.step("request", now) is not None and txn.last_response is not None:
+                self._out.append(Transmit(txn.last_response, txn.dest, retransmission=True))
+            return
+        kind = Kind.IST if request.method == "INVITE" else Kind.NIST
+        txn = self._txns[key] = Transaction(self, kind, key, request, source, reliable)
+        self._events.append(RequestReceived(now, key, request, source))
+        if kind is Kind.IST and self.auto_trying:
+            self.send_response(key, build_response(request, 100), now)
+
+    def _ack_matches(self, txn: Transaction, ack: Request) -> bool:
+        if txn.key[0] != "s2543":
+            return True
+        return ack.to.tag == txn.to_tag  # 17.2.3: an RFC 2543 ACK also matches on our To tag
+
+    # -- server side ---------------------------------------------------------------------------
+    def send_response(self, key: Hashable, response: Response, now: float) -> None:
+        """Send a response in a server transaction (the only way a TU answers a request)."""
+        txn = self._txns.get(key)
+        if txn is None or txn.kind not in (Kind.IST, Kind.NIST):
+            raise KeyError(f"no server transaction {key!r}")
+        cls = status_class(response.status)
+        old = txn.state
+        if txn.step(cls, now) is None:
+            raise ValueError(f"cannot send {response.status} in state {txn.state.value}")
+        txn.last_response = response
+        txn.to_tag = response.to.tag
+        self._out.append(Transmit(response, txn.dest, retransmission=old is S.ACCEPTED))
+        t = self.config
+        if txn.kind is Kind.IST:
+            if cls == "2xx" and old is not S.ACCEPTED:
+                txn.arm("L", now, 64 * t.t1)
+            elif cls == "3xx+":
+                if not txn.reliable:
+                    txn.intervals["G"] = t.t1
+                    txn.arm("G", now, t.t1)
+                txn.arm("H", now, 64 * t.t1)
+        elif cls != "1xx":
+            txn.arm("J", now, 0 if txn.reliable else 64 * t.t1)
+            self._fire_zero(txn, now)
+
+    # -- timers --------------------------------------------------------------------------------
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at `now` (call when `get_timer()` <= now)."""
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, key, name = heapq.heappop(self._heap)
+            txn = self._txns.get(key)
+            if txn is None or txn.timers.get(name) != deadline:
+                continue
+            del txn.timers[name]
+            self._fire(txn, name, deadline)
+
+    def _fire(self, txn: Transaction, name: str, now: float) -> None:
+        if (txn.kind, txn.state, name) not in TRANSITIONS:
+            return
+        if name in ("B", "F", "H"):
+            self._events.append(Timeout(now, txn.key, txn.request, name))
+        txn.step(name, now)
+        if name in ("A", "E", "G"):
+            message = txn.last_response if name == "G" else txn.request
+            self._out.append(Transmit(message, txn.dest, retransmission=True))
+            cap = None if name == "A" else self.config.t2
+            interval = txn.intervals[name]
+            if txn.state is not S.PROCEEDING or name != "E":
+                interval = interval * 2 if cap is None else min(interval * 2, cap)
+            txn.intervals[name] = interval
+            txn.arm(name, now, interval)
+
+    def _fire_zero(self, txn: Transaction, now: float) -> None:
+        """Zero-length timers (reliable transports) fire at once rather than on the next tick."""
+        for name, deadline in list(txn.timers.items()):
+            if deadline <= now:
+                del txn.timers[name]
+                self._fire(txn, name, now)
+
+    def _schedule(self, txn: Transaction, name: str, deadline: float) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._seq), txn.key, name))
+
+    def _terminate(self, txn: Transaction, now: float) -> None:
+        txn.timers.clear()
+        if self._txns.get(txn.key) is txn:
+            del self._txns[txn.key]
+        self._events.append(Terminated(now, txn.key))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _ack_for(invite: Request, response: Response) -> Request:
+        """17.1.1.3: the ACK for a 3xx-6xx, built by the transaction itself."""
+        headers = [("Via", invite.get_all("Via")[0])]
+        headers += [(n, v) for n, v in invite.headers if n in ("Route", "From", "Call-ID")]
+        headers.append(("To", response.get("To") or ""))
+        headers.append(("CSeq", f"{invite.cseq.seq} ACK"))
+        headers.append(("Max-Forwards", "70"))
+        return Request("ACK", invite.uri_text, headers)
+
+    def find_invite_for_cancel(self, cancel: Request) -> Hashable | None:
+        """9.2: the INVITE server transaction a CANCEL refers to (same key, method INVITE)."""
+        probe = Request("INVITE", cancel.uri_text, cancel.headers)
+        probe.set("CSeq", f"{cancel.cseq.seq} INVITE")
+        key = server_key(probe)
+        txn = self._txns.get(key)
+        return key if txn is not None and txn.kind is Kind.IST else None
