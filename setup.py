@@ -3,7 +3,7 @@
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["g711"]
+KERNELS = ["g711", "sipscan"]
 
 extensions = [
     Extension(

@@ -14,6 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
+from cext.sipscan import scan as _scan
+from cext.sipscan import set_names as _set_names
+
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.headers import (
     CANONICAL,
@@ -38,6 +41,7 @@ _STATUS = re.compile(r"SIP/2\.0 ([1-6]\d\d)(?: (.*))?", re.S | re.I)
 _VERSION = re.compile(r"SIP/(\d+)\.(\d+)", re.I)
 _SINGLE = frozenset(("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length"))
 _CORE = _SINGLE | {"Via"}
+_set_names(CANONICAL, _SINGLE)
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 
 REASONS = {
@@ -141,11 +145,12 @@ class Message:
         self.headers.append((name, value))
 
     def add(self, name: str, value: str, first: bool = False) -> None:
-        """Add one header value, after the others of its name (or before them, with `first`)."""
+        """Add one header value after the others of its name; with `first`, before them (at the top of
+        the headers when there are none, where a new Via belongs)."""
         name = canonical(name)
         self._parsed.pop(name, None)
         if first:
-            index = next((i for i, (n, _) in enumerate(self.headers) if n == name), len(self.headers))
+            index = next((i for i, (n, _) in enumerate(self.headers) if n == name), 0)
             self.headers.insert(index, (name, value))
         else:
             self.headers.append((name, value))
@@ -318,7 +323,41 @@ def _header_block(data: bytes) -> tuple[bytes, int]:
 
 
 def parse(data: bytes, *, stream: bool = False, max_size: int = MAX_MESSAGE_BYTES) -> Request | Response:
-    """Parse one whole SIP message. With `stream`, Content-Length is required (RFC 3261 18.3)."""
+    """Parse one whole SIP message. With `stream`, Content-Length is required (RFC 3261 18.3).
+
+    Plain well-formed messages take the compiled fast path (cext/sipscan.pyx); everything else, and
+    every error, goes through `parse_reference`, which defines the behaviour."""
+    if len(data) > max_size:
+        raise SipParseError(f"message of {len(data)} bytes exceeds {max_size}", 513)
+    fast = _scan(data)
+    if fast is not None:
+        return _from_scan(data, fast)
+    return parse_reference(data, stream=stream, max_size=max_size)
+
+
+def _from_scan(data: bytes, fast: tuple) -> Request | Response:
+    start_a, start_b, headers, body_at, length, seq, method, frm, to, via = fast
+    msg: Request | Response
+    if start_a.__class__ is int:
+        msg = Response.__new__(Response)
+        msg.status, msg.reason = start_a, start_b
+    else:
+        msg = Request.__new__(Request)
+        msg.method, msg.uri_text = start_a, start_b
+    msg.headers = headers
+    msg.body = data[body_at : body_at + length] if length < len(data) - body_at else data[body_at:]
+    parsed = msg._parsed = {
+        "CSeq": CSeq(seq, method),
+        "From": Address(frm[1], frm[0], frm[3], frm[2]),
+        "To": Address(to[1], to[0], to[3], to[2]),
+    }
+    if via is not None:
+        parsed["Via"] = [Via(via[1], via[2], via[3], via[4], via[0])]
+    return msg
+
+
+def parse_reference(data: bytes, *, stream: bool = False, max_size: int = MAX_MESSAGE_BYTES) -> Request | Response:
+    """The complete parser in Python: the definition the compiled fast path is tested against."""
     if len(data) > max_size:
         raise SipParseError(f"message of {len(data)} bytes exceeds {max_size}", 513)
     if data[:2] == b"\r\n":

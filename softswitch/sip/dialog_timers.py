@@ -1,0 +1,140 @@
+"""The UAS core's 2xx retransmission and ACK wait (RFC 3261 13.3.1.4, RFC 6026 section 7.1), sans-IO.
+
+Theory of operation. A 2xx to an INVITE ends the INVITE server transaction's care for it (RFC 6026 moves
+the transaction to Accepted, where it only absorbs retransmitted INVITEs), so the UAS core must carry the
+2xx end to end itself: it retransmits the response first T1 after sending it, then at intervals that
+double up to T2 (T1, 2*T1, 4*T1, T2, T2, ...), and stops when the ACK for it arrives. If no ACK has come
+64*T1 after the first transmission, the core gives up and should end the dialog with a BYE (13.3.1.4).
+Over a reliable transport (TCP, TLS, WebSocket) nothing is retransmitted, but the 64*T1 wait still runs.
+
+`InviteOkRetransmitter` is that machine for one 2xx: the caller arms one timer at `get_timer()`, calls
+`handle_timer(now)` when it is due and sends the responses it returns, passes ACKs that may belong to it
+to `receive_ack(ack, now)`, and reads `AckReceived` / `AckTimeout` from `next_event()`. It never reads a
+clock: every time is the caller's `now`, in seconds on one monotonic clock. T1 and T2 come from config
+(`TimerConfig` in `transaction.py`: 0.5 s and 4 s by default).
+
+The ACK is matched to the 2xx by Call-ID, From tag, To tag and CSeq number (the ACK's CSeq method is ACK),
+which is what 13.2.2.4 makes the UAC copy from the 2xx and its INVITE.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from softswitch.sip.message import Request, Response
+
+__all__ = ["AckReceived", "AckTimeout", "InviteOkRetransmitter", "OkState", "RetransmitEvent", "acknowledges"]
+
+
+class OkState(Enum):
+    WAITING = "waiting"  # retransmitting (unreliable transport) and waiting for the ACK
+    ACKED = "acked"
+    TIMED_OUT = "timed-out"
+
+
+# (state, input) -> next state; inputs are "retransmit" (the interval timer), "ack" and "timeout" (64*T1).
+# A pair missing from the table is absorbed unchanged (an ACK repeated after the first, a late timer).
+TRANSITIONS: dict[tuple[OkState, str], OkState] = {
+    (OkState.WAITING, "retransmit"): OkState.WAITING,
+    (OkState.WAITING, "ack"): OkState.ACKED,
+    (OkState.WAITING, "timeout"): OkState.TIMED_OUT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    """The ACK for our 2xx arrived: retransmission stopped."""
+
+    at: float
+    ack: Request
+
+
+@dataclass(frozen=True, slots=True)
+class AckTimeout:
+    """No ACK for our 2xx within 64*T1 (13.3.1.4): the caller ends the dialog with a BYE."""
+
+    at: float
+    response: Response
+
+
+RetransmitEvent = AckReceived | AckTimeout
+
+
+class InviteOkRetransmitter:
+    """Retransmits a 2xx to an INVITE until its ACK arrives (13.3.1.4): first after T1, then at intervals
+    doubling up to T2; none over a reliable transport. 64*T1 after the start without an ACK, it stops and
+    reports `AckTimeout`. Drive it with `get_timer()` / `handle_timer(now)`; feed ACKs to `receive_ack`."""
+
+    __slots__ = ("_events", "_give_up_at", "_interval", "_retransmit_at", "response", "state", "t1", "t2")
+
+    def __init__(self, response: Response, now: float, *, t1: float = 0.5, t2: float = 4.0, reliable: bool = False):
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            raise ValueError("only a 2xx to an INVITE is retransmitted by the UAS core")
+        self.response = response
+        self.t1, self.t2 = t1, t2
+        self.state = OkState.WAITING
+        self._interval = t1
+        self._retransmit_at: float | None = None if reliable else now + t1
+        self._give_up_at = now + 64 * t1
+        self._events: deque[RetransmitEvent] = deque()
+
+    @property
+    def done(self) -> bool:
+        return self.state is not OkState.WAITING
+
+    def _step(self, symbol: str) -> bool:
+        """Apply one input; whether it moved the machine (or kept it retransmitting)."""
+        following = TRANSITIONS.get((self.state, symbol))
+        if following is None:
+            return False
+        self.state = following
+        return True
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` is next due, or None once stopped."""
+        if self.done:
+            return None
+        if self._retransmit_at is None:
+            return self._give_up_at
+        return min(self._retransmit_at, self._give_up_at)
+
+    def handle_timer(self, now: float) -> list[Response]:
+        """The responses to send now: the 2xx once if its retransmission is due; [] otherwise (and on the
+        timeout, which queues `AckTimeout`)."""
+        if self.done:
+            return []
+        if now >= self._give_up_at:
+            self._step("timeout")
+            self._events.append(AckTimeout(now, self.response))
+            return []
+        if self._retransmit_at is None or now < self._retransmit_at or not self._step("retransmit"):
+            return []
+        while self._retransmit_at <= now:  # a late call sends once, then keeps to the schedule
+            self._interval = min(self._interval * 2, self.t2)
+            self._retransmit_at += self._interval
+        return [self.response]
+
+    def receive_ack(self, ack: Request, now: float) -> bool:
+        """Whether `ack` acknowledges our 2xx (same Call-ID, tags and CSeq number). The first one stops
+        the retransmission and queues `AckReceived`; repeats are recognised (to absorb) but change nothing."""
+        if not acknowledges(ack, self.response):
+            return False
+        if self._step("ack"):
+            self._events.append(AckReceived(now, ack))
+        return True
+
+    def next_event(self) -> RetransmitEvent | None:
+        return self._events.popleft() if self._events else None
+
+
+def acknowledges(ack: Request, response: Response) -> bool:
+    """Whether `ack` is the ACK for the 2xx `response` (same Call-ID, tags and CSeq number, 13.2.2.4)."""
+    return (
+        ack.method == "ACK"
+        and ack.call_id == response.call_id
+        and ack.cseq.seq == response.cseq.seq
+        and ack.from_.tag == response.from_.tag
+        and ack.to.tag == response.to.tag
+    )

@@ -1,0 +1,697 @@
+"""SDP session descriptions (RFC 8866, which replaced RFC 4566): parse, serialise, read the media facts.
+
+Why this module: every INVITE, re-INVITE and 200 OK carries an SDP body. Call control answers offers
+(`offer_answer.py`) and the media engine needs addresses, ports, payload types and directions out of
+them. Like the rest of `softswitch.sip` it is sans-IO: text in, frozen dataclasses out, text back.
+
+Parsing is strict about structure and lenient about content:
+- a malformed line raises `SdpError` (a `ValueError`) naming the line and the reason, and carrying
+  `status` (400), the SIP response a caller should send; no other exception escapes `parse()`;
+- the attributes we read (rtpmap, fmtp, ptime, maxptime, rtcp, crypto) are checked while parsing, so
+  the accessors on a parsed description cannot fail later;
+- unknown attributes are kept verbatim and in order; LF-only line ends are accepted, trailing spaces
+  and blank lines ignored; serialisation always writes CRLF in the RFC 8866 line order.
+
+Media-level facts that depend on the session level (connection, direction, RTCP address) are methods of
+`SessionDescription` taking the media section: a media section inherits c= and the direction attribute
+from the session, and `c=IN IP4 0.0.0.0` is read as hold (RFC 2543 style, RFC 3264 section 8.4).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+
+class SdpError(ValueError):
+    """A malformed session description: the peer's fault, answered with `status` (400 Bad Request)."""
+
+    def __init__(self, reason: str, *, line: int | None = None, status: int = 400) -> None:
+        self.reason = reason
+        self.line = line
+        self.status = status
+        super().__init__(f"SDP line {line}: {reason}" if line is not None else f"SDP: {reason}")
+
+
+class Direction(Enum):
+    """Media direction attribute, from the point of view of the description's author (RFC 3264 5.1)."""
+
+    SENDRECV = "sendrecv"
+    SENDONLY = "sendonly"
+    RECVONLY = "recvonly"
+    INACTIVE = "inactive"
+
+    @property
+    def sends(self) -> bool:
+        return self in (Direction.SENDRECV, Direction.SENDONLY)
+
+    @property
+    def receives(self) -> bool:
+        return self in (Direction.SENDRECV, Direction.RECVONLY)
+
+    @classmethod
+    def from_flags(cls, sends: bool, receives: bool) -> Direction:
+        if sends:
+            return cls.SENDRECV if receives else cls.SENDONLY
+        return cls.RECVONLY if receives else cls.INACTIVE
+
+    def reversed(self) -> Direction:
+        """The same stream seen from the other end (sendonly <-> recvonly)."""
+        return Direction.from_flags(self.receives, self.sends)
+
+
+DIRECTIONS = frozenset(d.value for d in Direction)
+
+# RFC 3551 table 4 and 5: payload type -> (encoding name, clock rate, channels). G722's RTP clock is
+# 8000 although it samples at 16 kHz (an erratum kept for compatibility, RFC 3551 4.5.2).
+STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("PCMU", 8000, 1),
+    3: ("GSM", 8000, 1),
+    4: ("G723", 8000, 1),
+    5: ("DVI4", 8000, 1),
+    6: ("DVI4", 16000, 1),
+    7: ("LPC", 8000, 1),
+    8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),
+    10: ("L16", 44100, 2),
+    11: ("L16", 44100, 1),
+    12: ("QCELP", 8000, 1),
+    13: ("CN", 8000, 1),
+    14: ("MPA", 90000, 1),
+    15: ("G728", 8000, 1),
+    16: ("DVI4", 11025, 1),
+    17: ("DVI4", 22050, 1),
+    18: ("G729", 8000, 1),
+    25: ("CelB", 90000, 1),
+    26: ("JPEG", 90000, 1),
+    28: ("nv", 90000, 1),
+    31: ("H261", 90000, 1),
+    32: ("MPV", 90000, 1),
+    33: ("MP2T", 90000, 1),
+    34: ("H263", 90000, 1),
+}
+
+HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_SPACES = re.compile(r"[ \t]+")
+_RTPMAP = re.compile(r"([0-9]{1,3})[ \t]+([^ \t/]+)/([0-9]{1,10})(?:/([0-9]{1,3}))?")
+_FMTP = re.compile(r"([^ \t]+)(?:[ \t]+(.*))?")
+_PTIME = re.compile(r"([0-9]{1,6})(?:\.([0-9]{1,6}))?")
+_LINE_TYPES = frozenset("vosiuepcbtrzkam")
+_FORBIDDEN = ("\r", "\n", "\x00")
+
+
+def _int(text: str, what: str, *, limit: int | None = None) -> int:
+    """A non-negative decimal integer of ASCII digits (int() would take '+1', '1_0' and other scripts)."""
+    if not _DIGITS.fullmatch(text):
+        raise SdpError(f"{what}: expected a number, got {text!r}")
+    value = int(text)
+    if limit is not None and value > limit:
+        raise SdpError(f"{what}: {value} is out of range (max {limit})")
+    return value
+
+
+def _fields(text: str) -> list[str]:
+    text = text.strip(" \t")
+    return _SPACES.split(text) if text else []
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """o= line: identifies the session; `sess_version` grows with each change (RFC 3264 section 8)."""
+
+    username: str
+    sess_id: int
+    sess_version: int
+    nettype: str
+    addrtype: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.sess_id} {self.sess_version} {self.nettype} {self.addrtype} {self.address}"
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """c= line. `ttl` (IP4 multicast) and `count` (multicast address range) come from /suffixes."""
+
+    nettype: str
+    addrtype: str
+    address: str
+    ttl: int | None = None
+    count: int | None = None
+
+    @classmethod
+    def ip(cls, address: str) -> Connection:
+        """`IN IP6` for an address with a colon, else `IN IP4`."""
+        return cls("IN", "IP6" if ":" in address else "IP4", address)
+
+    @property
+    def is_hold(self) -> bool:
+        """The RFC 2543 hold address (0.0.0.0, or :: for IPv6)."""
+        return self.address in HOLD_ADDRESSES
+
+    def __str__(self) -> str:
+        text = f"{self.nettype} {self.addrtype} {self.address}"
+        if self.ttl is not None:
+            text += f"/{self.ttl}"
+        if self.count is not None:
+            text += f"/{self.count}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Bandwidth:
+    """b=<bwtype>:<bandwidth> (kbit/s for CT and AS)."""
+
+    bwtype: str
+    bandwidth: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """t=<start> <stop> and its r= repeat lines (kept as text)."""
+
+    start: int = 0
+    stop: int = 0
+    repeats: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """a=<name> (a flag, `value` None) or a=<name>:<value> (value kept verbatim)."""
+
+    name: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.value is None else f"{self.name}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """An RTP payload format resolved from rtpmap, or from the static table when rtpmap is absent."""
+
+    payload_type: int
+    name: str
+    clock_rate: int
+    channels: int = 1
+    fmtp: str | None = None
+
+    @property
+    def rtpmap(self) -> str:
+        """The rtpmap attribute value for this codec (channels written when not 1)."""
+        text = f"{self.payload_type} {self.name}/{self.clock_rate}"
+        return text if self.channels == 1 else f"{text}/{self.channels}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rtcp:
+    """a=rtcp:<port> [<nettype> <addrtype> <address>] (RFC 3605)."""
+
+    port: int
+    connection: Connection | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Crypto:
+    """a=crypto:<tag> <suite> <key-params> [<session-params>...] (SDES, RFC 4568), kept for SRTP."""
+
+    tag: int
+    suite: str
+    key_params: str
+    session_params: tuple[str, ...] = ()
+
+
+def _parse_rtpmap(value: str) -> Codec:
+    match = _RTPMAP.fullmatch(value)
+    if match is None:
+        raise SdpError(f"rtpmap: expected '<pt> <name>/<rate>[/<channels>]', got {value!r}")
+    pt = _int(match[1], "rtpmap payload type", limit=127)
+    channels = _int(match[4], "rtpmap channels") if match[4] else 1
+    if channels == 0:
+        raise SdpError("rtpmap: zero channels")
+    return Codec(pt, match[2], _int(match[3], "rtpmap clock rate"), channels)
+
+
+def _parse_fmtp(value: str) -> tuple[str, str]:
+    match = _FMTP.fullmatch(value)
+    if match is None:
+        raise SdpError(f"fmtp: expected '<format> <parameters>', got {value!r}")
+    return match[1], match[2] or ""
+
+
+def _parse_ptime(value: str) -> int:
+    match = _PTIME.fullmatch(value)
+    if match is None:
+        raise SdpError(f"ptime: expected milliseconds, got {value!r}")
+    return round(float(value))
+
+
+def _parse_rtcp(value: str) -> Rtcp:
+    parts = _fields(value)
+    if len(parts) not in (1, 4):
+        raise SdpError(f"rtcp: expected '<port> [IN IP4 <address>]', got {value!r}")
+    port = _int(parts[0], "rtcp port", limit=65535)
+    return Rtcp(port, Connection(*parts[1:]) if len(parts) == 4 else None)
+
+
+def _parse_crypto(value: str) -> Crypto:
+    parts = _fields(value)
+    if len(parts) < 3:
+        raise SdpError(f"crypto: expected '<tag> <suite> <key-params>', got {value!r}")
+    return Crypto(_int(parts[0], "crypto tag", limit=999_999_999), parts[1], parts[2], tuple(parts[3:]))
+
+
+_ATTRIBUTE_CHECKS = {
+    "rtpmap": _parse_rtpmap,
+    "fmtp": _parse_fmtp,
+    "ptime": _parse_ptime,
+    "maxptime": _parse_ptime,
+    "rtcp": _parse_rtcp,
+    "crypto": _parse_crypto,
+}
+
+
+def _direction_of(attributes: tuple[Attribute, ...]) -> Direction | None:
+    for attr in attributes:
+        if attr.value is None and attr.name in DIRECTIONS:
+            return Direction(attr.name)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaDescription:
+    """One m= section: m=<media> <port>[/<port_count>] <proto> <format>... and its i/c/b/k/a lines."""
+
+    media: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    port_count: int | None = None
+    title: str | None = None
+    connections: tuple[Connection, ...] = ()
+    bandwidths: tuple[Bandwidth, ...] = ()
+    key: str | None = None
+    attributes: tuple[Attribute, ...] = ()
+
+    @property
+    def is_rejected(self) -> bool:
+        """Port 0: a rejected or disabled stream (RFC 3264 section 6)."""
+        return self.port == 0
+
+    @property
+    def connection(self) -> Connection | None:
+        """This section's own first c= line (see SessionDescription.effective_connection)."""
+        return self.connections[0] if self.connections else None
+
+    def attribute(self, name: str) -> str | None:
+        """Value of the first attribute with this name ('' for a flag), or None when absent."""
+        for attr in self.attributes:
+            if attr.name == name:
+                return "" if attr.value is None else attr.value
+        return None
+
+    def attribute_values(self, name: str) -> tuple[str, ...]:
+        return tuple(a.value for a in self.attributes if a.name == name and a.value is not None)
+
+    @property
+    def direction(self) -> Direction | None:
+        """The section's own direction attribute, None when it has none."""
+        return _direction_of(self.attributes)
+
+    @property
+    def payload_types(self) -> tuple[int, ...]:
+        """The numeric formats (RTP payload types), in m= line order."""
+        return tuple(int(f) for f in self.formats if _DIGITS.fullmatch(f) and int(f) <= 127)
+
+    def fmtp(self, fmt: int | str) -> str | None:
+        """The fmtp parameters for one format, None when it has none."""
+        wanted = str(fmt)
+        for value in self.attribute_values("fmtp"):
+            name, params = _parse_fmtp(value)
+            if name == wanted:
+                return params
+        return None
+
+    @property
+    def codecs(self) -> tuple[Codec, ...]:
+        """Payload formats in m= order, from rtpmap or the static table; unresolvable ones are skipped."""
+        mapped = {c.payload_type: c for c in map(_parse_rtpmap, self.attribute_values("rtpmap"))}
+        fmtps: dict[str, str] = {}
+        for value in self.attribute_values("fmtp"):
+            name, params = _parse_fmtp(value)
+            fmtps.setdefault(name, params)
+        result = []
+        for pt in self.payload_types:
+            codec = mapped.get(pt)
+            if codec is None and pt in STATIC_PAYLOAD_TYPES:
+                codec = Codec(pt, *STATIC_PAYLOAD_TYPES[pt])
+            if codec is not None:
+                result.append(replace(codec, fmtp=fmtps.get(str(pt))))
+        return tuple(result)
+
+    def codec(self, payload_type: int) -> Codec | None:
+        return next((c for c in self.codecs if c.payload_type == payload_type), None)
+
+    @property
+    def ptime(self) -> int | None:
+        value = self.attribute("ptime")
+        return None if value is None else _parse_ptime(value)
+
+    @property
+    def maxptime(self) -> int | None:
+        value = self.attribute("maxptime")
+        return None if value is None else _parse_ptime(value)
+
+    @property
+    def rtcp(self) -> Rtcp | None:
+        value = self.attribute("rtcp")
+        return None if value is None else _parse_rtcp(value)
+
+    @property
+    def rtcp_mux(self) -> bool:
+        return any(a.name == "rtcp-mux" for a in self.attributes)
+
+    @property
+    def crypto(self) -> tuple[Crypto, ...]:
+        return tuple(map(_parse_crypto, self.attribute_values("crypto")))
+
+    def with_direction(self, direction: Direction | None) -> MediaDescription:
+        """A copy with its direction attributes replaced by `direction` (removed for None)."""
+        kept = tuple(a for a in self.attributes if not (a.value is None and a.name in DIRECTIONS))
+        return replace(self, attributes=kept if direction is None else (*kept, Attribute(direction.value)))
+
+    def lines(self) -> list[str]:
+        port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
+        out = [f"m={' '.join((self.media, port, self.proto, *self.formats))}"]
+        if self.title is not None:
+            out.append(f"i={self.title}")
+        out += [f"c={c}" for c in self.connections]
+        out += [f"b={b.bwtype}:{b.bandwidth}" for b in self.bandwidths]
+        if self.key is not None:
+            out.append(f"k={self.key}")
+        out += [f"a={a}" for a in self.attributes]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDescription:
+    """A whole SDP body. Build one directly, or `SessionDescription.parse(body)`."""
+
+    origin: Origin
+    name: str = "-"
+    version: int = 0
+    info: str | None = None
+    uri: str | None = None
+    emails: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+    connection: Connection | None = None
+    bandwidths: tuple[Bandwidth, ...] = ()
+    timings: tuple[Timing, ...] = (Timing(),)
+    zone: str | None = None
+    key: str | None = None
+    attributes: tuple[Attribute, ...] = ()
+    media: tuple[MediaDescription, ...] = ()
+
+    @classmethod
+    def parse(cls, data: bytes | bytearray | memoryview | str) -> SessionDescription:
+        """Parse a body (bytes are decoded as UTF-8). Raises SdpError and nothing else for bad input."""
+        return _Parser().run(_split_lines(data))
+
+    def serialize(self) -> bytes:
+        return self.to_text().encode("utf-8")
+
+    def to_text(self) -> str:
+        """The body as text, CRLF line ends. A field holding CR, LF or NUL is our bug: ValueError."""
+        out = [f"v={self.version}", f"o={self.origin}", f"s={self.name or ' '}"]
+        out += [f"{k}={v}" for k, v in (("i", self.info), ("u", self.uri)) if v is not None]
+        out += [f"e={e}" for e in self.emails] + [f"p={p}" for p in self.phones]
+        if self.connection is not None:
+            out.append(f"c={self.connection}")
+        out += [f"b={b.bwtype}:{b.bandwidth}" for b in self.bandwidths]
+        for timing in self.timings:
+            out.append(f"t={timing.start} {timing.stop}")
+            out += [f"r={r}" for r in timing.repeats]
+        out += [f"{k}={v}" for k, v in (("z", self.zone), ("k", self.key)) if v is not None]
+        out += [f"a={a}" for a in self.attributes]
+        for media in self.media:
+            out += media.lines()
+        for line in out:
+            if any(c in line for c in _FORBIDDEN):
+                raise ValueError(f"SDP field holds CR, LF or NUL: {line!r}")
+        return "\r\n".join(out) + "\r\n"
+
+    @property
+    def direction(self) -> Direction | None:
+        """The session-level direction attribute, None when it has none."""
+        return _direction_of(self.attributes)
+
+    def effective_connection(self, media: MediaDescription) -> Connection | None:
+        """The media section's c= line, else the session's."""
+        return media.connection or self.connection
+
+    def effective_direction(self, media: MediaDescription) -> Direction:
+        """Media attribute, else session attribute, else sendrecv; c=0.0.0.0 takes away receiving
+        (RFC 2543 hold), and a rejected stream (port 0) is inactive."""
+        if media.is_rejected:
+            return Direction.INACTIVE
+        direction = media.direction or self.direction or Direction.SENDRECV
+        connection = self.effective_connection(media)
+        if connection is not None and connection.is_hold:
+            direction = Direction.from_flags(direction.sends, False)
+        return direction
+
+    def rtp_address(self, media: MediaDescription) -> tuple[str, int] | None:
+        """Where this description's author receives RTP; None when rejected or without c=."""
+        connection = self.effective_connection(media)
+        if media.is_rejected or connection is None:
+            return None
+        return connection.address, media.port
+
+    def rtcp_address(self, media: MediaDescription) -> tuple[str, int] | None:
+        """Where the author receives RTCP: a=rtcp (RFC 3605), else the RTP port under rtcp-mux
+        (RFC 5761; only valid once both ends offered it), else the RTP port + 1."""
+        rtp = self.rtp_address(media)
+        if rtp is None:
+            return None
+        rtcp = media.rtcp
+        if rtcp is not None:
+            return (rtcp.connection.address if rtcp.connection else rtp[0]), rtcp.port
+        if media.rtcp_mux:
+            return rtp
+        return rtp[0], rtp[1] + 1
+
+
+def _split_lines(data: bytes | bytearray | memoryview | str) -> list[tuple[int, str, str]]:
+    """(line number, type letter, value) for each non-blank line."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SdpError(f"body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    elif isinstance(data, str):
+        text = data
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SdpError("body holds unpaired surrogates") from None
+    else:
+        raise TypeError(f"SDP body must be bytes or str, not {type(data).__name__}")
+    lines = []
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = (raw[:-1] if raw.endswith("\r") else raw).rstrip(" \t")
+        if not line:
+            continue
+        if "\r" in line or "\x00" in line:
+            raise SdpError("stray CR or NUL inside a line", line=number)
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError(f"expected '<type>=<value>', got {line[:40]!r}", line=number)
+        if line[0] not in _LINE_TYPES:
+            raise SdpError(f"unknown line type {line[0]!r}", line=number)
+        lines.append((number, line[0], line[2:]))
+    return lines
+
+
+def _parse_connection(value: str) -> Connection:
+    parts = _fields(value)
+    if len(parts) != 3:
+        raise SdpError(f"c=: expected '<nettype> <addrtype> <address>', got {value!r}")
+    nettype, addrtype, address = parts
+    if addrtype not in ("IP4", "IP6") or "/" not in address:
+        return Connection(nettype, addrtype, address)
+    host, *suffixes = address.split("/")
+    numbers = [_int(s, "c= address suffix") for s in suffixes]
+    if not host or len(numbers) > (2 if addrtype == "IP4" else 1):
+        raise SdpError(f"c=: bad address {address!r}")
+    if addrtype == "IP6":
+        return Connection(nettype, addrtype, host, count=numbers[0])
+    return Connection(nettype, addrtype, host, numbers[0], numbers[1] if len(numbers) == 2 else None)
+
+
+def _parse_origin(value: str) -> Origin:
+    parts = _fields(value)
+    if len(parts) != 6:
+        raise SdpError(f"o=: expected 6 fields, got {len(parts)}")
+    username, sess_id, version, nettype, addrtype, address = parts
+    return Origin(username, _int(sess_id, "o= sess-id"), _int(version, "o= sess-version"), nettype, addrtype, address)
+
+
+def _parse_bandwidth(value: str) -> Bandwidth:
+    bwtype, colon, amount = value.partition(":")
+    if not colon or not bwtype or _SPACES.search(bwtype):
+        raise SdpError(f"b=: expected '<bwtype>:<bandwidth>', got {value!r}")
+    return Bandwidth(bwtype, _int(amount, "b= bandwidth"))
+
+
+def _parse_timing(value: str) -> Timing:
+    parts = _fields(value)
+    if len(parts) != 2:
+        raise SdpError(f"t=: expected '<start> <stop>', got {value!r}")
+    return Timing(_int(parts[0], "t= start"), _int(parts[1], "t= stop"))
+
+
+def _parse_attribute(value: str) -> Attribute:
+    name, colon, rest = value.partition(":")
+    if not name:
+        raise SdpError(f"a=: missing attribute name in {value!r}")
+    attr = Attribute(name, rest if colon else None)
+    check = _ATTRIBUTE_CHECKS.get(name)
+    if check is not None:
+        if attr.value is None:
+            raise SdpError(f"a={name} needs a value")
+        check(attr.value)
+    return attr
+
+
+def _parse_media_line(value: str) -> MediaDescription:
+    parts = _fields(value)
+    if len(parts) < 3:
+        raise SdpError(f"m=: expected '<media> <port> <proto> <fmt>...', got {value!r}")
+    media, port_text, proto, *formats = parts
+    port_text, slash, count_text = port_text.partition("/")
+    port = _int(port_text, "m= port", limit=65535)
+    count = _int(count_text, "m= port count", limit=65535) if slash else None
+    if count == 0:
+        raise SdpError("m=: port count must be positive")
+    return MediaDescription(media, port, proto, tuple(formats), port_count=count)
+
+
+@dataclass(slots=True)
+class _MediaDraft:
+    line: MediaDescription
+    title: str | None = None
+    key: str | None = None
+    connections: list[Connection] = field(default_factory=list)
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+
+    def build(self) -> MediaDescription:
+        return replace(
+            self.line,
+            title=self.title,
+            connections=tuple(self.connections),
+            bandwidths=tuple(self.bandwidths),
+            key=self.key,
+            attributes=tuple(self.attributes),
+        )
+
+
+@dataclass(slots=True)
+class _Parser:
+    """Collects lines into a SessionDescription in one pass; the state is 'session level' or a media draft."""
+
+    texts: dict[str, str] = field(default_factory=dict)  # s i u z k
+    origin: Origin | None = None
+    connection: Connection | None = None
+    emails: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+    media: list[_MediaDraft] = field(default_factory=list)
+
+    def run(self, lines: list[tuple[int, str, str]]) -> SessionDescription:
+        if not lines:
+            raise SdpError("empty session description")
+        if lines[0][1] != "v":
+            raise SdpError("a session description starts with v=", line=lines[0][0])
+        for index, (number, kind, value) in enumerate(lines):
+            try:
+                self._line(kind, value, index == 0)
+            except SdpError as exc:
+                raise SdpError(exc.reason, line=number) from None
+        if self.origin is None or "s" not in self.texts:
+            raise SdpError("missing o= or s= line")
+        return SessionDescription(
+            origin=self.origin,
+            name=self.texts["s"],
+            info=self.texts.get("i"),
+            uri=self.texts.get("u"),
+            emails=tuple(self.emails),
+            phones=tuple(self.phones),
+            connection=self.connection,
+            bandwidths=tuple(self.bandwidths),
+            timings=tuple(self.timings),
+            zone=self.texts.get("z"),
+            key=self.texts.get("k"),
+            attributes=tuple(self.attributes),
+            media=tuple(m.build() for m in self.media),
+        )
+
+    def _line(self, kind: str, value: str, first: bool) -> None:
+        if kind == "v":
+            if not first:
+                raise SdpError("v= may only be the first line")
+            if _int(value, "v=") != 0:
+                raise SdpError(f"unsupported SDP version {value!r}")
+        elif kind == "m":
+            self.media.append(_MediaDraft(_parse_media_line(value)))
+        elif self.media:
+            self._media_line(self.media[-1], kind, value)
+        elif kind == "o":
+            if self.origin is not None:
+                raise SdpError("duplicate o= line")
+            self.origin = _parse_origin(value)
+        elif kind == "c":
+            if self.connection is not None:
+                raise SdpError("duplicate session-level c= line")
+            self.connection = _parse_connection(value)
+        elif kind in "siuzk":
+            if kind in self.texts:
+                raise SdpError(f"duplicate {kind}= line")
+            self.texts[kind] = value
+        elif kind == "t":
+            self.timings.append(_parse_timing(value))
+        elif kind == "r":
+            if not self.timings:
+                raise SdpError("r= without a preceding t=")
+            self.timings[-1] = replace(self.timings[-1], repeats=(*self.timings[-1].repeats, value))
+        elif kind == "e":
+            self.emails.append(value)
+        elif kind == "p":
+            self.phones.append(value)
+        elif kind == "b":
+            self.bandwidths.append(_parse_bandwidth(value))
+        else:  # "a": the line types were checked by _split_lines
+            self.attributes.append(_parse_attribute(value))
+
+    @staticmethod
+    def _media_line(media: _MediaDraft, kind: str, value: str) -> None:
+        if kind == "i" and media.title is None:
+            media.title = value
+        elif kind == "k" and media.key is None:
+            media.key = value
+        elif kind == "c":
+            media.connections.append(_parse_connection(value))
+        elif kind == "b":
+            media.bandwidths.append(_parse_bandwidth(value))
+        elif kind == "a":
+            media.attributes.append(_parse_attribute(value))
+        elif kind in "ik":
+            raise SdpError(f"duplicate {kind}= line in a media section")
+        else:
+            raise SdpError(f"{kind}= is not allowed in a media section")

@@ -1,0 +1,519 @@
+"""SDP parsing and serialisation (softswitch.sip.sdp): real-world samples, hold variants, malformed input,
+and hypothesis properties (structured round trip; only SdpError escapes parse())."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from softswitch.sip.sdp import (
+    Attribute,
+    Bandwidth,
+    Codec,
+    Connection,
+    Crypto,
+    Direction,
+    MediaDescription,
+    Origin,
+    Rtcp,
+    SdpError,
+    SessionDescription,
+    Timing,
+)
+
+ASTERISK_OFFER = (
+    "v=0\r\n"
+    "o=- 1234567890 1234567890 IN IP4 192.0.2.10\r\n"
+    "s=Asterisk\r\n"
+    "c=IN IP4 192.0.2.10\r\n"
+    "t=0 0\r\n"
+    "m=audio 10000 RTP/AVP 0 8 3 101\r\n"
+    "a=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:8 PCMA/8000\r\n"
+    "a=rtpmap:3 GSM/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\n"
+    "a=fmtp:101 0-16\r\n"
+    "a=ptime:20\r\n"
+    "a=maxptime:150\r\n"
+    "a=sendrecv\r\n"
+)
+
+BARESIP_OFFER = (
+    "v=0\r\n"
+    "o=- 2890844526 2890844527 IN IP4 198.51.100.7\r\n"
+    "s=-\r\n"
+    "c=IN IP4 198.51.100.7\r\n"
+    "t=0 0\r\n"
+    "m=audio 40000 RTP/AVP 96 9 0 8 101\r\n"
+    "b=AS:64\r\n"
+    "a=rtpmap:96 opus/48000/2\r\n"
+    "a=fmtp:96 stereo=1;sprop-stereo=1\r\n"
+    "a=rtpmap:9 G722/8000\r\n"
+    "a=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:8 PCMA/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\n"
+    "a=fmtp:101 0-15\r\n"
+    "a=rtcp:40001 IN IP4 198.51.100.7\r\n"
+    "a=rtcp-rsize\r\n"
+    "a=ssrc:1527459582 cname:baresip@example\r\n"
+    "a=sendrecv\r\n"
+    "a=label:1\r\n"
+    "m=video 40002 RTP/AVP 97\r\n"
+    "b=AS:1000\r\n"
+    "a=rtpmap:97 H264/90000\r\n"
+    "a=fmtp:97 packetization-mode=0;profile-level-id=42e01f\r\n"
+    "a=sendrecv\r\n"
+)
+
+SIPP_UAC_LF = (
+    "v=0\n"
+    "o=user1 53655765 2353687637 IN IP4 127.0.0.1\n"
+    "s=-\n"
+    "c=IN IP4 127.0.0.1\n"
+    "t=0 0\n"
+    "m=audio 6000 RTP/AVP 0\n"
+    "a=rtpmap:0 PCMU/8000\n"
+)
+
+RFC8866_EXAMPLE = (
+    "v=0\r\n"
+    "o=jdoe 3724394400 3724394405 IN IP4 198.51.100.1\r\n"
+    "s=Call to John Smith\r\n"
+    "i=SDP Offer #1\r\n"
+    "u=http://www.jdoe.example.com/home.html\r\n"
+    "e=Jane Doe <jane@jdoe.example.com>\r\n"
+    "p=+1 617 555-6011\r\n"
+    "c=IN IP4 233.252.0.12/127\r\n"
+    "b=CT:128\r\n"
+    "t=3724394400 3724398000\r\n"
+    "r=7d 1h 0 25h\r\n"
+    "z=2882844526 -1h 2898848070 0\r\n"
+    "k=prompt\r\n"
+    "a=recvonly\r\n"
+    "m=audio 49170 RTP/AVP 0\r\n"
+    "i=voice\r\n"
+    "m=video 51372/2 RTP/AVP 99\r\n"
+    "c=IN IP6 ff15::101/3\r\n"
+    "a=rtpmap:99 h263-1998/90000\r\n"
+)
+
+SRTP_OFFER = (
+    "v=0\r\n"
+    "o=alice 1 1 IN IP6 2001:db8::1\r\n"
+    "s=-\r\n"
+    "c=IN IP6 2001:db8::1\r\n"
+    "t=0 0\r\n"
+    "m=audio 5004 RTP/SAVP 8\r\n"
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32\r\n"
+    "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj KDR=1\r\n"
+    "a=rtcp-mux\r\n"
+)
+
+
+def _sdp(media_lines: str, session_lines: str = "c=IN IP4 192.0.2.1\r\n") -> SessionDescription:
+    head = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\n" + session_lines + "t=0 0\r\n"
+    return SessionDescription.parse(head + media_lines)
+
+
+def test_sdp_parse_asterisk_offer() -> None:
+    sdp = SessionDescription.parse(ASTERISK_OFFER)
+    assert sdp.origin == Origin("-", 1234567890, 1234567890, "IN", "IP4", "192.0.2.10")
+    assert sdp.name == "Asterisk"
+    assert sdp.connection == Connection("IN", "IP4", "192.0.2.10")
+    assert sdp.timings == (Timing(0, 0),)
+    (audio,) = sdp.media
+    assert (audio.media, audio.port, audio.proto, audio.formats) == ("audio", 10000, "RTP/AVP", ("0", "8", "3", "101"))
+    assert [(c.payload_type, c.name, c.clock_rate) for c in audio.codecs] == [
+        (0, "PCMU", 8000),
+        (8, "PCMA", 8000),
+        (3, "GSM", 8000),
+        (101, "telephone-event", 8000),
+    ]
+    assert audio.fmtp(101) == "0-16"
+    assert audio.codec(101) == Codec(101, "telephone-event", 8000, 1, "0-16")
+    assert (audio.ptime, audio.maxptime) == (20, 150)
+    assert audio.direction is Direction.SENDRECV
+    assert sdp.rtp_address(audio) == ("192.0.2.10", 10000)
+    assert sdp.rtcp_address(audio) == ("192.0.2.10", 10001)
+
+
+def test_sdp_parse_baresip_audio_and_video() -> None:
+    sdp = SessionDescription.parse(BARESIP_OFFER)
+    audio, video = sdp.media
+    assert audio.bandwidths == (Bandwidth("AS", 64),)
+    opus = audio.codecs[0]
+    assert opus == Codec(96, "opus", 48000, 2, "stereo=1;sprop-stereo=1")
+    assert opus.rtpmap == "96 opus/48000/2"
+    assert audio.codec(9) == Codec(9, "G722", 8000)
+    assert audio.rtcp == Rtcp(40001, Connection("IN", "IP4", "198.51.100.7"))
+    assert not audio.rtcp_mux
+    assert audio.attribute("ssrc") == "1527459582 cname:baresip@example"
+    assert audio.attribute("rtcp-rsize") == ""
+    assert audio.attribute("absent") is None
+    assert video.codecs == (Codec(97, "H264", 90000, 1, "packetization-mode=0;profile-level-id=42e01f"),)
+    assert sdp.rtp_address(video) == ("198.51.100.7", 40002)
+
+
+def test_sdp_parse_sipp_lf_only_and_serialise_crlf() -> None:
+    sdp = SessionDescription.parse(SIPP_UAC_LF)
+    assert sdp.origin.username == "user1"
+    assert sdp.media[0].codecs == (Codec(0, "PCMU", 8000),)
+    assert sdp.serialize() == SIPP_UAC_LF.replace("\n", "\r\n").encode()
+
+
+def test_sdp_parse_rfc8866_example_all_fields() -> None:
+    sdp = SessionDescription.parse(RFC8866_EXAMPLE)
+    assert sdp.info == "SDP Offer #1"
+    assert sdp.uri == "http://www.jdoe.example.com/home.html"
+    assert sdp.emails == ("Jane Doe <jane@jdoe.example.com>",)
+    assert sdp.phones == ("+1 617 555-6011",)
+    assert sdp.connection == Connection("IN", "IP4", "233.252.0.12", ttl=127)
+    assert sdp.bandwidths == (Bandwidth("CT", 128),)
+    assert sdp.timings == (Timing(3724394400, 3724398000, ("7d 1h 0 25h",)),)
+    assert sdp.zone == "2882844526 -1h 2898848070 0"
+    assert sdp.key == "prompt"
+    assert sdp.direction is Direction.RECVONLY
+    audio, video = sdp.media
+    assert audio.title == "voice"
+    assert sdp.effective_direction(audio) is Direction.RECVONLY
+    assert (video.port, video.port_count) == (51372, 2)
+    assert video.connections == (Connection("IN", "IP6", "ff15::101", count=3),)
+    assert video.codecs == (Codec(99, "h263-1998", 90000),)
+
+
+@pytest.mark.parametrize("body", [ASTERISK_OFFER, BARESIP_OFFER, RFC8866_EXAMPLE, SRTP_OFFER])
+def test_sdp_serialise_reproduces_canonical_samples(body: str) -> None:
+    assert SessionDescription.parse(body).serialize() == body.encode()
+    assert SessionDescription.parse(body.encode()) == SessionDescription.parse(body)
+
+
+def test_sdp_unknown_attributes_kept_verbatim_in_order() -> None:
+    lines = "m=audio 4000 RTP/AVP 0\r\na=x-weird:  two  spaces \ta\r\na=flag\r\na=empty:\r\na=x-Ü:ünïcode\r\n"
+    sdp = _sdp(lines, "c=IN IP4 192.0.2.1\r\na=group:BUNDLE 0\r\na=ice-lite\r\n")
+    assert sdp.attributes == (Attribute("group", "BUNDLE 0"), Attribute("ice-lite"))
+    assert sdp.media[0].attributes == (
+        Attribute("x-weird", "  two  spaces \ta"),
+        Attribute("flag"),
+        Attribute("empty", ""),
+        Attribute("x-Ü", "ünïcode"),
+    )
+    assert sdp.serialize().decode().endswith(lines)
+
+
+def test_sdp_ipv6_connection_and_origin() -> None:
+    sdp = SessionDescription.parse(SRTP_OFFER)
+    assert sdp.origin.addrtype == "IP6"
+    assert sdp.connection == Connection("IN", "IP6", "2001:db8::1")
+    assert sdp.rtp_address(sdp.media[0]) == ("2001:db8::1", 5004)
+    assert Connection.ip("2001:db8::5") == Connection("IN", "IP6", "2001:db8::5")
+    assert Connection.ip("192.0.2.5") == Connection("IN", "IP4", "192.0.2.5")
+
+
+def test_sdp_crypto_lines_kept_and_rtcp_mux() -> None:
+    audio = SessionDescription.parse(SRTP_OFFER).media[0]
+    assert audio.proto == "RTP/SAVP"
+    assert audio.crypto == (
+        Crypto(1, "AES_CM_128_HMAC_SHA1_80", "inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32"),
+        Crypto(2, "AES_CM_128_HMAC_SHA1_32", "inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj", ("KDR=1",)),
+    )
+    assert audio.rtcp_mux
+    sdp = SessionDescription.parse(SRTP_OFFER)
+    assert sdp.rtcp_address(audio) == ("2001:db8::1", 5004)
+
+
+@pytest.mark.parametrize(
+    ("session_lines", "media_lines", "expected"),
+    [
+        ("c=IN IP4 192.0.2.1\r\n", "", Direction.SENDRECV),
+        ("c=IN IP4 192.0.2.1\r\n", "a=sendonly\r\n", Direction.SENDONLY),
+        ("c=IN IP4 192.0.2.1\r\n", "a=recvonly\r\n", Direction.RECVONLY),
+        ("c=IN IP4 192.0.2.1\r\n", "a=inactive\r\n", Direction.INACTIVE),
+        ("c=IN IP4 192.0.2.1\r\na=sendonly\r\n", "", Direction.SENDONLY),
+        ("c=IN IP4 192.0.2.1\r\na=inactive\r\n", "a=sendrecv\r\n", Direction.SENDRECV),
+        ("c=IN IP4 0.0.0.0\r\n", "", Direction.SENDONLY),
+        ("c=IN IP4 0.0.0.0\r\n", "a=recvonly\r\n", Direction.INACTIVE),
+        ("c=IN IP4 0.0.0.0\r\n", "a=sendonly\r\n", Direction.SENDONLY),
+        ("c=IN IP4 192.0.2.1\r\n", "c=IN IP4 0.0.0.0\r\n", Direction.SENDONLY),
+        ("c=IN IP6 ::\r\n", "", Direction.SENDONLY),
+    ],
+)
+def test_sdp_hold_variants(session_lines: str, media_lines: str, expected: Direction) -> None:
+    sdp = _sdp("m=audio 4000 RTP/AVP 0\r\n" + media_lines, session_lines)
+    assert sdp.effective_direction(sdp.media[0]) is expected
+
+
+def test_sdp_direction_helpers() -> None:
+    assert Direction.SENDONLY.reversed() is Direction.RECVONLY
+    assert Direction.INACTIVE.reversed() is Direction.INACTIVE
+    assert Direction.from_flags(True, True) is Direction.SENDRECV
+    media = _sdp("m=audio 4000 RTP/AVP 0\r\na=sendrecv\r\na=x:1\r\n").media[0]
+    held = media.with_direction(Direction.SENDONLY)
+    assert held.attributes == (Attribute("x", "1"), Attribute("sendonly"))
+    assert held.with_direction(None).direction is None
+
+
+def test_sdp_rejected_stream() -> None:
+    sdp = _sdp("m=audio 4000 RTP/AVP 0\r\nm=video 0 RTP/AVP 31\r\n")
+    video = sdp.media[1]
+    assert video.is_rejected
+    assert sdp.effective_direction(video) is Direction.INACTIVE
+    assert sdp.rtp_address(video) is None
+    assert sdp.rtcp_address(video) is None
+    assert video.codecs == (Codec(31, "H261", 90000),)
+
+
+@pytest.mark.parametrize(
+    ("pt", "name", "rate"),
+    [
+        (0, "PCMU", 8000),
+        (3, "GSM", 8000),
+        (4, "G723", 8000),
+        (8, "PCMA", 8000),
+        (9, "G722", 8000),
+        (13, "CN", 8000),
+        (18, "G729", 8000),
+    ],
+)
+def test_sdp_static_payload_type_defaults(pt: int, name: str, rate: int) -> None:
+    media = _sdp(f"m=audio 4000 RTP/AVP {pt}\r\n").media[0]
+    assert media.codecs == (Codec(pt, name, rate),)
+
+
+def test_sdp_codecs_rtpmap_overrides_and_unknown_dynamic_skipped() -> None:
+    media = _sdp("m=audio 4000 RTP/AVP 0 96 97 x\r\na=rtpmap:0 PCMU/16000\r\na=rtpmap:97 L16/8000/2\r\n").media[0]
+    assert media.payload_types == (0, 96, 97)
+    assert media.codecs == (Codec(0, "PCMU", 16000), Codec(97, "L16", 8000, 2))
+    assert media.fmtp(96) is None
+
+
+def test_sdp_rtcp_attribute_forms() -> None:
+    sdp = _sdp(
+        "m=audio 4000 RTP/AVP 0\r\na=rtcp:4005\r\n"
+        "m=audio 4010 RTP/AVP 0\r\na=rtcp:5000 IN IP6 2001:db8::9\r\n"
+        "m=audio 4020 RTP/AVP 0\r\na=rtcp-mux\r\n"
+        "m=audio 4030 RTP/AVP 0\r\nc=IN IP4 192.0.2.99\r\n"
+    )
+    assert [sdp.rtcp_address(m) for m in sdp.media] == [
+        ("192.0.2.1", 4005),
+        ("2001:db8::9", 5000),
+        ("192.0.2.1", 4020),
+        ("192.0.2.99", 4031),
+    ]
+    assert sdp.media[0].rtcp == Rtcp(4005)
+
+
+def test_sdp_ptime_decimal_and_bytes_input() -> None:
+    sdp = SessionDescription.parse(_sdp("m=audio 4000 RTP/AVP 0\r\na=ptime:30.0\r\n").serialize())
+    assert sdp.media[0].ptime == 30
+
+
+def test_sdp_blank_lines_and_trailing_spaces_ignored() -> None:
+    sdp = SessionDescription.parse("v=0 \r\no=- 1 1 IN IP4 192.0.2.1\r\ns= \r\n\r\nt=0 0\r\n\r\n\r\n")
+    assert sdp.name == ""
+    assert sdp.to_text() == "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns= \r\nt=0 0\r\n"
+
+
+def test_sdp_serialise_refuses_line_breaks_in_fields() -> None:
+    sdp = SessionDescription(Origin("-", 1, 1, "IN", "IP4", "192.0.2.1"), name="x\r\nm=audio 1 RTP/AVP 0")
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        sdp.serialize()
+
+
+def test_sdp_error_carries_line_and_status() -> None:
+    with pytest.raises(SdpError) as info:
+        SessionDescription.parse("v=0\r\no=- 1 1 IN IP4 x\r\ns=-\r\nt=0 0\r\nm=audio port RTP/AVP 0\r\n")
+    assert info.value.line == 5
+    assert info.value.status == 400
+    assert "m= port" in info.value.reason
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("", "empty"),
+        ("o=- 1 1 IN IP4 x\r\nv=0\r\n", "starts with v="),
+        ("v=1\r\no=- 1 1 IN IP4 x\r\ns=-\r\n", "unsupported SDP version"),
+        ("v=0\r\nv=0\r\no=- 1 1 IN IP4 x\r\ns=-\r\n", "first line"),
+        ("v=0\r\no=- 1 1 IN IP4\r\ns=-\r\n", "6 fields"),
+        ("v=0\r\no=- x 1 IN IP4 h\r\ns=-\r\n", "sess-id"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\no=- 1 1 IN IP4 h\r\ns=-\r\n", "duplicate o="),
+        ("v=0\r\ns=-\r\n", "missing o="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\n", "missing o= or s="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nx=1\r\n", "unknown line type"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nnonsense\r\n", "<type>=<value>"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4\r\n", "c="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 1.2.3.4/1/2/3\r\n", "bad address"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP6 ::1/x\r\n", "suffix"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nb=AS64\r\n", "b="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nt=0\r\n", "t="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nr=1d 1h 0\r\n", "r= without"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\na=\r\n", "attribute name"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 70000 RTP/AVP 0\r\n", "out of range"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1/0 RTP/AVP 0\r\n", "port count"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1\r\n", "m="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\nt=0 0\r\n", "not allowed in a media"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\ni=a\r\ni=b\r\n", "duplicate i="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n", "rtpmap"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:200 X/8000\r\n", "payload type"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:0 X/8000/0\r\n", "zero channels"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\na=fmtp:\r\n", "fmtp"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\na=ptime:fast\r\n", "ptime"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\na=ptime\r\n", "needs a value"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\na=rtcp:1 IN IP4\r\n", "rtcp"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\na=crypto:1 AES\r\n", "crypto"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio ٣ RTP/AVP 0\r\n", "expected a number"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\ni=a\rb\r\n", "stray CR"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=\x00\r\n", "NUL"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=\ud800\r\n", "surrogates"),
+    ],
+)
+def test_sdp_malformed_raises_sdp_error(body: str, reason: str) -> None:
+    with pytest.raises(SdpError, match=reason):
+        SessionDescription.parse(body)
+
+
+def test_sdp_bytes_not_utf8() -> None:
+    with pytest.raises(SdpError, match="not UTF-8"):
+        SessionDescription.parse(b"v=0\r\no=- 1 1 IN IP4 h\r\ns=\xff\r\n")
+
+
+def test_sdp_wrong_input_type_is_our_bug() -> None:
+    with pytest.raises(TypeError):
+        SessionDescription.parse(12)  # type: ignore[arg-type]
+
+
+# --- hypothesis ---------------------------------------------------------------------------------------
+
+_CHECKED = {"rtpmap", "fmtp", "ptime", "maxptime", "rtcp", "crypto"}
+_text_char = st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00")
+_text = st.text(_text_char, max_size=20).filter(lambda s: not s.endswith((" ", "\t")))
+_token = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=10)
+_host = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters="/"), min_size=1)
+_number = st.integers(min_value=0, max_value=2**64)
+_port = st.integers(min_value=0, max_value=65535)
+
+_connection = st.one_of(
+    st.builds(
+        lambda host, ttl, count: Connection("IN", "IP4", host, ttl, count if ttl is not None else None),
+        _host,
+        st.none() | st.integers(0, 255),
+        st.none() | st.integers(1, 255),
+    ),
+    st.builds(lambda host, count: Connection("IN", "IP6", host, count=count), _host, st.none() | st.integers(1, 9)),
+    st.builds(Connection, _token, _token.filter(lambda t: t not in ("IP4", "IP6")), _token),
+)
+_free_attribute = st.builds(
+    Attribute,
+    st.text(_text_char.filter(lambda c: c != ":"), min_size=1, max_size=12).filter(lambda n: n not in _CHECKED),
+    st.none() | _text,
+).filter(lambda a: not str(a).endswith((" ", "\t")))
+_checked_attribute = st.one_of(
+    st.builds(
+        lambda pt, name, rate, ch: Attribute("rtpmap", f"{pt} {name}/{rate}" + (f"/{ch}" if ch else "")),
+        st.integers(0, 127),
+        _host,
+        st.integers(1, 10**6),
+        st.none() | st.integers(1, 8),
+    ),
+    st.builds(lambda fmt, params: Attribute("fmtp", f"{fmt} {params}".rstrip()), _token, _text),
+    st.builds(lambda ms: Attribute("ptime", str(ms)), st.integers(1, 1000)),
+    st.builds(lambda port, host: Attribute("rtcp", f"{port} IN IP4 {host}"), _port, _token),
+    st.builds(
+        lambda tag, suite, key: Attribute("crypto", f"{tag} {suite} inline:{key}"), st.integers(0, 99), _token, _token
+    ),
+    st.sampled_from([Attribute(d.value) for d in Direction] + [Attribute("rtcp-mux")]),
+)
+_attributes = st.lists(_free_attribute | _checked_attribute, max_size=6).map(tuple)
+_bandwidths = st.lists(st.builds(Bandwidth, _token.filter(lambda t: ":" not in t), _number), max_size=2).map(tuple)
+_media = st.builds(
+    MediaDescription,
+    media=_token,
+    port=_port,
+    proto=_token,
+    formats=st.lists(_token, max_size=5).map(tuple),
+    port_count=st.none() | st.integers(1, 65535),
+    title=st.none() | _text,
+    connections=st.lists(_connection, max_size=2).map(tuple),
+    bandwidths=_bandwidths,
+    key=st.none() | _text,
+    attributes=_attributes,
+)
+_session = st.builds(
+    SessionDescription,
+    origin=st.builds(Origin, _token, _number, _number, _token, _token, _token),
+    name=_text,
+    info=st.none() | _text,
+    uri=st.none() | _text,
+    emails=st.lists(_text, max_size=2).map(tuple),
+    phones=st.lists(_text, max_size=2).map(tuple),
+    connection=st.none() | _connection,
+    bandwidths=_bandwidths,
+    timings=st.lists(st.builds(Timing, _number, _number, st.lists(_text, max_size=2).map(tuple)), max_size=3).map(
+        tuple
+    ),
+    zone=st.none() | _text,
+    key=st.none() | _text,
+    attributes=_attributes,
+    media=st.lists(_media, max_size=4).map(tuple),
+)
+
+
+def _exercise(sdp: SessionDescription) -> None:
+    """Every accessor on a parsed description: none may raise."""
+    for media in sdp.media:
+        _ = (media.codecs, media.ptime, media.maxptime, media.rtcp, media.rtcp_mux, media.crypto, media.direction)
+        _ = (sdp.effective_direction(media), sdp.rtp_address(media), sdp.rtcp_address(media))
+        for pt in media.payload_types:
+            media.fmtp(pt)
+
+
+@settings(max_examples=300)
+@given(_session)
+def test_sdp_hypothesis_round_trip(sdp: SessionDescription) -> None:
+    assert SessionDescription.parse(sdp.serialize()) == sdp
+    assert SessionDescription.parse(sdp.to_text().replace("\r\n", "\n")) == sdp
+    _exercise(sdp)
+
+
+def _parse_or_sdp_error(data: str | bytes) -> None:
+    try:
+        sdp = SessionDescription.parse(data)
+    except SdpError:
+        return
+    _exercise(sdp)
+    assert SessionDescription.parse(sdp.serialize()) == sdp
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_sdp_hypothesis_arbitrary_text_only_sdp_error(data: str) -> None:
+    _parse_or_sdp_error(data)
+
+
+@settings(max_examples=300)
+@given(st.binary())
+def test_sdp_hypothesis_arbitrary_bytes_only_sdp_error(data: bytes) -> None:
+    _parse_or_sdp_error(data)
+
+
+_line = st.tuples(st.sampled_from("vosiuepcbtrzkamx"), st.sampled_from(["=", "", " ="]), st.text(max_size=30))
+
+
+@settings(max_examples=500)
+@given(st.lists(_line, max_size=12), st.sampled_from(["\r\n", "\n"]))
+def test_sdp_hypothesis_random_lines_after_valid_header_only_sdp_error(lines: list, eol: str) -> None:
+    body = eol.join(["v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", *(k + sep + v for k, sep, v in lines)])
+    _parse_or_sdp_error(body)
+    _parse_or_sdp_error(body.encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=300)
+@given(_session, st.data())
+def test_sdp_hypothesis_mutated_valid_body_only_sdp_error(sdp: SessionDescription, data: st.DataObject) -> None:
+    text = sdp.to_text()
+    position = data.draw(st.integers(0, len(text)))
+    insert = data.draw(st.text(max_size=5))
+    cut = data.draw(st.integers(0, 5))
+    _parse_or_sdp_error(text[:position] + insert + text[position + cut :])
