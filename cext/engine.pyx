@@ -1,0 +1,226 @@
+# cython: language_level=3
+"""Binding of the C media loop (native/engine.c): commands in, events and counters out.
+
+Python never touches a packet: it adds sockets (the engine takes a duplicate of the descriptor and
+closes it when the leg is deleted), sets remote addresses, bridges legs, and reads events in batches.
+"""
+
+import socket
+
+from libc.string cimport memcpy, memset
+from posix.unistd cimport dup
+
+
+cdef extern from "<sys/socket.h>":
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    cdef struct sockaddr_storage:
+        sa_family_t ss_family
+
+
+cdef extern from "<netinet/in.h>":
+    cdef struct in_addr:
+        unsigned int s_addr
+    cdef struct sockaddr_in:
+        sa_family_t sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    cdef struct in6_addr:
+        unsigned char s6_addr[16]
+    cdef struct sockaddr_in6:
+        sa_family_t sin6_family
+        unsigned short sin6_port
+        in6_addr sin6_addr
+    unsigned short htons(unsigned short)
+    unsigned short ntohs(unsigned short)
+
+
+cdef extern from "native/engine.h" nogil:
+    enum:
+        CMD_LEG_ADD, CMD_LEG_DEL, CMD_LEG_REMOTE, CMD_BRIDGE, CMD_UNBRIDGE
+        EV_LATCHED, EV_RELATCHED, EV_LEG_CLOSED, EV_SSRC_CHANGED
+    ctypedef struct eng_cmd_t:
+        int type
+        int leg
+        int other
+        int flags
+        sockaddr_storage addr
+        socklen_t addr_len
+    ctypedef struct eng_stats_t:
+        unsigned long long rx_packets, rx_bytes, tx_packets, tx_bytes
+        unsigned long long rx_invalid, rx_foreign, rx_duplicates, tx_errors
+        unsigned long long expected
+        long long lost
+        unsigned int rx_ssrc, jitter_ts, ssrc_changes, latches
+        unsigned short last_seq
+        unsigned char last_pt, latched
+    ctypedef struct eng_event_t:
+        int type
+        int leg
+        sockaddr_storage addr
+        socklen_t addr_len
+        eng_stats_t stats
+    ctypedef struct engine_t:
+        pass
+    engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
+    int eng_start(engine_t *e)
+    void eng_stop(engine_t *e)
+    void eng_free(engine_t *e)
+    int eng_event_fd(engine_t *e)
+    int eng_push(engine_t *e, const eng_cmd_t *cmd)
+    int eng_pop_events(engine_t *e, eng_event_t *out, int max)
+    int eng_leg_stats(engine_t *e, int leg, eng_stats_t *out)
+    double eng_cpu_seconds(engine_t *e)
+    unsigned long long eng_dropped_events(engine_t *e)
+
+
+EVENT_NAMES = {EV_LATCHED: "latched", EV_RELATCHED: "relatched", EV_LEG_CLOSED: "leg_closed",
+               EV_SSRC_CHANGED: "ssrc_changed"}
+
+
+cdef object _address(const sockaddr_storage* addr):
+    cdef const sockaddr_in* v4
+    cdef const sockaddr_in6* v6
+    if addr.ss_family == socket.AF_INET:
+        v4 = <const sockaddr_in*>addr
+        return (socket.inet_ntop(socket.AF_INET, (<const char*>&v4.sin_addr)[:4]), ntohs(v4.sin_port))
+    if addr.ss_family == socket.AF_INET6:
+        v6 = <const sockaddr_in6*>addr
+        return (socket.inet_ntop(socket.AF_INET6, (<const char*>&v6.sin6_addr)[:16]), ntohs(v6.sin6_port))
+    return None
+
+
+cdef dict _stats(const eng_stats_t* s):
+    return {
+        "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes,
+        "rx_invalid": s.rx_invalid, "rx_foreign": s.rx_foreign, "rx_duplicates": s.rx_duplicates,
+        "tx_errors": s.tx_errors, "expected": s.expected, "lost": s.lost, "rx_ssrc": s.rx_ssrc,
+        "jitter_ts": s.jitter_ts, "ssrc_changes": s.ssrc_changes, "latches": s.latches,
+        "last_seq": s.last_seq, "last_pt": s.last_pt, "latched": bool(s.latched),
+    }
+
+
+cdef class Engine:
+    """One media thread and the legs it serves."""
+
+    cdef engine_t* _e
+    cdef readonly int max_legs
+
+    def __cinit__(self, int max_legs, int cmd_capacity=65536, int event_capacity=65536):
+        self._e = eng_new(max_legs, cmd_capacity, event_capacity)
+        if self._e == NULL:
+            raise MemoryError("cannot create the media engine")
+        self.max_legs = max_legs
+
+    def __dealloc__(self):
+        if self._e != NULL:
+            with nogil:
+                eng_free(self._e)
+            self._e = NULL
+
+    def start(self):
+        cdef int rc = eng_start(self._e)
+        if rc:
+            raise OSError(-rc, "cannot start the media thread")
+
+    def stop(self):
+        """Stop and join the media thread; every leg is closed (and reported) first."""
+        with nogil:
+            eng_stop(self._e)
+
+    @property
+    def event_fd(self):
+        return eng_event_fd(self._e)
+
+    cdef _push(self, eng_cmd_t* c):
+        if eng_push(self._e, c) != 0:
+            raise RuntimeError("media command queue is full")
+
+    def add_leg(self, int leg, sock):
+        """Hand the engine a bound UDP socket for `leg` (it keeps a duplicate of the descriptor)."""
+        cdef eng_cmd_t c
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_LEG_ADD
+        c.leg = self._check(leg)
+        c.other = dup(sock.fileno())
+        if c.other < 0:
+            raise OSError("dup failed")
+        self._push(&c)
+
+    def del_leg(self, int leg):
+        cdef eng_cmd_t c
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_LEG_DEL
+        c.leg = self._check(leg)
+        self._push(&c)
+
+    def set_remote(self, int leg, str host, int port):
+        cdef eng_cmd_t c
+        cdef sockaddr_in* v4
+        cdef sockaddr_in6* v6
+        cdef bytes packed
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_LEG_REMOTE
+        c.leg = self._check(leg)
+        if ":" in host:
+            packed = socket.inet_pton(socket.AF_INET6, host)
+            v6 = <sockaddr_in6*>&c.addr
+            v6.sin6_family = socket.AF_INET6
+            v6.sin6_port = htons(port)
+            memcpy(&v6.sin6_addr, <const char*>packed, 16)
+            c.addr_len = sizeof(sockaddr_in6)
+        else:
+            packed = socket.inet_pton(socket.AF_INET, host)
+            v4 = <sockaddr_in*>&c.addr
+            v4.sin_family = socket.AF_INET
+            v4.sin_port = htons(port)
+            memcpy(&v4.sin_addr, <const char*>packed, 4)
+            c.addr_len = sizeof(sockaddr_in)
+        self._push(&c)
+
+    def bridge(self, int a, int b):
+        cdef eng_cmd_t c
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_BRIDGE
+        c.leg = self._check(a)
+        c.other = self._check(b)
+        self._push(&c)
+
+    def unbridge(self, int a):
+        cdef eng_cmd_t c
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_UNBRIDGE
+        c.leg = self._check(a)
+        self._push(&c)
+
+    def events(self, int max_events=1024):
+        """Every event queued since the last call, as (name, leg, remote address, stats)."""
+        cdef eng_event_t buf[64]
+        cdef int n, i
+        out = []
+        while len(out) < max_events:
+            n = eng_pop_events(self._e, buf, 64)
+            for i in range(n):
+                out.append((EVENT_NAMES.get(buf[i].type, str(buf[i].type)), buf[i].leg, _address(&buf[i].addr),
+                            _stats(&buf[i].stats)))
+            if n < 64:
+                break
+        return out
+
+    def leg_stats(self, int leg):
+        cdef eng_stats_t s
+        if eng_leg_stats(self._e, self._check(leg), &s) != 0:
+            return None
+        return _stats(&s)
+
+    def cpu_seconds(self):
+        return eng_cpu_seconds(self._e)
+
+    @property
+    def dropped_events(self):
+        return eng_dropped_events(self._e)
+
+    cdef int _check(self, int leg) except -1:
+        if not 0 <= leg < self.max_legs:
+            raise ValueError(f"leg id {leg} out of range")
+        return leg

@@ -1,0 +1,292 @@
+"""The media engine over real UDP sockets on loopback: relay, rewriting, latching, statistics, ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+
+import pytest
+
+from media.engine import MediaEngine, PortPool
+from media.quality import mos, r_factor
+
+HOST = "127.0.0.1"
+
+
+def rtp(seq: int, ts: int, ssrc: int, pt: int = 0, marker: bool = False, payload: bytes = b"\xff" * 160) -> bytes:
+    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def header(data: bytes) -> dict:
+    b0, b1, seq, ts, ssrc = struct.unpack("!BBHII", data[:12])
+    return {"marker": bool(b1 & 0x80), "pt": b1 & 0x7F, "seq": seq, "ts": ts, "ssrc": ssrc}
+
+
+def far_end(host: str = HOST) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    s.settimeout(2.0)
+    return s
+
+
+def wait_for(predicate, timeout: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.005)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def engine():
+    eng = MediaEngine((40000, 40999), HOST)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def call(engine):
+    """Two legs bridged in relay mode, with a far-end socket for each."""
+    a, b = engine.create_leg(), engine.create_leg()
+    fa, fb = far_end(), far_end()
+    engine.set_remote(a, HOST, fa.getsockname()[1])
+    engine.set_remote(b, HOST, fb.getsockname()[1])
+    engine.bridge(a, b)
+    yield engine, a, b, fa, fb
+    fa.close()
+    fb.close()
+
+
+def test_engine_relays_both_ways_with_our_ssrc(call):
+    engine, a, b, fa, fb = call
+    for i in range(10):
+        fa.sendto(rtp(1000 + i, 5000 + 160 * i, 0xAAAA), (HOST, a.port))
+        got = header(fb.recv(2048))
+        assert (got["seq"], got["ts"]) == (1000 + i, 5000 + 160 * i)
+        fb.sendto(rtp(7 + i, 99 + 160 * i, 0xBBBB, pt=8), (HOST, b.port))
+        back = header(fa.recv(2048))
+        assert (back["seq"], back["ts"], back["pt"]) == (7 + i, 99 + 160 * i, 8)
+    sa, sb = engine.stats(a), engine.stats(b)
+    assert sa.rx_packets == 10 and sa.tx_packets == 10 and sa.lost == 0 and sa.expected == 10
+    assert sb.rx_packets == 10 and sb.tx_packets == 10 and sb.rx_bytes == 10 * 172
+
+
+def test_engine_rewrites_ssrc_consistently_and_payload_untouched(call):
+    engine, a, b, fa, fb = call
+    payload = bytes(range(160))
+    fa.sendto(rtp(1, 160, 0x1234, payload=payload), (HOST, a.port))
+    first = fb.recv(2048)
+    fa.sendto(rtp(2, 320, 0x1234, payload=payload), (HOST, a.port))
+    second = fb.recv(2048)
+    assert header(first)["ssrc"] == header(second)["ssrc"] != 0x1234
+    assert first[12:] == second[12:] == payload
+
+
+def test_engine_source_change_continues_sequence_and_time(call):
+    engine, a, b, fa, fb = call
+    for i in range(5):
+        fa.sendto(rtp(100 + i, 8000 + 160 * i, 0xA1), (HOST, a.port))
+        last = header(fb.recv(2048))
+    time.sleep(0.06)
+    fa.sendto(rtp(40000, 123456, 0xA2), (HOST, a.port))  # a new source after a re-INVITE, say
+    new = header(fb.recv(2048))
+    assert new["ssrc"] == last["ssrc"]
+    assert new["seq"] == (last["seq"] + 1) & 0xFFFF
+    assert new["marker"]
+    gap = (new["ts"] - last["ts"]) & 0xFFFFFFFF
+    assert 400 <= gap <= 1600  # about 60 ms of 8 kHz time, not a jump to the new source's clock
+    fa.sendto(rtp(40001, 123616, 0xA2), (HOST, a.port))
+    after = header(fb.recv(2048))
+    assert after["seq"] == (new["seq"] + 1) & 0xFFFF and after["ts"] == (new["ts"] + 160) & 0xFFFFFFFF
+    assert not after["marker"]
+    assert wait_for(lambda: engine.stats(a).ssrc_changes == 1)
+    assert any(e.kind == "ssrc_changed" for e in engine.events())
+
+
+def test_engine_latches_to_the_real_source(engine):
+    a, b = engine.create_leg(), engine.create_leg()
+    fa, fb = far_end(), far_end()
+    wrong = far_end()  # the SDP said this address; the phone actually sends from fa (a NAT, say)
+    engine.set_remote(a, HOST, wrong.getsockname()[1])
+    engine.set_remote(b, HOST, fb.getsockname()[1])
+    engine.bridge(a, b)
+    fa.sendto(rtp(1, 160, 0xCAFE), (HOST, a.port))
+    fb.recv(2048)
+    fb.sendto(rtp(1, 160, 0xBEEF), (HOST, b.port))
+    assert header(fa.recv(2048))["seq"] == 1  # went to the latched address, not to the SDP one
+    wrong.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        wrong.recv(2048)
+    events = wait_for(engine.events)
+    latched = [e for e in events if e.kind == "latched" and e.leg == a.id]
+    assert latched and latched[0].remote == fa.getsockname()
+    for s in (fa, fb, wrong):
+        s.close()
+
+
+def test_engine_ignores_other_sources_unless_a_new_stream_proves_itself(call):
+    engine, a, b, fa, fb = call
+    intruder = far_end()
+    fa.sendto(rtp(10, 1600, 0x11), (HOST, a.port))
+    fb.recv(2048)
+    intruder.sendto(rtp(11, 1760, 0x11), (HOST, a.port))  # same SSRC, other address: ignored
+    intruder.sendto(rtp(500, 1, 0x22), (HOST, a.port))  # a new SSRC: one packet is not enough
+    fb.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        fb.recv(2048)
+    assert wait_for(lambda: engine.stats(a).rx_foreign == 2)
+    intruder.sendto(rtp(501, 161, 0x22), (HOST, a.port))  # second in sequence: it takes over
+    fb.settimeout(2)
+    assert header(fb.recv(2048))["seq"] == 11  # continues our stream: 10 then 11
+    fb.sendto(rtp(1, 160, 0x33), (HOST, b.port))
+    intruder.settimeout(2)
+    assert header(intruder.recv(2048))["seq"] == 1  # replies now go to the new source
+    assert any(e.kind == "relatched" for e in wait_for(engine.events))
+    intruder.close()
+
+
+def test_engine_loss_and_reordering_statistics(call):
+    engine, a, b, fa, fb = call
+    order = [1, 2, 3, 5, 4, 6, 9, 10, 10, 11, 15]  # 7, 8, 12, 13, 14 lost; 4 late; 10 duplicated
+    for seq in order:
+        fa.sendto(rtp(seq, seq * 160, 0x77), (HOST, a.port))
+    stats = wait_for(lambda: (s := engine.stats(a)).rx_packets == len(order) and s)
+    assert stats.expected == 15 and stats.rx_duplicates == 1 and stats.lost == 5
+    assert stats.loss_pct == pytest.approx(100 * 5 / 15)
+
+
+def test_engine_sequence_wrap_counts_cycles(call):
+    engine, a, b, fa, fb = call
+    for seq in [65533, 65534, 65535, 0, 1, 3]:
+        fa.sendto(rtp(seq, seq * 160, 0x78), (HOST, a.port))
+    stats = wait_for(lambda: (s := engine.stats(a)).rx_packets == 6 and s)
+    assert stats.expected == 7 and stats.lost == 1
+
+
+def test_engine_jitter_follows_arrival_irregularity(call):
+    engine, a, b, fa, fb = call
+    start = time.monotonic()
+    for i in range(15):  # timestamps say 20 ms apart; arrivals alternate 0 and 40 ms
+        target = start + (i // 2) * 0.040
+        time.sleep(max(0.0, target - time.monotonic()))
+        fa.sendto(rtp(i, i * 160, 0x79), (HOST, a.port))
+    stats = wait_for(lambda: (s := engine.stats(a)).rx_packets == 15 and s)
+    assert 5.0 < stats.jitter_ms < 25.0
+
+
+def test_engine_counts_invalid_packets_and_passes_rtcp_mux(call):
+    engine, a, b, fa, fb = call
+    fa.sendto(b"not rtp at all", (HOST, a.port))
+    fa.sendto(rtp(1, 160, 0x80), (HOST, a.port))
+    fb.recv(2048)
+    receiver_report = struct.pack("!BBHI", 0x81, 201, 7, 0x80) + bytes(24)
+    fa.sendto(receiver_report, (HOST, a.port))
+    assert fb.recv(2048) == receiver_report  # RTCP multiplexed on the RTP port goes through unchanged
+    assert wait_for(lambda: engine.stats(a).rx_invalid == 1)
+
+
+def test_engine_leg_closed_event_carries_final_stats(call):
+    engine, a, b, fa, fb = call
+    for i in range(3):
+        fa.sendto(rtp(i, i * 160, 0x81), (HOST, a.port))
+        fb.recv(2048)
+    engine.events()
+    engine.destroy_leg(a)
+    closed = wait_for(lambda: [e for e in engine.events() if e.kind == "leg_closed"])
+    assert closed[0].leg == a.id and closed[0].stats.rx_packets == 3
+    fb.sendto(rtp(1, 160, 0x82), (HOST, b.port))  # the peer is gone: nothing is forwarded
+    fa.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        fa.recv(2048)
+
+
+def test_engine_ipv6_legs():
+    eng = MediaEngine((41000, 41099), "::1")
+    try:
+        a, b = eng.create_leg(), eng.create_leg()
+        fa, fb = far_end("::1"), far_end("::1")
+        eng.set_remote(a, "::1", fa.getsockname()[1])
+        eng.set_remote(b, "::1", fb.getsockname()[1])
+        eng.bridge(a, b)
+        fa.sendto(rtp(5, 800, 0x66), ("::1", a.port))
+        assert header(fb.recv(2048))["seq"] == 5
+        fb.sendto(rtp(9, 800, 0x67), ("::1", b.port))
+        assert header(fa.recv(2048))["seq"] == 9
+        fa.close()
+        fb.close()
+    finally:
+        eng.close()
+
+
+def test_engine_events_reach_asyncio(call):
+    engine, a, b, fa, fb = call
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got: asyncio.Queue = asyncio.Queue()
+        engine.attach(loop, lambda batch: [got.put_nowait(e) for e in batch])
+        await loop.run_in_executor(None, lambda: fa.sendto(rtp(1, 160, 0x90), (HOST, a.port)))
+        event = await asyncio.wait_for(got.get(), 2)
+        assert event.kind == "latched" and event.leg == a.id
+
+    asyncio.run(main())
+    engine._loop = None  # the loop is gone; close() must not touch it
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_engine_no_leak_after_100000_create_destroy_cycles():
+    eng = MediaEngine((42000, 42199), HOST)
+    try:
+        free_before, fds_before = len(eng.ports), fd_count()
+        for _ in range(100_000):
+            eng.destroy_leg(eng.create_leg())
+        wait_for(lambda: len(eng.events()) == 0 and eng.leg_count == 0)
+        time.sleep(0.1)
+        eng.events()
+        assert len(eng.ports) == free_before
+        assert fd_count() <= fds_before + 2
+        legs = [eng.create_leg() for _ in range(50)]  # ports are reusable afterwards
+        assert len({leg.port for leg in legs}) == 50
+    finally:
+        eng.close()
+
+
+def test_engine_port_pool_even_ports_and_exhaustion():
+    pool = PortPool(43001, 43010)
+    pairs = []
+    for _ in range(len(pool)):
+        rtp_sock, rtcp_sock = pool.bind(HOST)
+        port = rtp_sock.getsockname()[1]
+        assert port % 2 == 0 and rtcp_sock.getsockname()[1] == port + 1
+        pairs.append((rtp_sock, rtcp_sock))
+    with pytest.raises(OSError, match="no free RTP port"):
+        pool.bind(HOST)
+    for rtp_sock, rtcp_sock in pairs:
+        rtp_sock.close()
+        rtcp_sock.close()
+
+
+def test_engine_cpu_time_is_reported(call):
+    engine, a, b, fa, fb = call
+    before = engine.cpu_seconds()
+    for i in range(200):
+        fa.sendto(rtp(i, i * 160, 0x91), (HOST, a.port))
+        fb.recv(2048)
+    assert wait_for(lambda: engine.cpu_seconds() > before)
+
+
+def test_quality_e_model_reference_points():
+    assert r_factor(0, 0) == pytest.approx(93.2)
+    assert mos(93.2) == pytest.approx(4.41, abs=0.01)
+    assert mos(r_factor(5, 40)) < mos(r_factor(1, 40)) < mos(r_factor(0, 40))
+    assert mos(r_factor(0, 300)) < mos(r_factor(0, 100))
+    assert mos(0) == 1.0 and mos(100) == 4.5
