@@ -9,12 +9,15 @@ Everything here is safe to call from the asyncio thread; `attach(loop, callback)
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cext.engine import Engine
+
 from media.quality import mos, r_factor
 
 MODES = ("relay",)
@@ -144,22 +147,30 @@ class MediaEngine:
         self.ports = PortPool(*rtp_ports)
         self._engine = Engine(max(len(self.ports), 1))
         self._free_ids = deque(range(self._engine.max_legs))
-        self._legs: dict[int, tuple[Leg, socket.socket]] = {}
+        self._legs: dict[int, tuple[Leg, socket.socket, socket.socket]] = {}
+        self._closing: dict[int, tuple[Leg, socket.socket, socket.socket]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[MediaEvent] = []
         self._engine.start()
 
     # -- legs ----------------------------------------------------------------------------------------
     def create_leg(self, host: str | None = None) -> Leg:
         """Allocate a port pair and a leg id; the leg receives at once and latches its far end."""
+        if not self._free_ids or not self.ports:
+            self._reclaim()
         if not self._free_ids:
             raise OSError("no free media leg")
         rtp, rtcp = self.ports.bind(host or self.host)
         leg = Leg(self._free_ids.popleft(), host or self.host, rtp.getsockname()[1])
         try:
             self._engine.add_leg(leg.id, rtp)
-        finally:
-            rtp.close()  # the engine holds its own duplicate
-        self._legs[leg.id] = (leg, rtcp)
+        except BaseException:
+            rtp.close()
+            rtcp.close()
+            self.ports.release(leg.port)
+            self._free_ids.append(leg.id)
+            raise
+        self._legs[leg.id] = (leg, rtp, rtcp)
         return leg
 
     def set_remote(self, leg: Leg, host: str, port: int) -> None:
@@ -184,14 +195,30 @@ class MediaEngine:
         return LegStats.from_counters(counters)
 
     def destroy_leg(self, leg: Leg) -> None:
-        """Stop the leg; its final statistics arrive as a `leg_closed` event."""
+        """Stop the leg; its final statistics arrive as a `leg_closed` event. Its port and id return to
+        the pools only then, once the media thread has let go of the socket."""
         entry = self._legs.pop(leg.id, None)
-        if entry is None:
-            return
-        self._engine.del_leg(leg.id)
-        entry[1].close()
-        self.ports.release(leg.port)
-        self._free_ids.append(leg.id)
+        if entry is not None:
+            self._engine.del_leg(leg.id)
+            self._closing[leg.id] = entry
+
+    def _finish(self, leg_id: int) -> None:
+        entry = self._closing.pop(leg_id, None)
+        if entry is not None:
+            leg, rtp, rtcp = entry
+            rtp.close()
+            rtcp.close()
+            self.ports.release(leg.port)
+            self._free_ids.append(leg.id)
+
+    def _reclaim(self, timeout: float = 0.5) -> None:
+        """Wait (briefly) for destroyed legs to be released when the pools have run dry."""
+        deadline = time.monotonic() + timeout
+        while self._closing and time.monotonic() < deadline:
+            self._pending.extend(self._drain())
+            if self._free_ids and self.ports:
+                return
+            select.select([self.event_fd], [], [], max(0.0, deadline - time.monotonic()))
 
     @property
     def leg_count(self) -> int:
@@ -200,10 +227,18 @@ class MediaEngine:
     # -- events --------------------------------------------------------------------------------------
     def events(self) -> list[MediaEvent]:
         """Every event the media thread queued since the last call (a batch, never one per packet)."""
-        return [
+        out, self._pending = self._pending + self._drain(), []
+        return out
+
+    def _drain(self) -> list[MediaEvent]:
+        batch = [
             MediaEvent(kind, leg, remote, LegStats.from_counters(stats))
             for kind, leg, remote, stats in self._engine.events()
         ]
+        for event in batch:
+            if event.kind == "leg_closed":
+                self._finish(event.leg)
+        return batch
 
     @property
     def event_fd(self) -> int:
@@ -224,7 +259,8 @@ class MediaEngine:
             self._loop.remove_reader(self.event_fd)
             self._loop = None
         self._engine.stop()
-        for leg, rtcp in self._legs.values():
-            rtcp.close()
-            self.ports.release(leg.port)
+        self._closing.update(self._legs)
         self._legs.clear()
+        self._drain()
+        for leg_id in list(self._closing):
+            self._finish(leg_id)
