@@ -1,18 +1,28 @@
-"""Builds the Cython kernels under cext/; everything else is declared in pyproject.toml."""
+"""Builds the Cython kernels under cext/; everything else is declared in pyproject.toml.
+
+Each `cext/NAME.pyx` becomes `cext.NAME`; when `cext/native/NAME.c` exists it is compiled in too. The
+media loop (`engine`) also links the plain-C kernels it drives in the media thread.
+"""
+
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["g711", "sipscan"]
-# Kernels with plain C beside them (cext/native/NAME.c).
-NATIVE = {"engine": ["cext/native/engine.c"]}
+HERE = Path(__file__).parent
+ENGINE_PARTS = ["jitter", "wav", "dsp"]  # C kernels the media thread calls directly, when present
+
+
+def sources(name: str) -> list[str]:
+    out = [f"cext/{name}.pyx"]
+    parts = [name] + (ENGINE_PARTS if name == "engine" else [])
+    out += [f"cext/native/{part}.c" for part in parts if (HERE / "cext" / "native" / f"{part}.c").exists()]
+    return out
+
 
 extensions = [
-    Extension(f"cext.{name}", [f"cext/{name}.pyx"], extra_compile_args=["-O3"]) for name in KERNELS
-] + [
-    Extension(f"cext.{name}", [f"cext/{name}.pyx", *sources], extra_compile_args=["-O3", "-Wall"],
-              libraries=["pthread"])
-    for name, sources in NATIVE.items()
+    Extension(f"cext.{pyx.stem}", sources(pyx.stem), extra_compile_args=["-O3", "-Wall"], libraries=["pthread"])
+    for pyx in sorted((HERE / "cext").glob("*.pyx"))
 ]
 
 setup(
