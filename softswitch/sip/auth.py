@@ -17,6 +17,13 @@ of a live nonce are refused by remembering the highest nonce-count (nc) accepted
 and every untracked nonce issued before them is treated as stale, so memory stays bounded without
 letting a replay through.
 
+Credentials without qop (RFC 2069 form) carry no nc, so a replay looks like a reuse: they are refused
+(`UNSUPPORTED`; accepting them when we offered qop would let a man in the middle strip it, a downgrade)
+unless `allow_no_qop=True`, an opt-in for old phones under which each nonce answers one request. Its
+record then holds `_SINGLE_USE`, above any nc, and a second use (with or without qop) gets `STALE_NONCE`,
+not `REPLAY`: a client reusing its last nonce gets a fresh one and retries without asking its user, and a
+replayer gains nothing (one-time nonces, RFC 2617 section 4.5).
+
 An unknown user costs the same work as a wrong password (a digest over a dummy secret is computed and
 compared) and `AuthResult.public_reason` folds the two into one answer, so a caller that shows only the
 public reason cannot be used to enumerate accounts; `reason` keeps the difference for logs.
@@ -50,6 +57,7 @@ __all__ = [
     "compute_ha1",
     "digest_response",
     "select_challenge",
+    "select_challenges",
 ]
 
 
@@ -399,10 +407,14 @@ def digest_response(
 
 _NONCE_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of 8 + 8 + 16 bytes, unpadded
 _NONCE_TAG = b"softswitch digest nonce\x00"
+_SINGLE_USE = 1 << 32  # the nc recorded for a nonce used without qop: above every 8-hex-digit nc
 
 
 class DigestServer:
-    """Issues challenges and verifies credentials for one realm; holds only the nonce-count table."""
+    """Issues challenges and verifies credentials for one realm; holds only the nonce-count table.
+
+    `allow_no_qop` accepts RFC 2069 answers (no qop, so no nc), each nonce once; off by default, and
+    required when `qop` is empty."""
 
     def __init__(
         self,
@@ -412,7 +424,7 @@ class DigestServer:
         nonce_lifetime: float = 300.0,
         algorithms: Sequence[Algorithm] = (Algorithm.SHA256, Algorithm.MD5),
         qop: Sequence[str] = ("auth",),
-        allow_no_qop: bool = True,
+        allow_no_qop: bool = False,
         opaque: str | None = None,
         max_tracked_nonces: int = 65536,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
@@ -550,17 +562,21 @@ class DigestServer:
         stale = AuthResult(AuthReason.STALE_NONCE, user, stale=True, algorithm=algorithm)
         if abs(now - issued_at) > self.nonce_lifetime:
             return stale
-        if qop is not None:
+        record = self._nc.get(creds.nonce)
+        if record is None and issued_at <= self._evicted_upto:
+            return stale
+        if qop is None:
+            if record is not None:
+                return stale  # RFC 2069 form: one request per nonce, then a fresh one (module docstring)
+            nc = _SINGLE_USE
+        else:
             assert creds.nc is not None
             nc = int(creds.nc, 16)
-            record = self._nc.get(creds.nonce)
-            if record is None and issued_at <= self._evicted_upto:
-                return stale
             if nc <= (record[0] if record is not None else 0):
                 return AuthResult(AuthReason.REPLAY, user, algorithm=algorithm)
-            if record is None and len(self._nc) >= self.max_tracked_nonces:
-                self._make_room(now)
-            self._nc[creds.nonce] = (nc, issued_at)
+        if record is None and len(self._nc) >= self.max_tracked_nonces:
+            self._make_room(now)
+        self._nc[creds.nonce] = (nc, issued_at)
         return AuthResult(AuthReason.OK, user, algorithm=algorithm)
 
     def prune(self, now: float) -> int:
@@ -594,10 +610,8 @@ def _qop_for(challenge: Challenge) -> str | None:
     raise ValueError(f"no supported qop among {challenge.qop}")
 
 
-def select_challenge(values: Iterable[str]) -> Challenge | None:
-    """The best Digest challenge we can answer among header values (SHA-256 over MD5), or None."""
-    best: Challenge | None = None
-    best_rank = len(_PREFERENCE)
+def _answerable(values: Iterable[str]) -> Iterable[tuple[int, Challenge]]:
+    """(preference rank, challenge) for every Digest challenge among header values that we can answer."""
     for value in values:
         try:
             challenge = Challenge.parse(value)
@@ -606,10 +620,31 @@ def select_challenge(values: Iterable[str]) -> Challenge | None:
         algorithm = challenge.supported_algorithm
         if algorithm is None or (challenge.qop and not any(q in _QOPS for q in challenge.qop)):
             continue
-        rank = _PREFERENCE.index(algorithm)
-        if rank < best_rank:
-            best, best_rank = challenge, rank
-    return best
+        yield _PREFERENCE.index(algorithm), challenge
+
+
+def select_challenges(values: Iterable[str]) -> dict[str, Challenge]:
+    """The best challenge we can answer for each realm among header values (SHA-256 over MD5), by realm.
+
+    A 401/407 may challenge for several realms: a forking proxy gathers its branches' challenges, and two
+    proxies on the path may each want credentials (RFC 3261 22.3). The retried request carries one
+    Authorization / Proxy-Authorization per realm; realms we can answer none of are left out."""
+    best: dict[str, tuple[int, Challenge]] = {}
+    for rank, challenge in _answerable(values):
+        held = best.get(challenge.realm)
+        if held is None or rank < held[0]:
+            best[challenge.realm] = (rank, challenge)
+    return {realm: challenge for realm, (_, challenge) in best.items()}
+
+
+def select_challenge(values: Iterable[str]) -> Challenge | None:
+    """The best Digest challenge we can answer among header values (SHA-256 over MD5), or None.
+
+    For a response that challenges for one realm (our registrar, one trunk). With challenges from several
+    realms it still returns one (the best, earliest on a tie) and the request would fail at the others:
+    answer each realm with `select_challenges`."""
+    best = min(_answerable(values), key=lambda ranked: ranked[0], default=None)
+    return None if best is None else best[1]
 
 
 class DigestClient:

@@ -18,19 +18,23 @@ first route has `lr` (loose routing), the Request-URI is the remote target and t
 route set; otherwise (a strict, RFC 2543 router, 16.12) the first route becomes the Request-URI and the
 remote target is appended as the last Route. CSeq goes up by one for every new request; ACK reuses its
 INVITE's number. Target-refresh requests (INVITE, UPDATE, SUBSCRIBE, NOTIFY, REFER) carry our Contact.
-No Via is added: the caller (transaction layer) puts the top Via with a new branch, or passes `via=`.
+No Via is added here: `TransactionLayer.send_request` (and `send_stateless` for the ACK of a 2xx, which is
+outside the INVITE transaction and has a branch of its own, 17.1.1.3) puts the top Via with a new branch on
+a request that has none; pass `via=` only to choose it yourself (its branch must start with z9hG4bK).
 
 Received requests go through `receive_request`, which answers None (accept) or the response to send: 500
 for a CSeq below the highest seen (12.2.2), 491 / 500 with Retry-After for an INVITE crossing another
 (14.2), 481 once the dialog is over. A re-INVITE or UPDATE refreshes the remote target from its Contact,
-whether it is received or is ours and its 2xx arrives (12.2.1.2, 12.2.2, RFC 3311 5.1); Record-Route seen
-after creation never changes the route set (12.2), except that the 2xx confirming an early dialog
-recomputes it (13.2.2.4).
+whether it is received or is ours and its 2xx arrives (12.2.1.2, 12.2.2, RFC 3311 5.1), but never from a
+message older than the one that last set it: each direction remembers the CSeq of its last refresh, so a
+late retransmission of an earlier 2xx cannot roll the target back. Record-Route seen after creation never
+changes the route set (12.2), except that the 2xx confirming an early dialog recomputes it (13.2.2.4).
 
 2xx reliability (13.2.2.4, 13.3.1.4, RFC 6026): the INVITE transactions stop caring after a 2xx, so the
 cores carry it. The UAS retransmits its 2xx at T1, then doubling intervals capped at T2, until the ACK
-comes (`dialog_timers.InviteOkRetransmitter`); after 64*T1 without one it reports `AckTimeout`, and the
-caller ends the dialog with a BYE. The UAC answers every retransmission of a 2xx with the same ACK (`Dialog.ack_for`).
+comes, over every transport (`dialog_timers.InviteOkRetransmitter`); after 64*T1 without one it reports
+`AckTimeout`, and the caller ends the dialog with a BYE. The UAC answers every retransmission of a 2xx with
+the same ACK (`Dialog.ack_for`).
 
 Nothing here sends, reads a clock or logs: times are `now` arguments, messages are return values.
 """
@@ -147,7 +151,9 @@ class Dialog:
         "_acks",
         "_initial_seq",
         "_local_invite",
+        "_local_refresh_seq",
         "_remote_invite",
+        "_remote_refresh_seq",
         "_sent_invite",
         "call_id",
         "invite_seq",
@@ -197,6 +203,10 @@ class Dialog:
         self._remote_invite: int | None = None  # CSeq of the peer's INVITE we have not answered finally
         self._sent_invite: Request | None = None
         self._acks: dict[int, Request] = {}
+        # CSeq of the message that last set the remote target, per direction (CSeq spaces differ): a response
+        # to our request (local numbers) or a request of the peer (remote numbers, the UAS's INVITE first)
+        self._local_refresh_seq: int | None = None
+        self._remote_refresh_seq: int | None = remote_seq
 
     # -- creation ---------------------------------------------------------------------------------
     @classmethod
@@ -305,9 +315,10 @@ class Dialog:
     ) -> Request:
         """A new request within the dialog (12.2.1.1): Request-URI and Route from `next_hop`, From/To with
         tags, Call-ID, CSeq one above the last, Max-Forwards 70, our Contact for target refreshes, then
-        `headers` (a Max-Forwards, Contact or Content-Type among them replaces ours). The caller adds the
-        top Via with a new branch unless `via` is given. ACK is `create_ack`; CANCEL is built from the
-        request it cancels (9.1) by the transaction layer. A BYE ends the dialog (15.1.1); the callee sends
+        `headers` (a Max-Forwards, Contact or Content-Type among them replaces ours). Without `via` there is
+        no Via: `TransactionLayer.send_request` adds the top one with a new branch. ACK is `create_ack`;
+        CANCEL is built from the request it cancels (9.1) by the transaction layer
+        (`TransactionLayer.cancel_request`). A BYE ends the dialog (15.1.1); the callee sends
         one only once confirmed and, per 15, after the ACK for its 2xx came or `AckTimeout` was reported.
         DialogError for an INVITE while another is in progress either way (14.1), a callee's BYE on an
         early dialog (15), and any request after the end."""
@@ -341,7 +352,9 @@ class Dialog:
     ) -> Request:
         """The ACK for a 2xx to our INVITE (13.2.2.4): built like any in-dialog request but with the INVITE's
         CSeq number (our last INVITE's unless `cseq` is given) and its credentials; `body` is the answer
-        when the 2xx held the offer. It is remembered so `ack_for` repeats it for 2xx retransmissions."""
+        when the 2xx held the offer. It is remembered so `ack_for` repeats it for 2xx retransmissions. Without
+        `via` it has no Via: `TransactionLayer.send_stateless` adds one with a new branch (the ACK for a 2xx
+        is outside the INVITE transaction, 17.1.1.3) into this same object, so the repeats keep it."""
         seq = self.invite_seq if cseq is None else cseq
         if seq is None:
             raise DialogError("no INVITE of ours to acknowledge")
@@ -402,8 +415,9 @@ class Dialog:
         """Apply a response to a request we sent in this dialog (the UAC's INVITE included): tagged 1xx and
         2xx to the dialog-creating INVITE update the early dialog and confirm it, recomputing the route set
         (13.2.2.4); a 3xx-6xx to it ends the early dialog (12.3); a 2xx to a target refresh replaces the
-        remote target (12.2.1.2); a 481 or 408 ends the dialog (12.2.1.2). A response whose Contact or
-        Record-Route is needed but malformed raises SipParseError and changes nothing."""
+        remote target (12.2.1.2) unless a response to a later request of ours already did (a retransmitted
+        older 2xx); a 481 or 408 ends the dialog (12.2.1.2). A response whose Contact or Record-Route is
+        needed but malformed raises SipParseError and changes nothing."""
         status, cseq = response.status, response.cseq
         if status < 101:
             return
@@ -414,11 +428,10 @@ class Dialog:
             and self.state is DialogState.EARLY
         )
         success = 200 <= status < 300
-        target = (
-            _contact_uri(response)
-            if (initial and status < 300) or (success and cseq.method in TARGET_REFRESH)
-            else None
-        )
+        refreshes = (initial and status < 300) or (success and cseq.method in TARGET_REFRESH)
+        if self._local_refresh_seq is not None and cseq.seq < self._local_refresh_seq:
+            refreshes = False  # older than the response that set the target: a late retransmission
+        target = _contact_uri(response) if refreshes else None
         routes = _record_route(response)[::-1] if initial and success else None
         if cseq.method == "INVITE" and status >= 200 and cseq.seq == self._local_invite:
             self._local_invite = None
@@ -430,14 +443,16 @@ class Dialog:
             self.route_set = routes
         if target is not None:
             self.remote_target = target
+            self._local_refresh_seq = cseq.seq
 
     # -- requests we receive ----------------------------------------------------------------------
     def receive_request(self, request: Request) -> Response | None:
         """Check and apply a request received within this dialog (12.2.2). None means accepted: the remote
-        CSeq is raised to it, a target refresh replaces the remote target from its Contact, a BYE ends the
-        dialog. Otherwise the response to send: 481 after the end, 500 for a CSeq below the highest seen,
-        500 with Retry-After for an INVITE while the peer's previous one is unanswered, 491 for an INVITE
-        crossing ours (14.2), 400 for a malformed Contact. ACK and CANCEL are always accepted (they carry
+        CSeq is raised to it, a target refresh replaces the remote target from its Contact (never from a
+        request older than the one that last did), a BYE ends the dialog. Otherwise the response to send:
+        481 after the end, 500 for a CSeq below the highest seen, 500 with Retry-After for an INVITE while
+        the peer's previous one is unanswered, 491 for an INVITE crossing ours (14.2), 400 for a malformed
+        Contact. ACK and CANCEL are always accepted (they carry
         their INVITE's CSeq; the transaction layer handles CANCEL)."""
         method = request.method
         if method in ("ACK", "CANCEL"):
@@ -458,8 +473,9 @@ class Dialog:
             if self._local_invite is not None:
                 return build_response(request, 491)
             self._remote_invite = seq
-        if target is not None:
+        if target is not None and (self._remote_refresh_seq is None or seq >= self._remote_refresh_seq):
             self.remote_target = target
+            self._remote_refresh_seq = seq
         if method == "BYE":
             self._move(_Input.BYE)
         return None

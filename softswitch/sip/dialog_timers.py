@@ -5,13 +5,15 @@ the transaction to Accepted, where it only absorbs retransmitted INVITEs), so th
 2xx end to end itself: it retransmits the response first T1 after sending it, then at intervals that
 double up to T2 (T1, 2*T1, 4*T1, T2, T2, ...), and stops when the ACK for it arrives. If no ACK has come
 64*T1 after the first transmission, the core gives up and should end the dialog with a BYE (13.3.1.4).
-Over a reliable transport (TCP, TLS, WebSocket) nothing is retransmitted, but the 64*T1 wait still runs.
+This holds over every transport, reliable ones (TCP, TLS, WebSocket) included: 13.3.1.4 puts the 2xx
+retransmission in the UAS core, not in the transport layer, because a later hop may be UDP and lose the
+2xx or its ACK there; only the transaction layer's own retransmissions stop over a reliable transport.
 
 `InviteOkRetransmitter` is that machine for one 2xx: the caller arms one timer at `get_timer()`, calls
 `handle_timer(now)` when it is due and sends the responses it returns, passes ACKs that may belong to it
 to `receive_ack(ack, now)`, and reads `AckReceived` / `AckTimeout` from `next_event()`. It never reads a
-clock: every time is the caller's `now`, in seconds on one monotonic clock. T1 and T2 come from config
-(`TimerConfig` in `transaction.py`: 0.5 s and 4 s by default).
+clock: every time is the caller's `now`, in seconds on one monotonic clock. T1 and T2 come from config:
+the same `TimerConfig` (`transaction.py`, 0.5 s and 4 s by default) the transaction layer uses.
 
 The ACK is matched to the 2xx by Call-ID, From tag, To tag and CSeq number (the ACK's CSeq method is ACK),
 which is what 13.2.2.4 makes the UAC copy from the 2xx and its INVITE.
@@ -24,12 +26,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 from softswitch.sip.message import Request, Response
+from softswitch.sip.transaction import TimerConfig
 
 __all__ = ["AckReceived", "AckTimeout", "InviteOkRetransmitter", "OkState", "RetransmitEvent", "acknowledges"]
 
 
 class OkState(Enum):
-    WAITING = "waiting"  # retransmitting (unreliable transport) and waiting for the ACK
+    WAITING = "waiting"  # retransmitting and waiting for the ACK
     ACKED = "acked"
     TIMED_OUT = "timed-out"
 
@@ -64,20 +67,21 @@ RetransmitEvent = AckReceived | AckTimeout
 
 class InviteOkRetransmitter:
     """Retransmits a 2xx to an INVITE until its ACK arrives (13.3.1.4): first after T1, then at intervals
-    doubling up to T2; none over a reliable transport. 64*T1 after the start without an ACK, it stops and
-    reports `AckTimeout`. Drive it with `get_timer()` / `handle_timer(now)`; feed ACKs to `receive_ack`."""
+    doubling up to T2, over any transport. 64*T1 after the start without an ACK, it stops and reports
+    `AckTimeout`. Drive it with `get_timer()` / `handle_timer(now)`; feed ACKs to `receive_ack`."""
 
-    __slots__ = ("_events", "_give_up_at", "_interval", "_retransmit_at", "response", "state", "t1", "t2")
+    __slots__ = ("_events", "_give_up_at", "_interval", "_retransmit_at", "config", "response", "state")
 
-    def __init__(self, response: Response, now: float, *, t1: float = 0.5, t2: float = 4.0, reliable: bool = False):
+    def __init__(self, response: Response, now: float, config: TimerConfig | None = None):
         if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
             raise ValueError("only a 2xx to an INVITE is retransmitted by the UAS core")
+        config = config if config is not None else TimerConfig()
         self.response = response
-        self.t1, self.t2 = t1, t2
+        self.config = config
         self.state = OkState.WAITING
-        self._interval = t1
-        self._retransmit_at: float | None = None if reliable else now + t1
-        self._give_up_at = now + 64 * t1
+        self._interval = config.t1
+        self._retransmit_at = now + config.t1
+        self._give_up_at = now + 64 * config.t1
         self._events: deque[RetransmitEvent] = deque()
 
     @property
@@ -96,8 +100,6 @@ class InviteOkRetransmitter:
         """When `handle_timer` is next due, or None once stopped."""
         if self.done:
             return None
-        if self._retransmit_at is None:
-            return self._give_up_at
         return min(self._retransmit_at, self._give_up_at)
 
     def handle_timer(self, now: float) -> list[Response]:
@@ -109,10 +111,10 @@ class InviteOkRetransmitter:
             self._step("timeout")
             self._events.append(AckTimeout(now, self.response))
             return []
-        if self._retransmit_at is None or now < self._retransmit_at or not self._step("retransmit"):
+        if now < self._retransmit_at or not self._step("retransmit"):
             return []
         while self._retransmit_at <= now:  # a late call sends once, then keeps to the schedule
-            self._interval = min(self._interval * 2, self.t2)
+            self._interval = min(self._interval * 2, self.config.t2)
             self._retransmit_at += self._interval
         return [self.response]
 

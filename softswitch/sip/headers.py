@@ -1,7 +1,9 @@
 """Header names and the structured header values: parameters, name-addr, Via, CSeq (RFC 3261 20, 25).
 
 Values stay text in a message; these parsers turn the ones the core needs into objects and back.
-Every parser raises SipParseError (and nothing else) on malformed text.
+Every parser raises SipParseError (and nothing else) on malformed text. A SIP DIGIT is ASCII 0-9 and LWS is
+ASCII white space (RFC 3261 25.1): the number patterns say [0-9] and use re.ASCII, because in a str pattern
+the digit class also matches other scripts' digits (which int() then reads: Arabic-Indic one is 1).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ _DISPLAY_TOKENS = re.compile(rf"[{TOKEN_CHARS}]+(?:\s+[{TOKEN_CHARS}]+)*")
 _NAME_ADDR = re.compile(rf"\s*(?:({_QUOTED})\s*|([^\"<]*?)\s*)<\s*([^<>\s]*)\s*>\s*(.*)", re.S)
 _VIA = re.compile(
     rf"\s*([{TOKEN_CHARS}]+)\s*/\s*([{TOKEN_CHARS}]+)\s*/\s*([{TOKEN_CHARS}]+)\s+"
-    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:\s*:\s*(\d{1,5}))?(.*)",
-    re.S,
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:\s*:\s*([0-9]{1,5}))?(.*)",
+    re.S | re.ASCII,
 )
 _URI_START = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:\S")
-_CSEQ = re.compile(rf"\s*(\d{{1,10}})\s+([{TOKEN_CHARS}]+)\s*")
+_CSEQ = re.compile(rf"\s*([0-9]{{1,10}})\s+([{TOKEN_CHARS}]+)\s*", re.ASCII)
 
 # Canonical names; compact forms (RFC 3261 7.3.3 and later RFCs) map to their long names.
 _NAMES = [

@@ -37,8 +37,8 @@ MAX_MESSAGE_BYTES = 65535
 _FOLD = re.compile(r"[ \t]*\r?\n[ \t]+")
 _HEADER = re.compile(r"([^:\r\n]+):[ \t]*([^\r\n]*)\r?\n")
 _RURI = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
-_STATUS = re.compile(r"SIP/2\.0 ([1-6]\d\d)(?: (.*))?", re.S | re.I)
-_VERSION = re.compile(r"SIP/(\d+)\.(\d+)", re.I)
+_STATUS = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?", re.S | re.I)  # [0-9]: ASCII digits only
+_VERSION = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.I)
 _SINGLE = frozenset(("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length"))
 _CORE = _SINGLE | {"Via"}
 _set_names(CANONICAL, _SINGLE)
@@ -429,7 +429,7 @@ def _start_line(line: str) -> tuple[Request | Response, SipParseError | None]:
     if len(parts) < 3 or not TOKEN.fullmatch(parts[0]):
         raise SipParseError(f"bad request line {line[:80]!r}")
     method, version = parts[0], parts[-1]
-    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
+    if version.upper() != "SIP/2.0":
         if not _VERSION.fullmatch(version):
             raise SipParseError(f"bad request line {line[:80]!r}")
         return Request(method, parts[1]), SipParseError(f"SIP version {version} not supported", 505)

@@ -11,15 +11,36 @@ The four state machines are declared as tables (`TRANSITIONS`), the single sourc
 input moves which state; the methods only add the side effects (send, arm a timer, tell the TU).
 
   client INVITE (17.1.1):   calling -1xx-> proceeding -2xx-> accepted (6026, Timer M) ; 3xx-6xx ->
-                            completed (ACK sent, Timer D) ; Timer A retransmits, Timer B times out
+                            completed (ACK sent, Timer D: max(32 s, 64*T1), 0 reliable) ; Timer A
+                            retransmits, Timer B times out
   client non-INVITE (17.1.2): trying -1xx-> proceeding -final-> completed (Timer K); E retransmits, F ends
   server INVITE (17.2.1):   proceeding -2xx-> accepted (6026, Timer L) ; 3xx-6xx -> completed (Timer G
                             retransmits, H times out) -ACK-> confirmed (Timer I)
   server non-INVITE (17.2.2): trying -1xx-> proceeding -final-> completed (Timer J)
 
+A transport failure (17.1.4, 17.2.4) is the input "transport_error", which ends a transaction in any state.
+
 Matching (17.1.3, 17.2.3): responses by top-Via branch and CSeq method; requests by branch, sent-by and
 method (ACK matches its INVITE) when the branch has the RFC 3261 magic cookie, otherwise by the RFC 2543
-rules (Request-URI, From tag, To tag, Call-ID, CSeq, top Via).
+rules (Request-URI, From tag, To tag, Call-ID, CSeq, top Via). We are a user agent (a B2BUA's legs), never
+a proxy, so a response with more than one Via was not meant for us: it is discarded before matching
+(8.1.3.3) and reported as `DiscardedResponse`, never passed up as stray (a stray 2xx would be re-ACKed).
+
+Via ownership. The layer puts the top Via on the requests we originate (8.1.1.7, 18.1.1): `send_request`
+and `send_stateless` add `Via: SIP/2.0/<transport> <via_sent_by>;branch=z9hG4bK...;rport` (a new branch,
+RFC 3581 rport) when the request has none, so a dialog's requests and the ACK for a 2xx (a new branch,
+8.1.1.7) get theirs here; a CANCEL and the ACK for a 3xx-6xx copy the INVITE's (9.1, 17.1.1.3). A request
+with no Via and no `via_sent_by` configured, or whose Via branch lacks the z9hG4bK cookie, is our own bug:
+ValueError. The rest of Via handling belongs to the transport, not to this layer: on receipt of a
+response, the client transport checks that the top Via's sent-by is the one it inserted and drops it
+otherwise (18.1.2); on receipt of a request, the server transport adds `received` when the sent-by host is
+not the source address (18.2.1) and fills in `rport` with the source port when the request asked for it
+(RFC 3581 section 4), and sends responses back per 18.2.2 and RFC 3581 section 4.
+
+CANCEL (9.1) may only follow a provisional response: `cancel_request` in Proceeding returns the CANCEL
+for the caller to send with `send_request`; in Calling it records the wish and returns None, and the layer
+starts the CANCEL's client transaction itself when the first 1xx arrives. If a final response comes first,
+nothing is sent: the INVITE is over (after a 2xx the TU ends the call with a BYE, 15).
 """
 
 from __future__ import annotations
@@ -32,6 +53,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import Enum
 
+from softswitch.sip.errors import SipParseError
+from softswitch.sip.headers import parse_via
 from softswitch.sip.message import Request, Response, build_response
 
 MAGIC = "z9hG4bK"
@@ -112,6 +135,8 @@ TRANSITIONS: dict[tuple[Kind, State, str], State] = {
     (Kind.NIST, S.COMPLETED, "request"): S.COMPLETED,
     (Kind.NIST, S.COMPLETED, "J"): S.TERMINATED,
 }
+# "transport_error" (17.1.4, 17.2.4): the transport could not send for the transaction, in any live state.
+TRANSITIONS.update({(k, s, "transport_error"): S.TERMINATED for k, s, _ in list(TRANSITIONS) if s is not S.TERMINATED})
 INITIAL = {Kind.ICT: S.CALLING, Kind.NICT: S.TRYING, Kind.IST: S.PROCEEDING, Kind.NIST: S.TRYING}
 
 
@@ -159,6 +184,17 @@ class StrayResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscardedResponse:
+    """A response dropped before matching: it has more than one Via (or none), so it was meant for a proxy
+    on the way (8.1.3.3). Only for logging: it must not be acknowledged or passed to a dialog."""
+
+    at: float
+    response: Response
+    source: Hashable
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Timeout:
     """Timer B, F (no final response) or H (no ACK for our 3xx-6xx)."""
 
@@ -181,7 +217,7 @@ class Terminated:
     key: Hashable
 
 
-Event = RequestReceived | ResponseReceived | StrayResponse | Timeout | TransportError | Terminated
+Event = RequestReceived | ResponseReceived | StrayResponse | DiscardedResponse | Timeout | TransportError | Terminated
 
 
 def new_branch() -> str:
@@ -211,6 +247,7 @@ class Transaction:
 
     __slots__ = (
         "ack",
+        "cancel_pending",
         "dest",
         "intervals",
         "key",
@@ -239,6 +276,7 @@ class Transaction:
         self.last_response: Response | None = None
         self.ack: Request | None = None
         self.to_tag: str | None = None
+        self.cancel_pending = False  # client INVITE: CANCEL asked for in Calling, sent at the first 1xx
 
     def step(self, symbol: str, now: float) -> State | None:
         """Apply one input; returns the new state, or None if the table absorbs it."""
@@ -262,9 +300,26 @@ class Transaction:
 class TransactionLayer:
     """Every transaction of one SIP endpoint, keyed for matching, with one timer heap."""
 
-    def __init__(self, timers: TimerConfig = TimerConfig(), auto_trying: bool = True):
+    def __init__(
+        self,
+        timers: TimerConfig = TimerConfig(),
+        auto_trying: bool = True,
+        *,
+        via_sent_by: str | None = None,
+        transport: str = "UDP",
+    ):
+        """`via_sent_by` ("192.0.2.1:5060", or a host name) and `transport` ("UDP", "TCP", "TLS", "WS"...)
+        make the Via added to requests sent without one; without `via_sent_by`, every request must carry
+        its own."""
+        if via_sent_by is not None:
+            try:
+                parse_via(f"SIP/2.0/{transport} {via_sent_by}")
+            except SipParseError as exc:
+                raise ValueError(f"bad via_sent_by {via_sent_by!r} or transport {transport!r}") from exc
         self.config = timers
         self.auto_trying = auto_trying
+        self.via_sent_by = via_sent_by
+        self.transport = transport.upper()
         self._txns: dict[Hashable, Transaction] = {}
         self._heap: list[tuple[float, int, Hashable, str]] = []
         self._seq = itertools.count()
@@ -297,10 +352,16 @@ class TransactionLayer:
         return self._txns.get(key)
 
     # -- client side ---------------------------------------------------------------------------
-    def send_request(self, request: Request, dest: Hashable, now: float, *, reliable: bool = False) -> Hashable:
-        """Start a client transaction; the request must carry its top Via (with a branch)."""
+    def send_request(
+        self, request: Request, dest: Hashable, now: float, *, reliable: bool = False, transport: str | None = None
+    ) -> Hashable:
+        """Start a client transaction and return its key. A request without a Via gets one here, in place
+        (see "Via ownership" above; `transport` overrides the layer's for it); one that has a Via keeps it,
+        and its branch must carry the z9hG4bK cookie. ValueError for an ACK, a bad or missing Via, or a
+        branch already in use."""
         if request.method == "ACK":
             raise ValueError("an ACK is not a transaction: send it with `send_stateless`")
+        self._put_via(request, transport)
         kind = Kind.ICT if request.method == "INVITE" else Kind.NICT
         key = client_key(request)
         if key in self._txns:
@@ -320,29 +381,54 @@ class TransactionLayer:
             txn.arm("F", now, 64 * t.t1)
         return key
 
-    def send_stateless(self, message: Request | Response, dest: Hashable) -> None:
-        """Send outside any transaction: the ACK for a 2xx, a 2xx retransmitted by the UAS core."""
+    def send_stateless(self, message: Request | Response, dest: Hashable, *, transport: str | None = None) -> None:
+        """Send outside any transaction: the ACK for a 2xx, a 2xx retransmitted by the UAS core. A request
+        without a Via gets one with a new branch, in place, as in `send_request`; so sending the same ACK
+        object again (a 2xx retransmission, `Dialog.ack_for`) repeats it with the same branch."""
+        if isinstance(message, Request):
+            self._put_via(message, transport)
         self._out.append(Transmit(message, dest))
 
     def cancel_request(self, key: Hashable) -> Request | None:
-        """The CANCEL for our INVITE (9.1), or None if it may not be sent (no provisional yet is fine:
-        the caller should wait for one before sending it, as 9.1 says)."""
+        """Cancel our INVITE (9.1), which may only be done once a provisional response has arrived.
+
+        In Proceeding: the CANCEL, for the caller to send with `send_request` (its own transaction, same
+        branch, method CANCEL). In Calling: None, and the wish is kept: the first 1xx makes the layer send
+        the CANCEL itself (a `Transmit`; its responses come as `ResponseReceived` for the CANCEL), while a
+        final response arriving first cancels the wish and nothing is sent. None as well when there is
+        nothing left to cancel: no such client INVITE, a final response already in, or a CANCEL started."""
         txn = self._txns.get(key)
-        if txn is None or txn.kind is not Kind.ICT or txn.state not in (S.CALLING, S.PROCEEDING):
+        if txn is None or txn.kind is not Kind.ICT:
             return None
-        invite = txn.request
-        headers = [("Via", invite.get_all("Via")[0])]
-        headers += [(n, v) for n, v in invite.headers if n in ("Route", "From", "To", "Call-ID")]
-        headers += [("CSeq", f"{invite.cseq.seq} CANCEL"), ("Max-Forwards", "70")]
-        return Request("CANCEL", invite.uri_text, headers)
+        if txn.state is S.CALLING:
+            txn.cancel_pending = True
+            return None
+        if txn.state is not S.PROCEEDING:
+            return None
+        cancel = _from_invite(txn.request, "CANCEL", ("Route", "From", "To", "Call-ID"))
+        return None if client_key(cancel) in self._txns else cancel
 
     def transport_error(self, key: Hashable, now: float) -> None:
-        """The transport could not send for this transaction (17.1.4, 17.2.4)."""
+        """The transport could not send for this transaction (17.1.4, 17.2.4): tell the TU, terminate."""
         txn = self._txns.get(key)
-        if txn is not None:
+        if txn is not None and (txn.kind, txn.state, "transport_error") in TRANSITIONS:
             self._events.append(TransportError(now, key, txn.request))
-            txn.state = S.TERMINATED
-            self._terminate(txn, now)
+            txn.step("transport_error", now)
+
+    def _put_via(self, request: Request, transport: str | None) -> None:
+        """Add our top Via to a request that has none; check the branch of one that has (8.1.1.7)."""
+        if "Via" not in request:
+            if self.via_sent_by is None:
+                raise ValueError(f"{request.method} has no Via and no via_sent_by is configured to add one")
+            proto = (transport or self.transport).upper()
+            request.add("Via", f"SIP/2.0/{proto} {self.via_sent_by};branch={new_branch()};rport", first=True)
+            return
+        try:
+            branch = request.via.branch
+        except SipParseError as exc:
+            raise ValueError(f"the top Via of our {request.method} is malformed: {exc.reason}") from exc
+        if not (branch or "").startswith(MAGIC):
+            raise ValueError(f"the Via branch {branch!r} of our {request.method} lacks the {MAGIC} cookie")
 
     # -- receiving -----------------------------------------------------------------------------
     def receive(self, message: Request | Response, source: Hashable, now: float, *, reliable: bool = False) -> None:
@@ -353,6 +439,13 @@ class TransactionLayer:
             self._receive_request(message, source, now, reliable)
 
     def _receive_response(self, response: Response, source: Hashable, now: float) -> None:
+        try:
+            vias = len(response.get_all("Via"))
+        except SipParseError:
+            vias = 0
+        if vias != 1:
+            self._events.append(DiscardedResponse(now, response, source, f"{vias} Via values (8.1.3.3)"))
+            return
         txn = self._txns.get(client_key(response))
         if txn is None:
             self._events.append(StrayResponse(now, response, source))
@@ -363,18 +456,17 @@ class TransactionLayer:
             return
         t = self.config
         if txn.kind is Kind.ICT:
-            txn.disarm("A")
-            if cls == "1xx":
-                txn.disarm("B")  # 17.1.1.2: B only guards the wait for any response
+            txn.disarm("A", "B")  # 17.1.1.2: any response stops retransmission; B only guards the wait for one
+            if cls != "1xx":
+                txn.cancel_pending = False  # over before any 1xx: there is nothing left to CANCEL (9.1)
             if cls == "2xx":
-                txn.disarm("B")
                 if old is not S.ACCEPTED:
                     txn.arm("M", now, 64 * t.t1)
             elif cls == "3xx+":
-                txn.disarm("B")
                 if txn.ack is None:
-                    txn.ack = self._ack_for(txn.request, response)
-                    txn.arm("D", now, 0 if txn.reliable else 32.0)
+                    # 17.1.1.3: the ACK copies the INVITE's top Via, Route, From, Call-ID; To from the response
+                    txn.ack = _from_invite(txn.request, "ACK", ("Route", "From", "Call-ID"), response.get("To") or "")
+                    txn.arm("D", now, 0 if txn.reliable else max(32.0, 64 * t.t1))  # Table 4
                 self._out.append(Transmit(txn.ack, txn.dest, retransmission=old is S.COMPLETED))
                 if old is S.COMPLETED:
                     return  # a retransmitted final response is absorbed (17.1.1.2)
@@ -385,6 +477,10 @@ class TransactionLayer:
                 txn.disarm("E", "F")
                 txn.arm("K", now, 0 if txn.reliable else t.t4)
         self._events.append(ResponseReceived(now, txn.key, response, txn.request))
+        if txn.cancel_pending:  # the first 1xx: now the CANCEL asked for in Calling may go (9.1)
+            txn.cancel_pending = False
+            cancel = _from_invite(txn.request, "CANCEL", ("Route", "From", "To", "Call-ID"))
+            self.send_request(cancel, txn.dest, now, reliable=txn.reliable)
         self._fire_zero(txn, now)
 
     def _receive_request(self, request: Request, source: Hashable, now: float, reliable: bool) -> None:
@@ -489,16 +585,6 @@ class TransactionLayer:
         self._events.append(Terminated(now, txn.key))
 
     # -- helpers ---------------------------------------------------------------------------------
-    @staticmethod
-    def _ack_for(invite: Request, response: Response) -> Request:
-        """17.1.1.3: the ACK for a 3xx-6xx, built by the transaction itself."""
-        headers = [("Via", invite.get_all("Via")[0])]
-        headers += [(n, v) for n, v in invite.headers if n in ("Route", "From", "Call-ID")]
-        headers.append(("To", response.get("To") or ""))
-        headers.append(("CSeq", f"{invite.cseq.seq} ACK"))
-        headers.append(("Max-Forwards", "70"))
-        return Request("ACK", invite.uri_text, headers)
-
     def find_invite_for_cancel(self, cancel: Request) -> Hashable | None:
         """9.2: the INVITE server transaction a CANCEL refers to (same key, method INVITE)."""
         probe = Request("INVITE", cancel.uri_text, cancel.headers)
@@ -506,3 +592,15 @@ class TransactionLayer:
         key = server_key(probe)
         txn = self._txns.get(key)
         return key if txn is not None and txn.kind is Kind.IST else None
+
+
+def _from_invite(invite: Request, method: str, copied: tuple[str, ...], to: str | None = None) -> Request:
+    """A request the INVITE's client transaction makes from it: a CANCEL (9.1) or the ACK for a 3xx-6xx
+    (17.1.1.3). Request-URI, only the top Via (so the same branch) and the `copied` headers as the INVITE
+    had them, `to` as To if given, the INVITE's CSeq number with `method`, Max-Forwards 70."""
+    headers = [("Via", invite.get_all("Via")[0])]
+    headers += [(n, v) for n, v in invite.headers if n in copied]
+    if to is not None:
+        headers.append(("To", to))
+    headers += [("CSeq", f"{invite.cseq.seq} {method}"), ("Max-Forwards", "70")]
+    return Request(method, invite.uri_text, headers)

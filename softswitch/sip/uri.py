@@ -18,7 +18,7 @@ from softswitch.sip.errors import SipParseError
 
 # Characters a sip/sips URI may hold outside the host (RFC 3261 25.1, with '%' for escapes).
 _URI_CHARS = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/:%\[\]@]*")
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?")
 _HOSTNAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _ESCAPE_OK = re.compile(r"%(?![0-9A-Fa-f]{2})")

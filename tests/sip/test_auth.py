@@ -24,6 +24,7 @@ from softswitch.sip.auth import (
     compute_ha1,
     digest_response,
     select_challenge,
+    select_challenges,
 )
 
 # RFC 7616 section 3.9.1
@@ -338,15 +339,50 @@ def test_auth_ha1_stored_password():
 
 
 def test_auth_rfc2069_without_qop():
-    server = make_server(qop=(), algorithms=(Algorithm.MD5,))
+    server = make_server(qop=(), algorithms=(Algorithm.MD5,), allow_no_qop=True)
     challenge = first_challenge(server)
     assert challenge.qop == ()
-    value = DigestClient("alice", "secret").authorize(challenge, "REGISTER", URI)
+    client = DigestClient("alice", "secret")
+    value = client.authorize(challenge, "REGISTER", URI)
     creds = Credentials.parse(value)
     assert creds.qop is None and creds.nc is None and creds.cnonce is None
     assert server.verify("REGISTER", value, URI, lookup, T0).ok
-    assert server.verify("REGISTER", value, URI, lookup, T0 + 1).ok  # no nc: only the lifetime bounds reuse
-    assert server.tracked_nonces == 0
+    assert server.tracked_nonces == 1
+    # The old behaviour accepted this again for the nonce's whole lifetime: without nc, a replay.
+    again = server.verify("REGISTER", value, URI, lookup, T0 + 1)
+    assert (again.reason, again.stale, again.username) == (AuthReason.STALE_NONCE, True, "alice")
+    fresh = Challenge.parse(server.challenges(T0 + 1, stale=True)[0])
+    assert server.verify("REGISTER", client.authorize(fresh, "REGISTER", URI), URI, lookup, T0 + 2).ok
+
+
+def test_auth_rfc2069_nonce_is_single_use_with_or_without_qop():
+    server = make_server(allow_no_qop=True)
+    challenge = first_challenge(server)
+    old_phone = Challenge(challenge.realm, challenge.nonce, challenge.algorithm)
+    no_qop = DigestClient("alice", "secret").authorize(old_phone, "REGISTER", URI)
+    assert server.verify("REGISTER", no_qop, URI, lookup, T0).ok
+    with_qop = DigestClient("alice", "secret").authorize(challenge, "REGISTER", URI)
+    assert server.verify("REGISTER", with_qop, URI, lookup, T0).reason is AuthReason.REPLAY
+    assert server.verify("REGISTER", no_qop, URI, lookup, T0 + 299).reason is AuthReason.STALE_NONCE
+
+    # and the other way round: a nonce already counted with qop does not answer an RFC 2069 request
+    challenge = first_challenge(server)
+    old_phone = Challenge(challenge.realm, challenge.nonce, challenge.algorithm)
+    with_qop = DigestClient("alice", "secret").authorize(challenge, "REGISTER", URI)
+    assert server.verify("REGISTER", with_qop, URI, lookup, T0).ok
+    no_qop = DigestClient("alice", "secret").authorize(old_phone, "REGISTER", URI)
+    assert server.verify("REGISTER", no_qop, URI, lookup, T0).reason is AuthReason.STALE_NONCE
+
+
+def test_auth_no_qop_refused_by_default():
+    server = make_server()  # offers qop=auth: an answer without it would be a downgrade
+    assert not server.allow_no_qop
+    challenge = first_challenge(server)
+    stripped = Challenge(challenge.realm, challenge.nonce, challenge.algorithm)  # qop removed on the way
+    value = DigestClient("alice", "secret").authorize(stripped, "REGISTER", URI)
+    assert Credentials.parse(value).qop is None
+    result = server.verify("REGISTER", value, URI, lookup, T0)
+    assert (result.reason, result.stale) == (AuthReason.UNSUPPORTED, False) and server.tracked_nonces == 0
 
 
 def test_auth_no_qop_refused_when_not_allowed():
@@ -355,7 +391,7 @@ def test_auth_no_qop_refused_when_not_allowed():
     old_phone = Challenge(challenge.realm, challenge.nonce, challenge.algorithm)
     value = DigestClient("alice", "secret").authorize(old_phone, "REGISTER", URI)
     assert server.verify("REGISTER", value, URI, lookup, T0).reason is AuthReason.UNSUPPORTED
-    assert make_server().verify("REGISTER", value, URI, lookup, T0).ok
+    assert make_server(allow_no_qop=True).verify("REGISTER", value, URI, lookup, T0).ok
 
 
 # --- server: nonces, stale, replay -------------------------------------------------------------------
@@ -604,6 +640,8 @@ def test_auth_server_rejects_bad_configuration():
         DigestServer(REALM, SECRET, qop=("auth-conf",))
     with pytest.raises(ValueError):
         DigestServer(REALM, SECRET, qop=(), allow_no_qop=False)
+    with pytest.raises(ValueError):
+        DigestServer(REALM, SECRET, qop=())  # no qop offered needs the explicit opt-in
 
 
 # --- client ------------------------------------------------------------------------------------------
@@ -620,6 +658,26 @@ def test_auth_select_challenge_prefers_sha256():
     assert select_challenge([unknown, odd_qop, "garbage", md5]).nonce == "n1"
     assert select_challenge(['Basic realm="r"', unknown]) is None
     assert select_challenge([]) is None
+
+
+def test_auth_select_challenges_answers_each_realm():
+    # One 407 gathered by a forking proxy: two proxies, each challenging for its own realm.
+    edge = DigestServer("edge.example.test", SECRET, algorithms=(Algorithm.MD5, Algorithm.SHA256))
+    core = DigestServer("core.example.test", b"another secret", algorithms=(Algorithm.MD5,))
+    values = [*edge.challenges(T0), *core.challenges(T0), 'Digest realm="odd", nonce="n", algorithm=SHA-512-256']
+    chosen = select_challenges(values)
+    assert sorted(chosen) == ["core.example.test", "edge.example.test"]  # "odd": nothing we can answer
+    assert chosen["edge.example.test"].supported_algorithm is Algorithm.SHA256  # listed after MD5, still chosen
+    assert chosen["core.example.test"].supported_algorithm is Algorithm.MD5
+    assert select_challenge(values).realm == "edge.example.test"  # one realm only: the core would refuse
+
+    client = DigestClient("alice", "secret")
+    answers = [client.authorize(c, "INVITE", URI) for c in chosen.values()]  # one Proxy-Authorization each
+    for server in (edge, core):
+        assert server.verify("INVITE", answers, URI, lookup, T0).ok
+    only_edge = client.authorize(select_challenge(values), "INVITE", URI)
+    assert core.verify("INVITE", only_edge, URI, lookup, T0).reason is AuthReason.REALM_MISMATCH
+    assert select_challenges([]) == {} and select_challenges(['Basic realm="r"']) == {}
 
 
 def test_auth_client_refuses_unanswerable_challenge():

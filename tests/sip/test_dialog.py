@@ -407,6 +407,35 @@ def test_dialog_reinvite_updates_remote_target_not_route_set():
     assert str(bye.cseq) == "3 BYE"
 
 
+def test_dialog_late_older_2xx_does_not_roll_the_target_back():
+    pair = Pair()
+    alice, bob = pair.establish()
+    late_ok = bob.create_response(pair.invite_at_bob, 200)  # a retransmission of the first 2xx, delayed
+    bob.local_contact = parse_address("<sip:bob@bob2.example.test>")
+    reinvite = pair.alice_sends("INVITE", body=OFFER, content_type=SDP)
+    assert bob.receive_request(reinvite) is None
+    new_ok = pair.respond(bob, reinvite, 200, body=ANSWER, content_type=SDP)
+    alice.receive_response(new_ok)
+    assert str(alice.remote_target) == "sip:bob@bob2.example.test"
+    at_alice = pair.wire.response(late_ok)
+    assert at_alice.cseq.seq == 1 and at_alice.contacts[0].uri_text == f"sip:bob@{BOB}"
+    alice.receive_response(at_alice)
+    assert str(alice.remote_target) == "sip:bob@bob2.example.test"  # was rolled back to the CSeq 1 Contact
+    assert alice.ack_for(at_alice) is not None and alice.state is DialogState.CONFIRMED
+    alice.receive_response(new_ok)  # the same CSeq again still applies (a retransmission of the newest)
+    assert str(alice.remote_target) == "sip:bob@bob2.example.test"
+
+    # received requests: an older target refresh never lands (12.2.2 refuses it with a 500 first)
+    alice.local_contact = parse_address("<sip:alice@alice2.example.test>")
+    older = alice.create_request("UPDATE")
+    alice.local_contact = parse_address("<sip:alice@alice3.example.test>")
+    newer = alice.create_request("UPDATE")
+    assert bob.receive_request(pair.wire.request(newer, ALICE)) is None
+    refused = bob.receive_request(pair.wire.request(older, ALICE))
+    assert refused is not None and refused.status == 500
+    assert str(bob.remote_target) == "sip:alice@alice3.example.test"
+
+
 def test_dialog_update_in_early_dialog():
     pair = Pair()
     pair.bob_answers(183)

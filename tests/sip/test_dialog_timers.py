@@ -8,6 +8,7 @@ import pytest
 
 from softswitch.sip.dialog_timers import AckReceived, AckTimeout, InviteOkRetransmitter, OkState, acknowledges
 from softswitch.sip.message import Request, Response, build_response
+from softswitch.sip.transaction import TimerConfig
 
 T0 = 1000.0
 
@@ -85,16 +86,20 @@ def test_dialog_timers_ack_stops_retransmission():
     assert machine.handle_timer(T0 + 3.5) == [] and machine.handle_timer(T0 + 40) == []
 
 
-def test_dialog_timers_reliable_transport_only_waits():
-    machine = InviteOkRetransmitter(ok(), T0, reliable=True)
-    assert machine.get_timer() == T0 + 32.0
-    assert run(machine, T0 + 31.9) == []
-    assert machine.handle_timer(T0 + 32.0) == []
-    assert isinstance(machine.next_event(), AckTimeout)
+def test_dialog_timers_retransmits_over_reliable_transports_too():
+    # 13.3.1.4: the UAS core retransmits the 2xx whatever the transport (a later hop may be UDP); the old
+    # `reliable=True` only waited for the ACK, so there is no such switch any more.
+    with pytest.raises(TypeError):
+        InviteOkRetransmitter(ok(), T0, reliable=True)
+    machine = InviteOkRetransmitter(ok(), T0, TimerConfig())
+    assert machine.get_timer() == T0 + 0.5
+    offsets = [round(t - T0, 6) for t in run(machine, T0 + 100)]
+    assert offsets == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert machine.next_event() == AckTimeout(T0 + 32.0, machine.response)
 
 
 def test_dialog_timers_configurable_t1_t2():
-    machine = InviteOkRetransmitter(ok(), 0.0, t1=0.1, t2=0.25)
+    machine = InviteOkRetransmitter(ok(), 0.0, TimerConfig(t1=0.1, t2=0.25))
     sent = run(machine, 10.0)
     assert [round(t, 6) for t in sent[:5]] == [0.1, 0.3, 0.55, 0.8, 1.05]
     assert machine.next_event() == AckTimeout(6.4, machine.response)  # 64 * T1

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softswitch.sip.errors import SipParseError
-from softswitch.sip.message import Request, Response, build_response, error_response, parse
+from softswitch.sip.message import Request, Response, build_response, error_response, parse, parse_reference
 
 SDP = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 
@@ -190,6 +190,38 @@ def test_message_bad_version_is_505():
     with pytest.raises(SipParseError) as info:
         parse(invite().replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1))
     assert info.value.status == 505 and error_response(info.value).status == 505
+
+
+# A SIP DIGIT is ASCII (RFC 3261 25.1): other scripts' digits, which int() would read, are refused.
+ONE, TWO, ZERO, FIVE, SIX = "\u0661", "\u0662", "\u0660", "\u0665", "\u0666"  # Arabic-Indic 1 2 0 5 6
+
+
+def ok_response(status: str = "200") -> bytes:
+    head = invite(body=b"").split(b"\r\n", 1)[1].decode()
+    return f"SIP/2.0 {status} OK\r\n{head}".encode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        invite().replace(b"CSeq: 314159", f"CSeq: {ONE}".encode()),
+        invite().replace(b"CSeq: 314159", f"CSeq: 3{ONE}".encode()),
+        invite().replace(b"atlanta.example.com;branch", f"atlanta.example.com:{FIVE}{ZERO}{SIX}{ZERO};branch".encode()),
+        invite().replace(b"SIP/2.0\r\n", f"SIP/{TWO}.{ZERO}\r\n".encode(), 1),
+        ok_response(f"2{ZERO}{ZERO}"),
+    ],
+    ids=["cseq", "cseq-mixed", "via-port", "version", "status"],
+)
+def test_message_non_ascii_digits_are_refused(data):
+    assert parse(ok_response()).status == 200  # the ASCII spelling is fine
+    for parser in (parse, parse_reference):
+        with pytest.raises(SipParseError) as info:
+            parser(data)
+        assert info.value.status == 400
+
+
+def test_message_version_check_is_case_insensitive():
+    assert parse_reference(invite().replace(b"SIP/2.0\r\n", b"sip/2.0\r\n", 1)).method == "INVITE"
 
 
 def test_message_oversize_is_refused():

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from softswitch.sip.dialog import Dialog, DialogState
+from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, Response, build_response, parse
 from softswitch.sip.transaction import (
+    MAGIC,
+    TRANSITIONS,
+    DiscardedResponse,
+    Kind,
     RequestReceived,
     ResponseReceived,
     State,
@@ -15,6 +21,7 @@ from softswitch.sip.transaction import (
     TimerConfig,
     TransactionLayer,
     TransportError,
+    client_key,
 )
 
 DEST = ("192.0.2.9", 5060)
@@ -191,6 +198,15 @@ def test_transaction_invite_2xx_goes_to_accepted_and_passes_retransmissions_up()
     assert [type(e) for e in drain(layer)] == [StrayResponse]
 
 
+def test_transaction_timer_d_is_64_t1_when_that_is_longer():
+    layer = TransactionLayer(TimerConfig(t1=1.0, t2=4.0))  # Table 4: Timer D > 32 s, and at least 64*T1
+    req = request()
+    layer.send_request(req, DEST, now=0.0)
+    layer.receive(response_to(req, 486), DEST, now=0.4)
+    run_until(layer, 200.0)
+    assert [(type(e), e.at) for e in drain(layer)] == [(ResponseReceived, 0.4), (Terminated, 64.4)]
+
+
 def test_transaction_reliable_invite_error_terminates_at_once():
     layer = TransactionLayer()
     req = request()
@@ -199,23 +215,87 @@ def test_transaction_reliable_invite_error_terminates_at_once():
     assert [type(e) for e in drain(layer)] == [ResponseReceived, Terminated]
 
 
+def top_via_only(req: Request) -> Request:
+    """`req` as its responses see it: a response reaching a UA carries only the UA's own Via (8.1.3.3)."""
+    copy = Request(req.method, req.uri_text, [(n, v) for n, v in req.headers if n != "Via"])
+    copy.add("Via", req.get_all("Via")[0], first=True)
+    return copy
+
+
 def test_transaction_cancel_request_mirrors_invite():
     layer = TransactionLayer()
     req = request()
     req.add("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKproxy")
     req.add("Route", "<sip:proxy.example.com;lr>")
     key = layer.send_request(req, DEST, now=0.0)
-    layer.receive(response_to(req, 180), DEST, now=0.1)
+    layer.receive(response_to(top_via_only(req), 180), DEST, now=0.1)
     cancel = wire(layer.cancel_request(key))
     assert cancel.method == "CANCEL" and cancel.uri_text == req.uri_text
     assert len(cancel.vias) == 1 and cancel.via.branch == "z9hG4bKabc"
     assert (cancel.cseq.seq, cancel.cseq.method) == (1, "CANCEL")
     assert cancel.get("Route") == "<sip:proxy.example.com;lr>" and cancel.to.tag is None
     layer.send_request(cancel, DEST, now=0.2)  # its own transaction: same branch, other method
+    assert layer.cancel_request(key) is None  # a CANCEL is already under way
     layer.receive(response_to(cancel, 200), DEST, now=0.3)
-    layer.receive(response_to(req, 487), DEST, now=0.3)
+    layer.receive(response_to(top_via_only(req), 487), DEST, now=0.3)
     statuses = [(e.request.method, e.response.status) for e in drain(layer) if isinstance(e, ResponseReceived)]
     assert statuses == [("INVITE", 180), ("CANCEL", 200), ("INVITE", 487)]
+
+
+def test_transaction_cancel_in_calling_waits_for_a_provisional():
+    layer = TransactionLayer()
+    req = request()
+    key = layer.send_request(req, DEST, now=0.0)
+    layer.transmits()
+    assert layer.cancel_request(key) is None  # 9.1: no CANCEL before a provisional response
+    assert layer.transmits() == [] and drain(layer) == [] and layer.get(key).cancel_pending
+    assert layer.cancel_request(key) is None  # asked twice: still one CANCEL later
+    layer.receive(response_to(req, 100), DEST, now=0.3)
+    (sent,) = layer.transmits()  # the layer sends it itself, in its own transaction
+    cancel = wire(sent.message)
+    assert cancel.method == "CANCEL" and not sent.retransmission and sent.dest == DEST
+    assert cancel.via.branch == req.via.branch and (cancel.cseq.seq, cancel.cseq.method) == (1, "CANCEL")
+    assert [e.response.status for e in drain(layer)] == [100]
+    assert layer.get(client_key(cancel)).state is State.TRYING and layer.cancel_request(key) is None
+    layer.receive(response_to(req, 180), DEST, now=0.4)
+    assert layer.transmits() == []  # one CANCEL only
+    assert [tx.message.method for _, tx in run_until(layer, 0.8)] == ["CANCEL"]  # Timer E at 0.3 + T1
+    layer.receive(response_to(cancel, 200), DEST, now=0.9)
+    layer.receive(response_to(req, 487), DEST, now=1.0)
+    assert [tx.message.method for tx in layer.transmits()] == ["ACK"]
+    statuses = [(e.request.method, e.response.status) for e in drain(layer) if isinstance(e, ResponseReceived)]
+    assert statuses == [("INVITE", 180), ("CANCEL", 200), ("INVITE", 487)]
+
+
+@pytest.mark.parametrize("status", [200, 486])
+def test_transaction_cancel_in_calling_dropped_by_a_final_response(status):
+    layer = TransactionLayer()
+    req = request()
+    key = layer.send_request(req, DEST, now=0.0)
+    layer.transmits()
+    assert layer.cancel_request(key) is None
+    layer.receive(response_to(req, status), DEST, now=0.3)
+    assert [tx.message.method for tx in layer.transmits()] == ([] if status == 200 else ["ACK"])
+    layer.receive(response_to(req, 180), DEST, now=0.4)  # a late provisional changes nothing
+    assert layer.transmits() == [] and layer.cancel_request(key) is None
+    assert [e.response.status for e in drain(layer) if isinstance(e, ResponseReceived)] == [status]
+
+
+def test_transaction_response_with_two_vias_is_discarded():
+    layer = TransactionLayer()
+    req = request()
+    key = layer.send_request(req, DEST, now=0.0)
+    layer.transmits()
+    ringing = build_response(req, 180, to_tag="b1")
+    ringing.add("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKproxy")
+    layer.receive(wire(ringing), DEST, now=0.1)
+    (event,) = drain(layer)
+    assert isinstance(event, DiscardedResponse) and event.source == DEST and "Via" in event.reason
+    assert layer.get(key).state is State.CALLING  # not matched: Timer A keeps retransmitting
+    assert [t for t, _ in run_until(layer, 1.0)] == [0.5]
+    ok = build_response(req, 200, to_tag="b1", headers=[("Via", "SIP/2.0/UDP p.example.com;branch=z9hG4bKp")])
+    layer.receive(wire(ok), DEST, now=1.0)
+    assert [type(e) for e in drain(layer)] == [DiscardedResponse]  # never StrayResponse: no re-ACK
 
 
 def test_transaction_response_with_unknown_branch_is_stray():
@@ -232,6 +312,76 @@ def test_transaction_transport_error_is_reported():
     layer.transport_error(key, now=0.1)
     assert [type(e) for e in drain(layer)] == [TransportError, Terminated]
     assert layer.get_timer() is None
+    layer.transport_error(key, now=0.2)  # already gone: nothing
+    assert drain(layer) == []
+
+
+def test_transaction_transport_error_ends_every_live_state_through_the_table():
+    live = {(kind, state) for kind, state, _ in TRANSITIONS if state is not State.TERMINATED}
+    assert {(k, s) for k, s, symbol in TRANSITIONS if symbol == "transport_error"} == live
+    assert all(TRANSITIONS[(k, s, "transport_error")] is State.TERMINATED for k, s in live)
+    assert (Kind.IST, State.CONFIRMED) in live and (Kind.ICT, State.ACCEPTED) in live
+    layer = TransactionLayer()
+    inv = wire(request())
+    layer.receive(inv, SRC, now=0.0)
+    key = drain(layer)[0].key
+    layer.send_response(key, build_response(inv, 486, to_tag="t9"), now=0.1)
+    layer.transport_error(key, now=0.2)  # in Completed, while Timer G retransmits
+    assert [(type(e), e.at) for e in drain(layer)] == [(TransportError, 0.2), (Terminated, 0.2)]
+
+
+# -- Via ownership (8.1.1.7, 18.1.1) ----------------------------------------------------------------
+def without_via(method: str = "OPTIONS") -> Request:
+    req = request(method)
+    req.remove("Via")
+    return req
+
+
+def test_transaction_send_request_adds_the_top_via():
+    layer = TransactionLayer(via_sent_by="192.0.2.1:5060")
+    req = without_via()
+    key = layer.send_request(req, DEST, now=0.0)
+    (sent,) = layer.transmits()
+    out = wire(sent.message)
+    (via,) = out.vias
+    assert (via.protocol, via.transport, via.host, via.port) == ("SIP/2.0", "UDP", "192.0.2.1", 5060)
+    assert via.branch.startswith(MAGIC) and len(via.branch) > len(MAGIC) + 8 and via.wants_rport
+    assert out.headers[0][0] == "Via" and key == client_key(out) and req.via.branch == via.branch
+    layer.receive(response_to(out, 200), DEST, now=0.1)
+    assert [type(e) for e in drain(layer)] == [ResponseReceived]
+    other = without_via("INFO")
+    layer.send_request(other, DEST, now=0.2, transport="tcp", reliable=True)
+    assert other.via.transport == "TCP" and other.via.branch != via.branch
+    kept = request("MESSAGE", branch="z9hG4bKmine")  # a request with its own Via keeps it
+    layer.send_request(kept, DEST, now=0.3)
+    assert [v.branch for v in kept.vias] == ["z9hG4bKmine"]
+
+
+def test_transaction_send_request_refuses_a_missing_or_old_via():
+    for call in (
+        lambda: TransactionLayer().send_request(without_via(), DEST, now=0.0),
+        lambda: TransactionLayer().send_stateless(without_via("ACK"), DEST),
+        lambda: TransactionLayer(via_sent_by="h").send_request(request(branch="old2543"), DEST, now=0.0),
+        lambda: TransactionLayer(via_sent_by="h").send_stateless(request("ACK", branch="1234"), DEST),
+        lambda: TransactionLayer(via_sent_by="h").send_request(Request("OPTIONS", "sip:b@h", [("Via", "x")]), DEST, 0),
+        lambda: TransactionLayer(via_sent_by="bad host:port"),
+    ):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert not isinstance(info.value, SipParseError)  # our own fault, not the peer's
+
+
+def test_transaction_send_stateless_gives_a_request_a_new_branch_once():
+    layer = TransactionLayer(via_sent_by="192.0.2.1", transport="tls")
+    ack = without_via("ACK")
+    layer.send_stateless(ack, DEST)
+    layer.send_stateless(ack, DEST)  # sent again (for a retransmitted 2xx): the same ACK, same branch
+    first, again = (wire(tx.message) for tx in layer.transmits())
+    assert first.via.transport == "TLS" and first.via.port is None and first.via.branch.startswith(MAGIC)
+    assert again.serialize() == first.serialize() and len(again.vias) == 1
+    ok = build_response(request(), 200, to_tag="t1")
+    layer.send_stateless(ok, SRC)  # a response is sent as it is
+    assert [tx.message for tx in layer.transmits()] == [ok] and ok.get_all("Via") == request().get_all("Via")
 
 
 # -- server INVITE -------------------------------------------------------------------------------
@@ -366,3 +516,57 @@ def test_transaction_send_response_in_wrong_state_raises():
         layer.send_response(key, build_response(req, 180), now=0.2)
     with pytest.raises(KeyError):
         layer.send_response(("s", "nope"), build_response(req, 200), now=0.2)
+
+
+# -- a dialog's requests through the layer (Via ownership end to end) ----------------------------
+def test_transaction_dialog_requests_get_their_via_from_the_layer():
+    alice_layer = TransactionLayer(via_sent_by="192.0.2.7:5062")
+    bob_layer = TransactionLayer(via_sent_by="192.0.2.9:5060")
+
+    def carried(layer: TransactionLayer) -> list:
+        return [wire(tx.message) for tx in layer.transmits()]
+
+    invite = without_via("INVITE")
+    invite.add("Contact", "<sip:alice@192.0.2.7:5062>")
+    invite_key = alice_layer.send_request(invite, DEST, now=0.0)
+    (invite_at_bob,) = carried(alice_layer)
+    bob_layer.receive(invite_at_bob, SRC, now=0.0)
+    (new_invite,) = drain(bob_layer)
+    bob = Dialog.uas(invite_at_bob, "<sip:bob@192.0.2.9>", local_tag="b1")
+    carried(bob_layer)  # 100 Trying
+    bob_layer.send_response(new_invite.key, bob.create_response(invite_at_bob, 200), now=0.1)
+    (ok,) = carried(bob_layer)
+    alice_layer.receive(ok, DEST, now=0.1)
+    (answered,) = drain(alice_layer)
+    assert isinstance(answered, ResponseReceived) and answered.key == invite_key
+    alice = Dialog.uac(invite, ok)
+
+    # the ACK for the 2xx: no Via from the dialog, a new branch from the layer (not the INVITE's)
+    alice_layer.send_stateless(alice.create_ack(), DEST)
+    (ack_at_bob,) = carried(alice_layer)
+    branches = {invite_at_bob.via.branch, ack_at_bob.via.branch}
+    assert len(ack_at_bob.vias) == 1 and len(branches) == 2 and all(b.startswith(MAGIC) for b in branches)
+    bob_layer.receive(ack_at_bob, SRC, now=0.2)
+    (ack_event,) = drain(bob_layer)
+    assert isinstance(ack_event, RequestReceived) and ack_event.key is None  # to the TU (17.2.1)
+    repeated = alice.ack_for(ok)  # for a retransmitted 2xx: the same ACK, the same branch
+    assert repeated is not None
+    alice_layer.send_stateless(repeated, DEST)
+    (again,) = carried(alice_layer)
+    assert again.serialize() == ack_at_bob.serialize()
+
+    # BYE: Dialog.create_request straight into send_request
+    bye = alice.create_request("BYE")
+    assert "Via" not in bye
+    bye_key = alice_layer.send_request(bye, DEST, now=1.0)
+    (bye_at_bob,) = carried(alice_layer)
+    assert (bye_at_bob.via.host, bye_at_bob.via.port, bye_at_bob.via.wants_rport) == ("192.0.2.7", 5062, True)
+    assert bye_at_bob.via.branch not in branches and bye_at_bob.via.branch.startswith(MAGIC)
+    bob_layer.receive(bye_at_bob, SRC, now=1.0)
+    (bye_event,) = drain(bob_layer)
+    assert bob.receive_request(bye_at_bob) is None and bob.state is DialogState.TERMINATED
+    bob_layer.send_response(bye_event.key, bob.create_response(bye_at_bob, 200), now=1.1)
+    (bye_ok,) = carried(bob_layer)
+    alice_layer.receive(bye_ok, DEST, now=1.1)
+    assert [(type(e), e.key, e.response.status) for e in drain(alice_layer)] == [(ResponseReceived, bye_key, 200)]
+    assert alice.state is DialogState.TERMINATED
