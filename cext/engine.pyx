@@ -5,8 +5,10 @@ Python never touches a packet: it adds sockets (the engine takes a duplicate of 
 closes it when the leg is deleted), sets remote addresses, bridges legs, and reads events in batches.
 """
 
+import os
 import socket
 
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 from posix.unistd cimport dup
 
@@ -37,26 +39,32 @@ cdef extern from "<netinet/in.h>":
 
 cdef extern from "native/engine.h" nogil:
     enum:
-        CMD_LEG_ADD, CMD_LEG_DEL, CMD_LEG_REMOTE, CMD_BRIDGE, CMD_UNBRIDGE
-        EV_LATCHED, EV_RELATCHED, EV_LEG_CLOSED, EV_SSRC_CHANGED
+        CMD_LEG_ADD, CMD_LEG_DEL, CMD_LEG_REMOTE, CMD_LEG_CODEC, CMD_JOIN, CMD_LEAVE, CMD_GROUP_MODE, CMD_GAIN
+        CMD_REC_START, CMD_REC_STOP, CMD_REC_PAUSE, CMD_PLAY, CMD_PLAY_STOP, CMD_DTMF
+        EV_LATCHED, EV_RELATCHED, EV_LEG_CLOSED, EV_SSRC_CHANGED, EV_DTMF, EV_REC_DONE, EV_PLAY_DONE, EV_DTMF_SENT
     ctypedef struct eng_cmd_t:
         int type
         int leg
         int other
         int flags
+        double value
+        const void *ptr
+        long long len
         sockaddr_storage addr
         socklen_t addr_len
     ctypedef struct eng_stats_t:
         unsigned long long rx_packets, rx_bytes, tx_packets, tx_bytes
         unsigned long long rx_invalid, rx_foreign, rx_duplicates, tx_errors
-        unsigned long long expected
+        unsigned long long expected, dtmf_events
         long long lost
-        unsigned int rx_ssrc, jitter_ts, ssrc_changes, latches
+        unsigned long long jb_concealed, jb_late, jb_skipped
+        unsigned int rx_ssrc, jitter_ts, ssrc_changes, latches, jb_target_frames, processed
         unsigned short last_seq
         unsigned char last_pt, latched
     ctypedef struct eng_event_t:
         int type
         int leg
+        long long v[4]
         sockaddr_storage addr
         socklen_t addr_len
         eng_stats_t stats
@@ -72,10 +80,12 @@ cdef extern from "native/engine.h" nogil:
     int eng_leg_stats(engine_t *e, int leg, eng_stats_t *out)
     double eng_cpu_seconds(engine_t *e)
     unsigned long long eng_dropped_events(engine_t *e)
+    unsigned long long eng_late_ticks(engine_t *e)
 
 
 EVENT_NAMES = {EV_LATCHED: "latched", EV_RELATCHED: "relatched", EV_LEG_CLOSED: "leg_closed",
-               EV_SSRC_CHANGED: "ssrc_changed"}
+               EV_SSRC_CHANGED: "ssrc_changed", EV_DTMF: "dtmf", EV_REC_DONE: "recording_done",
+               EV_PLAY_DONE: "play_done", EV_DTMF_SENT: "dtmf_sent"}
 
 
 cdef object _address(const sockaddr_storage* addr):
@@ -97,7 +107,40 @@ cdef dict _stats(const eng_stats_t* s):
         "tx_errors": s.tx_errors, "expected": s.expected, "lost": s.lost, "rx_ssrc": s.rx_ssrc,
         "jitter_ts": s.jitter_ts, "ssrc_changes": s.ssrc_changes, "latches": s.latches,
         "last_seq": s.last_seq, "last_pt": s.last_pt, "latched": bool(s.latched),
+        "dtmf_events": s.dtmf_events, "jb_concealed": s.jb_concealed, "jb_late": s.jb_late,
+        "jb_skipped": s.jb_skipped, "jb_target_frames": s.jb_target_frames, "processed": bool(s.processed),
     }
+
+
+cdef extern from "native/wav.h" nogil:
+    ctypedef struct wav_writer_t:
+        pass
+    int wav_close(wav_writer_t *w, uint64_t *frames_written, uint64_t *frames_dropped)
+    wav_writer_t *wav_open(const char *path, int channels, int sample_rate, int *err)
+
+
+def open_recording(bytes path, int channels):
+    """Create the WAV file and its recorder (this touches the disk, so not on the media thread)."""
+    cdef int err = 0
+    cdef wav_writer_t* w
+    cdef const char* c_path = path
+    with nogil:
+        w = wav_open(c_path, channels, 8000, &err)
+    if w == NULL:
+        raise OSError(err, f"cannot record to {path.decode(errors='replace')}: {os.strerror(err)}")
+    return <long long><size_t>w
+
+
+def close_recording(long long writer):
+    """Flush, finish and close a recorder the media thread handed over: (errno or 0, frames, dropped).
+    Blocks on the disk (with the GIL released): call it from a worker thread."""
+    cdef uint64_t written = 0, dropped = 0
+    cdef int rc
+    if writer == 0:
+        return (0, 0, 0)
+    with nogil:
+        rc = wav_close(<wav_writer_t*><size_t>writer, &written, &dropped)
+    return (-rc, written, dropped)
 
 
 cdef class Engine:
@@ -178,20 +221,66 @@ cdef class Engine:
             c.addr_len = sizeof(sockaddr_in)
         self._push(&c)
 
-    def bridge(self, int a, int b):
+    cdef _simple(self, int type, int leg=0, int other=0, int flags=0, double value=0.0):
         cdef eng_cmd_t c
         memset(&c, 0, sizeof(c))
-        c.type = CMD_BRIDGE
-        c.leg = self._check(a)
-        c.other = self._check(b)
+        c.type = type
+        c.leg = leg
+        c.other = other
+        c.flags = flags
+        c.value = value
         self._push(&c)
 
-    def unbridge(self, int a):
+    def set_codec(self, int leg, int codec, int pt, int te_pt):
+        """codec 0 (PCMU) or 8 (PCMA); pt: its payload type; te_pt: telephone-event PT or -1."""
+        self._simple(CMD_LEG_CODEC, self._check(leg), pt, codec, te_pt)
+
+    def join(self, int leg, int group):
+        self._simple(CMD_JOIN, self._check(leg), self._check(group))
+
+    def leave(self, int leg):
+        self._simple(CMD_LEAVE, self._check(leg))
+
+    def group_mode(self, int group, bint processed):
+        self._simple(CMD_GROUP_MODE, 0, self._check(group), processed)
+
+    def gain(self, int leg, double gain, bint muted):
+        self._simple(CMD_GAIN, self._check(leg), 0, muted, gain)
+
+    def rec_start(self, int group, long long writer, int channels, int rec_id):
+        """Hand an open recorder (from `open_recording`) to the media thread for `group`."""
         cdef eng_cmd_t c
         memset(&c, 0, sizeof(c))
-        c.type = CMD_UNBRIDGE
-        c.leg = self._check(a)
+        c.type = CMD_REC_START
+        c.other = self._check(group)
+        c.flags = channels
+        c.ptr = <const void*><size_t>writer
+        c.len = rec_id
         self._push(&c)
+
+    def rec_stop(self, int group):
+        self._simple(CMD_REC_STOP, 0, self._check(group))
+
+    def rec_pause(self, int group, bint paused):
+        self._simple(CMD_REC_PAUSE, 0, self._check(group), paused)
+
+    def play(self, int leg, bytes pcm, bint loop, int play_id):
+        """8 kHz mono native PCM16; `pcm` must stay alive until the play_done event."""
+        cdef eng_cmd_t c
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_PLAY
+        c.leg = self._check(leg)
+        c.other = play_id
+        c.flags = loop
+        c.ptr = <const char*>pcm
+        c.len = len(pcm) // 2
+        self._push(&c)
+
+    def play_stop(self, int leg):
+        self._simple(CMD_PLAY_STOP, self._check(leg))
+
+    def dtmf(self, int leg, int event, int duration_ms):
+        self._simple(CMD_DTMF, self._check(leg), duration_ms, event)
 
     def events(self, int max_events=1024):
         """Every event queued since the last call, as (name, leg, remote address, stats)."""
@@ -202,7 +291,7 @@ cdef class Engine:
             n = eng_pop_events(self._e, buf, 64)
             for i in range(n):
                 out.append((EVENT_NAMES.get(buf[i].type, str(buf[i].type)), buf[i].leg, _address(&buf[i].addr),
-                            _stats(&buf[i].stats)))
+                            _stats(&buf[i].stats), (buf[i].v[0], buf[i].v[1], buf[i].v[2], buf[i].v[3])))
             if n < 64:
                 break
         return out
@@ -219,6 +308,10 @@ cdef class Engine:
     @property
     def dropped_events(self):
         return eng_dropped_events(self._e)
+
+    @property
+    def late_ticks(self):
+        return eng_late_ticks(self._e)
 
     cdef int _check(self, int leg) except -1:
         if not 0 <= leg < self.max_legs:

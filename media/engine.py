@@ -9,18 +9,22 @@ Everything here is safe to call from the asyncio thread; `attach(loop, callback)
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import select
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from cext.engine import Engine
+from cext.engine import Engine, close_recording, open_recording
 
 from media.quality import mos, r_factor
 
-MODES = ("relay",)
+MODES = ("relay", "processed")
 _ZERO = dict.fromkeys(
     (
         "rx_packets rx_bytes tx_packets tx_bytes expected lost jitter_ts rx_invalid rx_foreign "
@@ -55,6 +59,10 @@ class LegStats:
     rx_duplicates: int
     ssrc_changes: int
     latched: bool
+    processed: bool = False
+    dtmf_events: int = 0
+    jb_concealed: int = 0
+    jb_late: int = 0
 
     @property
     def loss_pct(self) -> float:
@@ -85,18 +93,36 @@ class LegStats:
             c["rx_duplicates"],
             c["ssrc_changes"],
             c["latched"],
+            c.get("processed", False),
+            c.get("dtmf_events", 0),
+            c.get("jb_concealed", 0),
+            c.get("jb_late", 0),
         )
+
+
+DTMF_DIGITS = "0123456789*#ABCD!"  # RFC 4733 event codes 0-16 (16: flash)
+CODECS = {"PCMU": 0, "PCMA": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """A group of legs whose audio the engine connects: two legs relay, more (or features) are mixed."""
+
+    id: int
 
 
 @dataclass(frozen=True, slots=True)
 class MediaEvent:
-    """Something the media thread saw: `latched`/`relatched` (the far end's address learnt), `ssrc_changed`,
-    `leg_closed` (with the final statistics, for the call record)."""
+    """Something the media thread saw. Kinds: `latched`/`relatched` (the far end's address learnt),
+    `ssrc_changed`, `leg_closed` (final statistics, for the call record), `dtmf` (`digit`, `start_ns`,
+    `duration_ms`), `dtmf_sent`, `play_done` (`play_id`, `interrupted`), `recording_done` (`path`,
+    `duration_s`, `size`, `dropped_frames`, `error`; `leg` is the bridge id)."""
 
     kind: str
     leg: int
     remote: tuple[str, int] | None
     stats: LegStats
+    detail: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -151,6 +177,14 @@ class MediaEngine:
         self._closing: dict[int, tuple[Leg, socket.socket, socket.socket]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[MediaEvent] = []
+        self._free_groups = deque(range(self._engine.max_legs))
+        self._members: dict[int, set[int]] = {}
+        self._recordings: dict[int, tuple[str, int]] = {}  # rec id -> (path, bridge id)
+        self._plays: dict[int, bytes] = {}  # play id -> PCM kept alive until play_done
+        self._ids = itertools.count(1)
+        self._closer = ThreadPoolExecutor(1, thread_name_prefix="recording-close")
+        self._done: list[MediaEvent] = []
+        self._done_lock = threading.Lock()
         self._engine.start()
 
     # -- legs ----------------------------------------------------------------------------------------
@@ -177,14 +211,90 @@ class MediaEngine:
         """Where to send until the far end's first packet shows its real address (from its SDP)."""
         self._engine.set_remote(leg.id, host, port)
 
-    def bridge(self, a: Leg, b: Leg, mode: str = "relay") -> None:
-        """Connect two legs: each one's packets go to the other."""
-        if mode not in MODES:
-            raise NotImplementedError(f"bridge mode {mode!r} is not available yet (have: {', '.join(MODES)})")
-        self._engine.bridge(a.id, b.id)
+    def set_codec(self, leg: Leg, codec: str = "PCMU", pt: int | None = None, te_pt: int | None = None) -> None:
+        """What the leg's far end negotiated: PCMU or PCMA (with its payload type) and telephone-event."""
+        number = CODECS[codec.upper()]
+        self._engine.set_codec(leg.id, number, number if pt is None else pt, -1 if te_pt is None else te_pt)
 
-    def unbridge(self, leg: Leg) -> None:
-        self._engine.unbridge(leg.id)
+    def bridge(self, a: Leg, b: Leg, mode: str = "relay") -> Bridge:
+        """Connect two legs: relayed packet by packet, or `processed` (mixed every 20 ms) when asked or
+        when a feature (recording, playing, gain) needs it."""
+        if mode not in MODES:
+            raise ValueError(f"bridge mode {mode!r}: use one of {', '.join(MODES)}")
+        return self.conference([a, b], processed=mode == "processed")
+
+    def conference(self, legs: list[Leg], processed: bool = False) -> Bridge:
+        """Put legs in one bridge: each hears the sum of the others (up to 32 parties)."""
+        if not self._free_groups:
+            raise OSError("no free bridge")
+        bridge = Bridge(self._free_groups.popleft())
+        self._members[bridge.id] = set()
+        self._engine.group_mode(bridge.id, processed)
+        for leg in legs:
+            self.join(bridge, leg)
+        return bridge
+
+    def join(self, bridge: Bridge, leg: Leg) -> None:
+        for members in self._members.values():
+            members.discard(leg.id)
+        self._members[bridge.id].add(leg.id)
+        self._engine.join(leg.id, bridge.id)
+
+    def leave(self, leg: Leg) -> None:
+        for members in self._members.values():
+            members.discard(leg.id)
+        self._engine.leave(leg.id)
+
+    def unbridge(self, bridge: Bridge) -> None:
+        """Disconnect every leg of the bridge (a recording running on it is stopped)."""
+        for leg_id in self._members.pop(bridge.id, set()):
+            self._engine.leave(leg_id)
+        self._engine.group_mode(bridge.id, False)
+        self._free_groups.append(bridge.id)
+
+    def set_mode(self, bridge: Bridge, processed: bool) -> None:
+        """Force the processed path (True) or let the engine relay when nothing needs the audio (False)."""
+        self._engine.group_mode(bridge.id, processed)
+
+    def set_gain(self, leg: Leg, gain_db: float = 0.0, muted: bool = False) -> None:
+        """How loud this leg is in its bridge's mix, or muted (it still hears the others)."""
+        self._engine.gain(leg.id, 10 ** (gain_db / 20), muted)
+
+    def record(self, bridge: Bridge, path: str, stereo: bool = True) -> int:
+        """Record the bridge to a WAV file (stereo: first leg left, second right; mono: the mix).
+        Returns the recording id; `recording_done` reports path, duration and size."""
+        writer = open_recording(os.fsencode(path), 2 if stereo else 1)  # OSError here if it cannot be created
+        rec_id = next(self._ids)
+        self._recordings[rec_id] = (path, bridge.id)
+        self._engine.rec_start(bridge.id, writer, 2 if stereo else 1, rec_id)
+        return rec_id
+
+    def stop_recording(self, bridge: Bridge) -> None:
+        self._engine.rec_stop(bridge.id)
+
+    def pause_recording(self, bridge: Bridge, paused: bool = True) -> None:
+        self._engine.rec_pause(bridge.id, paused)
+
+    def play(self, leg: Leg, pcm: bytes, loop: bool = False) -> int:
+        """Play 8 kHz mono PCM16 into a leg (what its far end hears), replacing the bridge audio until it
+        ends; a leg in no bridge gets a bridge of its own. Returns the id `play_done` will carry."""
+        if not any(leg.id in members for members in self._members.values()):
+            self.conference([leg])
+        play_id = next(self._ids)
+        data = bytes(pcm)
+        self._plays[play_id] = data
+        self._engine.play(leg.id, data, loop, play_id)
+        return play_id
+
+    def stop_play(self, leg: Leg) -> None:
+        self._engine.play_stop(leg.id)
+
+    def send_dtmf(self, leg: Leg, digits: str, duration_ms: int = 100) -> None:
+        """Send digits to the leg's far end as RFC 4733 events (the leg must have a telephone-event PT)."""
+        for digit in digits.upper():
+            if digit not in DTMF_DIGITS[:16]:
+                raise ValueError(f"not a DTMF digit: {digit!r}")
+            self._engine.dtmf(leg.id, DTMF_DIGITS.index(digit), duration_ms)
 
     def stats(self, leg: Leg) -> LegStats | None:
         """Live counters (each exact, the set possibly a packet apart); None for a destroyed leg."""
@@ -211,7 +321,7 @@ class MediaEngine:
             self.ports.release(leg.port)
             self._free_ids.append(leg.id)
 
-    def _reclaim(self, timeout: float = 0.5) -> None:
+    def _reclaim(self, timeout: float = 2.0) -> None:
         """Wait (briefly) for destroyed legs to be released when the pools have run dry."""
         deadline = time.monotonic() + timeout
         while self._closing and time.monotonic() < deadline:
@@ -231,14 +341,45 @@ class MediaEngine:
         return out
 
     def _drain(self) -> list[MediaEvent]:
-        batch = [
-            MediaEvent(kind, leg, remote, LegStats.from_counters(stats))
-            for kind, leg, remote, stats in self._engine.events()
-        ]
-        for event in batch:
-            if event.kind == "leg_closed":
-                self._finish(event.leg)
+        batch = []
+        for kind, leg, remote, stats, values in self._engine.events():
+            if kind == "recording_done":  # the writer must be closed first: reported when it is
+                self._closer.submit(self._recording_done, values[0], leg, values[1])
+                continue
+            batch.append(MediaEvent(kind, leg, remote, LegStats.from_counters(stats), self._detail(kind, values)))
+            if kind == "leg_closed":
+                self._finish(leg)
+        with self._done_lock:
+            batch += self._done
+            self._done.clear()
         return batch
+
+    def _detail(self, kind: str, v: tuple[int, int, int, int]) -> dict:
+        if kind == "dtmf":
+            return {"digit": DTMF_DIGITS[v[0]], "start_ns": v[1], "duration_ms": v[2]}
+        if kind == "dtmf_sent":
+            return {"digit": DTMF_DIGITS[v[0]]}
+        if kind == "play_done":
+            self._plays.pop(v[0], None)
+            return {"play_id": v[0], "interrupted": bool(v[1])}
+        return {}
+
+    def _recording_done(self, rec_id: int, bridge_id: int, writer: int) -> None:
+        """Close a finished recording off the media thread, then report it like any other event."""
+        path, _ = self._recordings.pop(rec_id, ("", bridge_id))
+        error, frames, dropped = close_recording(writer)
+        size = os.path.getsize(path) if path and os.path.exists(path) else 0
+        detail = {
+            "recording_id": rec_id,
+            "path": path,
+            "duration_s": frames / 8000,
+            "size": size,
+            "dropped_frames": dropped,
+            "error": error,
+        }
+        with self._done_lock:
+            self._done.append(MediaEvent("recording_done", bridge_id, None, LegStats.from_counters(_ZERO), detail))
+        os.eventfd_write(self.event_fd, 1)
 
     @property
     def event_fd(self) -> int:
@@ -262,5 +403,6 @@ class MediaEngine:
         self._closing.update(self._legs)
         self._legs.clear()
         self._drain()
+        self._closer.shutdown(wait=True)  # every recording is finished on disk before close returns
         for leg_id in list(self._closing):
             self._finish(leg_id)

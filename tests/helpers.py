@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import struct
+import time
 
 
 def free_port(kind: int = socket.SOCK_STREAM, also_udp: bool = False) -> int:
@@ -20,3 +22,33 @@ def free_port(kind: int = socket.SOCK_STREAM, also_udp: bool = False) -> int:
         except OSError:
             continue
     raise RuntimeError("no free port")
+
+
+HOST = "127.0.0.1"
+
+
+def rtp(seq: int, ts: int, ssrc: int, pt: int = 0, marker: bool = False, payload: bytes = b"\xff" * 160) -> bytes:
+    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def header(data: bytes) -> dict:
+    b0, b1, seq, ts, ssrc = struct.unpack("!BBHII", data[:12])
+    return {"marker": bool(b1 & 0x80), "pt": b1 & 0x7F, "seq": seq, "ts": ts, "ssrc": ssrc}
+
+
+def far_end(host: str = HOST) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    s.settimeout(2.0)
+    return s
+
+
+def wait_for(predicate, timeout: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.005)
+    raise AssertionError("condition not met in time")

@@ -1,63 +1,30 @@
-/* Media I/O loop; see engine.h for the division of labour with Python. */
+/* Media I/O loop: legs, relay, commands, events, the tick timer. See engine.h for the design. */
 #define _GNU_SOURCE
-#include "engine.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <time.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
+
+#include "g711.h"
 
 #define MAX_BURST 32        /* packets read from one socket per wake-up, for fairness */
 #define EPOLL_BATCH 512
-#define PKT_MAX 2048
 
-typedef struct {
-    int fd, used, peer, has_remote, latched;
-    struct sockaddr_storage remote;
-    socklen_t remote_len;
-    /* a new source trying to take over the leg (RFC 3550 8.2 style probation: 2 packets in sequence) */
-    struct sockaddr_storage cand;
-    socklen_t cand_len;
-    uint32_t cand_ssrc;
-    uint16_t cand_seq;
-    int cand_count;
-    /* receive side, RFC 3550 A.1 and A.8 */
-    int seq_init, transit_init;
-    uint16_t max_seq;
-    uint32_t cycles, base_seq, clock_rate;
-    uint64_t received, acc_expected, acc_received;
-    int32_t transit;
-    double jitter;
-    /* send side: what this leg emits, rewritten into one continuous stream */
-    int out_started;
-    uint32_t out_ssrc, src_ssrc, ts_off, last_out_ts;
-    uint16_t seq_off, last_out_seq;
-    uint64_t last_out_ns;
-    eng_stats_t st;
-} leg_t;
+static uint8_t U2A[256], A2U[256];
 
-struct engine {
-    int max_legs;
-    leg_t *legs;
-    int epfd, cmdfd, evfd;
-    pthread_t thread;
-    int started, stopping;
-    clockid_t cpu_clock;
-    pthread_mutex_t cmd_lock;
-    eng_cmd_t *cmds;
-    int cmd_cap, cmd_head, cmd_count;
-    pthread_mutex_t ev_lock;
-    eng_event_t *evs;
-    int ev_cap, ev_head, ev_count, ev_pending;
-    uint64_t ev_dropped;
-    uint64_t now_ns;
-    uint32_t rng;
-};
+static void build_tables(void)
+{
+    for (int i = 0; i < 256; i++) {
+        U2A[i] = g711_lin2alaw(g711_ulaw2lin((uint8_t)i));
+        A2U[i] = g711_lin2ulaw(g711_alaw2lin((uint8_t)i));
+    }
+}
 
 static uint64_t mono_ns(void)
 {
@@ -73,6 +40,9 @@ static uint32_t next_rand(engine_t *e)
     e->rng ^= e->rng << 5;
     return e->rng;
 }
+
+static inline uint32_t rd32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
+static inline void wr32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v; }
 
 static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
@@ -90,23 +60,30 @@ static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_sto
 }
 
 /* -- events (media thread -> Python) ------------------------------------------------------------- */
-static void emit(engine_t *e, int type, int leg_id)
+void eng_emit(engine_t *e, const eng_event_t *ev)
 {
-    leg_t *l = &e->legs[leg_id];
     pthread_mutex_lock(&e->ev_lock);
     if (e->ev_count == e->ev_cap) {
         e->ev_dropped++;
     } else {
-        eng_event_t *ev = &e->evs[(e->ev_head + e->ev_count) % e->ev_cap];
-        ev->type = type;
-        ev->leg = leg_id;
-        ev->addr = l->remote;
-        ev->addr_len = l->remote_len;
-        ev->stats = l->st;
+        e->evs[(e->ev_head + e->ev_count) % e->ev_cap] = *ev;
         e->ev_count++;
         e->ev_pending = 1;
     }
     pthread_mutex_unlock(&e->ev_lock);
+}
+
+void eng_emit_leg(engine_t *e, int type, int leg_id)
+{
+    leg_t *l = &e->legs[leg_id];
+    eng_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = type;
+    ev.leg = leg_id;
+    ev.addr = l->remote;
+    ev.addr_len = l->remote_len;
+    ev.stats = l->st;
+    eng_emit(e, &ev);
 }
 
 static void flush_events(engine_t *e)
@@ -115,7 +92,7 @@ static void flush_events(engine_t *e)
         uint64_t one = 1;
         e->ev_pending = 0;
         if (write(e->evfd, &one, sizeof one) < 0 && errno != EAGAIN) {
-            /* nothing to do: Python will find the events on its next read */
+            /* Python finds the events on its next read anyway */
         }
     }
 }
@@ -171,7 +148,7 @@ static void rx_sequence(leg_t *l, uint16_t seq)
 
 static void rx_jitter(engine_t *e, leg_t *l, uint32_t rtp_ts)
 {
-    uint32_t arrival = (uint32_t)((e->now_ns / 1000) * l->clock_rate / 1000000u);
+    uint32_t arrival = (uint32_t)(e->now_ns / 125000u); /* 8 kHz units */
     int32_t transit = (int32_t)(arrival - rtp_ts);
     if (l->transit_init) {
         int32_t d = transit - l->transit;
@@ -184,6 +161,96 @@ static void rx_jitter(engine_t *e, leg_t *l, uint32_t rtp_ts)
     l->transit_init = 1;
 }
 
+/* -- sending ------------------------------------------------------------------------------------------ */
+int leg_sendto(leg_t *l, const uint8_t *pkt, size_t n)
+{
+    if (!l->has_remote)
+        return -1;
+    if (sendto(l->fd, pkt, n, MSG_DONTWAIT, (const struct sockaddr *)&l->remote, l->remote_len) == (ssize_t)n) {
+        l->st.tx_packets++;
+        l->st.tx_bytes += n;
+        return 0;
+    }
+    l->st.tx_errors++;
+    return -1;
+}
+
+/* A packet of our own making (processed audio, generated events) on the leg's continuous stream. */
+void leg_send_frame(engine_t *e, leg_t *l, int pt, int marker, const uint8_t *payload, int len, uint32_t ts)
+{
+    uint8_t pkt[12 + PKT_MAX];
+    if (!l->has_remote || len > PKT_MAX)
+        return;
+    uint16_t seq = l->out_started ? (uint16_t)(l->last_out_seq + 1) : (uint16_t)next_rand(e);
+    pkt[0] = 0x80;
+    pkt[1] = (uint8_t)((marker ? 0x80 : 0) | (pt & 0x7f));
+    pkt[2] = (uint8_t)(seq >> 8);
+    pkt[3] = (uint8_t)seq;
+    wr32(pkt + 4, ts);
+    wr32(pkt + 8, l->out_ssrc);
+    memcpy(pkt + 12, payload, (size_t)len);
+    l->last_out_seq = seq;
+    l->last_out_ts = ts;
+    l->last_out_ns = e->now_ns;
+    l->out_started = 1;
+    l->resync = 1; /* relayed packets, if they come back, re-anchor after ours */
+    leg_sendto(l, pkt, (size_t)(12 + len));
+}
+
+static void forward(engine_t *e, leg_t *from, leg_t *to, uint8_t *pkt, ssize_t n, int is_rtcp)
+{
+    if (!to->has_remote)
+        return;
+    if (!is_rtcp) {
+        int pt = pkt[1] & 0x7f;
+        if (pt == from->te_pt && from->te_pt >= 0) {
+            if (to->te_pt < 0)
+                return; /* the other side takes no RFC 4733; in-band generation is the DTMF issue's */
+            pkt[1] = (uint8_t)((pkt[1] & 0x80) | to->te_pt);
+        } else if (pt == from->pt) {
+            if (te_busy(to))
+                return; /* we are sending a digit on this stream: it owns the sequence for now */
+            if (from->codec != to->codec) {
+                const uint8_t *map = to->codec == 8 ? U2A : A2U;
+                for (ssize_t i = 12; i < n; i++)
+                    pkt[i] = map[pkt[i]];
+            }
+            pkt[1] = (uint8_t)((pkt[1] & 0x80) | to->pt);
+        }
+        uint16_t seq = (uint16_t)((pkt[2] << 8) | pkt[3]);
+        uint32_t ts = rd32(pkt + 4), ssrc = rd32(pkt + 8);
+        if (!to->out_started || ssrc != to->src_ssrc || to->resync) {
+            if (to->out_started) {
+                /* a new source: continue the far end's view of sequence and time where it left off */
+                uint64_t gap = (e->now_ns - to->last_out_ns) / 125000u;
+                if (gap < 1)
+                    gap = 1;
+                to->seq_off = (uint16_t)(to->last_out_seq + 1 - seq);
+                to->ts_off = to->last_out_ts + (uint32_t)gap - ts;
+                pkt[1] |= 0x80;
+            } else {
+                to->seq_off = 0;
+                to->ts_off = 0;
+            }
+            to->src_ssrc = ssrc;
+            to->out_started = 1;
+            to->resync = 0;
+        }
+        uint16_t out_seq = (uint16_t)(seq + to->seq_off);
+        uint32_t out_ts = ts + to->ts_off;
+        pkt[2] = (uint8_t)(out_seq >> 8);
+        pkt[3] = (uint8_t)out_seq;
+        wr32(pkt + 4, out_ts);
+        wr32(pkt + 8, to->out_ssrc);
+        if ((int16_t)(out_seq - to->last_out_seq) > 0 || to->st.tx_packets == 0) {
+            to->last_out_seq = out_seq;
+            to->last_out_ts = out_ts;
+        }
+        to->last_out_ns = e->now_ns;
+    }
+    leg_sendto(to, pkt, (size_t)n);
+}
+
 /* -- the packet path ------------------------------------------------------------------------------- */
 static int accept_source(engine_t *e, int id, leg_t *l, const struct sockaddr_storage *from, socklen_t from_len,
                          uint32_t ssrc, uint16_t seq)
@@ -194,7 +261,7 @@ static int accept_source(engine_t *e, int id, leg_t *l, const struct sockaddr_st
         l->has_remote = l->latched = 1;
         l->st.latched = 1;
         l->st.latches++;
-        emit(e, EV_LATCHED, id);
+        eng_emit_leg(e, EV_LATCHED, id);
         return 1;
     }
     if (same_addr(from, &l->remote))
@@ -208,7 +275,7 @@ static int accept_source(engine_t *e, int id, leg_t *l, const struct sockaddr_st
                 l->remote_len = from_len;
                 l->cand_count = 0;
                 l->st.latches++;
-                emit(e, EV_RELATCHED, id);
+                eng_emit_leg(e, EV_RELATCHED, id);
                 return 1;
             }
         } else {
@@ -221,56 +288,6 @@ static int accept_source(engine_t *e, int id, leg_t *l, const struct sockaddr_st
     }
     l->st.rx_foreign++;
     return 0;
-}
-
-static void forward(engine_t *e, leg_t *to, uint8_t *pkt, ssize_t n, int is_rtcp)
-{
-    if (!to->has_remote)
-        return;
-    if (!is_rtcp) {
-        uint16_t seq = (uint16_t)((pkt[2] << 8) | pkt[3]);
-        uint32_t ts = ((uint32_t)pkt[4] << 24) | ((uint32_t)pkt[5] << 16) | ((uint32_t)pkt[6] << 8) | pkt[7];
-        uint32_t ssrc = ((uint32_t)pkt[8] << 24) | ((uint32_t)pkt[9] << 16) | ((uint32_t)pkt[10] << 8) | pkt[11];
-        if (!to->out_started || ssrc != to->src_ssrc) {
-            if (to->out_started) {
-                /* a new source: continue the far end's view of sequence and time where it left off */
-                uint64_t gap = (e->now_ns - to->last_out_ns) / 125000u; /* 8 kHz units */
-                if (gap < 1)
-                    gap = 1;
-                to->seq_off = (uint16_t)(to->last_out_seq + 1 - seq);
-                to->ts_off = to->last_out_ts + (uint32_t)gap - ts;
-                pkt[1] |= 0x80; /* marker: a new talk spurt as far as the receiver can tell */
-            } else {
-                to->seq_off = 0;
-                to->ts_off = 0;
-            }
-            to->src_ssrc = ssrc;
-            to->out_started = 1;
-        }
-        uint16_t out_seq = (uint16_t)(seq + to->seq_off);
-        uint32_t out_ts = ts + to->ts_off;
-        pkt[2] = (uint8_t)(out_seq >> 8);
-        pkt[3] = (uint8_t)out_seq;
-        pkt[4] = (uint8_t)(out_ts >> 24);
-        pkt[5] = (uint8_t)(out_ts >> 16);
-        pkt[6] = (uint8_t)(out_ts >> 8);
-        pkt[7] = (uint8_t)out_ts;
-        pkt[8] = (uint8_t)(to->out_ssrc >> 24);
-        pkt[9] = (uint8_t)(to->out_ssrc >> 16);
-        pkt[10] = (uint8_t)(to->out_ssrc >> 8);
-        pkt[11] = (uint8_t)to->out_ssrc;
-        if ((int16_t)(out_seq - to->last_out_seq) > 0 || to->st.tx_packets == 0) {
-            to->last_out_seq = out_seq;
-            to->last_out_ts = out_ts;
-        }
-        to->last_out_ns = e->now_ns;
-    }
-    if (sendto(to->fd, pkt, (size_t)n, MSG_DONTWAIT, (struct sockaddr *)&to->remote, to->remote_len) == n) {
-        to->st.tx_packets++;
-        to->st.tx_bytes += (uint64_t)n;
-    } else {
-        to->st.tx_errors++;
-    }
 }
 
 static void on_readable(engine_t *e, int id)
@@ -290,9 +307,9 @@ static void on_readable(engine_t *e, int id)
         uint8_t pt = pkt[1] & 0x7f;
         int is_rtcp = pt >= 72 && pt <= 76; /* RTCP multiplexed on the RTP port (RFC 5761) */
         uint16_t seq = (uint16_t)((pkt[2] << 8) | pkt[3]);
-        uint32_t ssrc = ((uint32_t)pkt[8] << 24) | ((uint32_t)pkt[9] << 16) | ((uint32_t)pkt[10] << 8) | pkt[11];
+        uint32_t ssrc = rd32(pkt + 8);
+        int hdr = 12 + 4 * (pkt[0] & 0x0f);
         if (is_rtcp) {
-            ssrc = ((uint32_t)pkt[4] << 24) | ((uint32_t)pkt[5] << 16) | ((uint32_t)pkt[6] << 8) | pkt[7];
             if (l->latched && !same_addr(&from, &l->remote)) {
                 l->st.rx_foreign++;
                 continue;
@@ -303,22 +320,129 @@ static void on_readable(engine_t *e, int id)
             if (ssrc != l->st.rx_ssrc) {
                 if (l->st.rx_packets) {
                     l->st.ssrc_changes++;
-                    emit(e, EV_SSRC_CHANGED, id);
+                    eng_emit_leg(e, EV_SSRC_CHANGED, id);
                 }
                 reset_rx(l);
                 l->st.rx_ssrc = ssrc;
             }
             rx_sequence(l, seq);
-            rx_jitter(e, l, ((uint32_t)pkt[4] << 24) | ((uint32_t)pkt[5] << 16) | ((uint32_t)pkt[6] << 8) | pkt[7]);
+            rx_jitter(e, l, rd32(pkt + 4));
             l->st.last_seq = seq;
             l->st.last_pt = pt;
         }
         l->st.rx_packets++;
         l->st.rx_bytes += (uint64_t)n;
         update_counts(l);
-        if (l->peer >= 0 && e->legs[l->peer].used)
-            forward(e, &e->legs[l->peer], pkt, n, is_rtcp);
+        if (!is_rtcp && (pkt[0] & 0x10)) { /* header extension: skip it to reach the payload */
+            if (n < hdr + 4)
+                continue;
+            hdr += 4 + 4 * ((pkt[hdr + 2] << 8) | pkt[hdr + 3]);
+        }
+        int len = (int)n - hdr;
+        if (!is_rtcp && (pkt[0] & 0x20) && len > 0) /* padding */
+            len -= pkt[n - 1];
+        if (!is_rtcp && len < 0)
+            continue;
+        if (!is_rtcp && pt == l->te_pt && l->te_pt >= 0)
+            te_receive(e, id, l, pkt + hdr, len, rd32(pkt + 4));
+        if (l->jb_on) {
+            if (!is_rtcp && pt == l->pt)
+                jb_push(&l->jb, seq, rd32(pkt + 4), pt, (pkt[1] & 0x80) != 0, pkt + hdr, len, e->now_ns);
+        } else if (l->peer >= 0 && e->legs[l->peer].used) {
+            forward(e, l, &e->legs[l->peer], pkt, n, is_rtcp);
+        }
     }
+}
+
+/* -- groups ----------------------------------------------------------------------------------------- */
+static void arm_timer(engine_t *e)
+{
+    int want = e->processed_groups > 0;
+    for (int i = 0; !want && i < e->max_legs; i++)
+        want = e->legs[i].used && te_busy(&e->legs[i]);
+    if (want == e->timer_armed)
+        return;
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (want) {
+        uint64_t first = e->now_ns + TICK_NS;
+        its.it_value.tv_sec = (time_t)(first / 1000000000ull);
+        its.it_value.tv_nsec = (long)(first % 1000000000ull);
+        its.it_interval.tv_nsec = (long)TICK_NS;
+    }
+    timerfd_settime(e->timerfd, want ? TFD_TIMER_ABSTIME : 0, &its, NULL);
+    e->timer_armed = want;
+}
+
+/* Relay needs exactly two legs and nothing to do with their audio; anything else is processed. */
+void group_update_mode(engine_t *e, int gid)
+{
+    group_t *g = &e->groups[gid];
+    int processed = 0;
+    if (g->used) {
+        processed = g->forced || g->n != 2 || g->rec != NULL;
+        for (int i = 0; !processed && i < g->n; i++) {
+            leg_t *m = &e->legs[g->members[i]];
+            processed = m->play != NULL || m->muted || m->gain != 1.0f;
+        }
+    }
+    if (processed != g->processed) {
+        e->processed_groups += processed ? 1 : -1;
+        g->processed = processed;
+    }
+    for (int i = 0; i < g->n; i++) {
+        leg_t *m = &e->legs[g->members[i]];
+        if (processed && !m->jb_on) {
+            jb_init(&m->jb, 2, 10);
+            m->jb_on = 1;
+            m->conceal = 0;
+        } else if (!processed) {
+            m->jb_on = 0;
+        }
+        m->st.processed = (uint32_t)processed;
+        m->peer = (!processed && g->n == 2) ? g->members[1 - i] : -1;
+    }
+    arm_timer(e);
+}
+
+static void group_leave(engine_t *e, int id)
+{
+    leg_t *l = &e->legs[id];
+    if (l->group < 0)
+        return;
+    int gid = l->group;
+    group_t *g = &e->groups[gid];
+    for (int i = 0; i < g->n; i++) {
+        if (g->members[i] == id) {
+            g->members[i] = g->members[--g->n];
+            break;
+        }
+    }
+    l->group = -1;
+    l->peer = -1;
+    l->jb_on = 0;
+    l->st.processed = 0;
+    if (g->n == 0) {
+        group_rec_stop(e, gid);
+        g->used = 0;
+        g->forced = 0;
+    }
+    group_update_mode(e, gid);
+}
+
+static void group_join(engine_t *e, int id, int gid)
+{
+    leg_t *l = &e->legs[id];
+    if (l->group == gid)
+        return;
+    group_leave(e, id);
+    group_t *g = &e->groups[gid];
+    if (g->n == MAX_MEMBERS)
+        return;
+    g->used = 1;
+    g->members[g->n++] = id;
+    l->group = gid;
+    group_update_mode(e, gid);
 }
 
 /* -- commands (Python -> media thread) -------------------------------------------------------------- */
@@ -327,12 +451,12 @@ static void leg_close(engine_t *e, int id)
     leg_t *l = &e->legs[id];
     if (!l->used)
         return;
-    if (l->peer >= 0 && e->legs[l->peer].peer == id)
-        e->legs[l->peer].peer = -1;
+    leg_play_stop(e, id, 1);
+    group_leave(e, id);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
     close(l->fd);
     update_counts(l);
-    emit(e, EV_LEG_CLOSED, id);
+    eng_emit_leg(e, EV_LEG_CLOSED, id);
     l->used = 0;
 }
 
@@ -342,46 +466,91 @@ static void apply(engine_t *e, const eng_cmd_t *c)
         e->stopping = 1;
         return;
     }
+    int gid = c->other;
+    int has_group = gid >= 0 && gid < e->max_legs;
+    if (c->type == CMD_GROUP_MODE || c->type == CMD_REC_START || c->type == CMD_REC_STOP || c->type == CMD_REC_PAUSE) {
+        if (!has_group) {
+            if (c->type == CMD_REC_START) /* nowhere to record: do not leak the open file */
+                wav_close((wav_writer_t *)c->ptr, NULL, NULL);
+            return;
+        }
+        group_t *g = &e->groups[gid];
+        if (c->type == CMD_GROUP_MODE) {
+            g->forced = c->flags;
+        } else if (c->type == CMD_REC_START) {
+            group_rec_start(e, gid, (wav_writer_t *)c->ptr, c->flags, (int)c->len);
+        } else if (c->type == CMD_REC_STOP) {
+            group_rec_stop(e, gid);
+        } else {
+            g->rec_paused = c->flags;
+        }
+        group_update_mode(e, gid);
+        return;
+    }
     if (c->leg < 0 || c->leg >= e->max_legs)
         return;
     leg_t *l = &e->legs[c->leg];
-    switch (c->type) {
-    case CMD_LEG_ADD: {
+    if (c->type == CMD_LEG_ADD) {
         if (l->used)
             leg_close(e, c->leg);
         memset(l, 0, sizeof *l);
         l->fd = c->other;
         l->used = 1;
-        l->peer = -1;
-        l->clock_rate = 8000;
+        l->peer = l->group = -1;
+        l->pt = 0;
+        l->te_pt = -1;
+        l->gain = 1.0f;
         l->out_ssrc = next_rand(e);
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)c->leg};
         epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev);
-        break;
+        return;
     }
+    if (!l->used)
+        return;
+    switch (c->type) {
     case CMD_LEG_DEL:
         leg_close(e, c->leg);
         break;
     case CMD_LEG_REMOTE:
-        if (l->used) {
-            l->remote = c->addr;
-            l->remote_len = c->addr_len;
-            l->has_remote = 1;
-            l->latched = 0; /* a new SDP address: learn the real source again (symmetric RTP) */
-        }
+        l->remote = c->addr;
+        l->remote_len = c->addr_len;
+        l->has_remote = 1;
+        l->latched = 0; /* a new SDP address: learn the real source again (symmetric RTP) */
         break;
-    case CMD_BRIDGE:
-        if (l->used && c->other >= 0 && c->other < e->max_legs && e->legs[c->other].used) {
-            l->peer = c->other;
-            e->legs[c->other].peer = c->leg;
-        }
+    case CMD_LEG_CODEC:
+        l->codec = c->flags == 8 ? 8 : 0;
+        l->pt = c->other;
+        l->te_pt = (int)c->value;
         break;
-    case CMD_UNBRIDGE:
-        if (l->used && l->peer >= 0) {
-            if (e->legs[l->peer].peer == c->leg)
-                e->legs[l->peer].peer = -1;
-            l->peer = -1;
-        }
+    case CMD_JOIN:
+        if (has_group)
+            group_join(e, c->leg, gid);
+        break;
+    case CMD_LEAVE:
+        group_leave(e, c->leg);
+        break;
+    case CMD_GAIN:
+        l->gain = (float)c->value;
+        l->muted = c->flags;
+        if (l->group >= 0)
+            group_update_mode(e, l->group);
+        break;
+    case CMD_PLAY:
+        leg_play_stop(e, c->leg, 1);
+        l->play = (const int16_t *)c->ptr;
+        l->play_len = c->len;
+        l->play_pos = 0;
+        l->play_loop = c->flags;
+        l->play_id = c->other;
+        if (l->group >= 0)
+            group_update_mode(e, l->group);
+        break;
+    case CMD_PLAY_STOP:
+        leg_play_stop(e, c->leg, 1);
+        break;
+    case CMD_DTMF:
+        te_queue(l, c->flags, c->other);
+        arm_timer(e);
         break;
     }
 }
@@ -390,7 +559,7 @@ static void drain_commands(engine_t *e)
 {
     uint64_t count;
     if (read(e->cmdfd, &count, sizeof count) < 0 && errno != EAGAIN) {
-        /* the eventfd cannot fail to read but for EAGAIN; the ring below is the truth anyway */
+        /* the ring below is the truth */
     }
     for (;;) {
         eng_cmd_t c;
@@ -407,6 +576,29 @@ static void drain_commands(engine_t *e)
     }
 }
 
+static void on_tick(engine_t *e)
+{
+    uint64_t expirations = 0;
+    if (read(e->timerfd, &expirations, sizeof expirations) < 0)
+        return;
+    if (expirations > 1)
+        e->late_ticks += expirations - 1; /* one tick runs per wake-up: we fell behind, not ahead */
+    for (int gid = 0; gid < e->max_legs; gid++)
+        if (e->groups[gid].used && e->groups[gid].processed)
+            group_tick(e, gid);
+    int busy = 0;
+    for (int id = 0; id < e->max_legs; id++) {
+        leg_t *l = &e->legs[id];
+        if (l->used && te_busy(l)) {
+            if (!l->jb_on)
+                te_tick(e, l); /* processed legs send their events from group_tick */
+            busy = 1;
+        }
+    }
+    if (!busy && e->processed_groups == 0)
+        arm_timer(e);
+}
+
 static void *run(void *arg)
 {
     engine_t *e = arg;
@@ -418,6 +610,8 @@ static void *run(void *arg)
             uint32_t id = evs[i].data.u32;
             if (id == (uint32_t)e->max_legs)
                 drain_commands(e);
+            else if (id == (uint32_t)e->max_legs + 1)
+                on_tick(e);
             else if (e->legs[id].used)
                 on_readable(e, (int)id);
         }
@@ -425,6 +619,8 @@ static void *run(void *arg)
     }
     for (int id = 0; id < e->max_legs; id++)
         leg_close(e, id);
+    for (int gid = 0; gid < e->max_legs; gid++)
+        group_rec_stop(e, gid);
     flush_events(e);
     return NULL;
 }
@@ -432,11 +628,14 @@ static void *run(void *arg)
 /* -- the API Python calls ------------------------------------------------------------------------------ */
 engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_tables);
     engine_t *e = calloc(1, sizeof *e);
     if (!e)
         return NULL;
     e->max_legs = max_legs;
     e->legs = calloc((size_t)max_legs, sizeof(leg_t));
+    e->groups = calloc((size_t)max_legs, sizeof(group_t));
     e->cmds = calloc((size_t)cmd_capacity, sizeof(eng_cmd_t));
     e->evs = calloc((size_t)event_capacity, sizeof(eng_event_t));
     e->cmd_cap = cmd_capacity;
@@ -444,15 +643,18 @@ engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     e->cmdfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     e->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    e->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     e->rng = (uint32_t)mono_ns() | 1u;
     pthread_mutex_init(&e->cmd_lock, NULL);
     pthread_mutex_init(&e->ev_lock, NULL);
-    if (!e->legs || !e->cmds || !e->evs || e->epfd < 0 || e->cmdfd < 0 || e->evfd < 0) {
+    if (!e->legs || !e->groups || !e->cmds || !e->evs || e->epfd < 0 || e->cmdfd < 0 || e->evfd < 0 || e->timerfd < 0) {
         eng_free(e);
         return NULL;
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)max_legs};
     epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->cmdfd, &ev);
+    ev.data.u32 = (uint32_t)max_legs + 1;
+    epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->timerfd, &ev);
     return e;
 }
 
@@ -489,7 +691,9 @@ void eng_stop(engine_t *e)
 {
     if (!e->started)
         return;
-    eng_cmd_t c = {.type = CMD_STOP};
+    eng_cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.type = CMD_STOP;
     while (eng_push(e, &c) != 0)
         usleep(1000);
     pthread_join(e->thread, NULL);
@@ -504,15 +708,21 @@ void eng_free(engine_t *e)
     for (int id = 0; e->legs && id < e->max_legs; id++)
         if (e->legs[id].used)
             close(e->legs[id].fd);
+    for (int gid = 0; e->groups && gid < e->max_legs; gid++)
+        if (e->groups[gid].rec) /* never started, or stopped without draining events: close here */
+            wav_close(e->groups[gid].rec, NULL, NULL);
     if (e->epfd >= 0)
         close(e->epfd);
     if (e->cmdfd >= 0)
         close(e->cmdfd);
     if (e->evfd >= 0)
         close(e->evfd);
+    if (e->timerfd >= 0)
+        close(e->timerfd);
     pthread_mutex_destroy(&e->cmd_lock);
     pthread_mutex_destroy(&e->ev_lock);
     free(e->legs);
+    free(e->groups);
     free(e->cmds);
     free(e->evs);
     free(e);
@@ -520,6 +730,8 @@ void eng_free(engine_t *e)
 
 int eng_event_fd(engine_t *e) { return e->evfd; }
 int eng_max_legs(engine_t *e) { return e->max_legs; }
+uint64_t eng_dropped_events(engine_t *e) { return e->ev_dropped; }
+uint64_t eng_late_ticks(engine_t *e) { return e->late_ticks; }
 
 int eng_pop_events(engine_t *e, eng_event_t *out, int max)
 {
@@ -542,6 +754,14 @@ int eng_leg_stats(engine_t *e, int leg, eng_stats_t *out)
     if (leg < 0 || leg >= e->max_legs || !e->legs[leg].used)
         return -1;
     *out = e->legs[leg].st;
+    if (e->legs[leg].jb_on) {
+        jb_stats_t js;
+        jb_get_stats(&e->legs[leg].jb, &js);
+        out->jb_concealed = js.concealed;
+        out->jb_late = js.late;
+        out->jb_skipped = js.skipped;
+        out->jb_target_frames = js.target_frames;
+    }
     return 0;
 }
 
@@ -552,5 +772,3 @@ double eng_cpu_seconds(engine_t *e)
         return 0.0;
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
-
-uint64_t eng_dropped_events(engine_t *e) { return e->ev_dropped; }

@@ -1,9 +1,13 @@
 /* The media engine's I/O loop: one native thread, epoll over every RTP socket, no Python.
  *
- * Python (cext/engine.pyx) owns the policy: it binds sockets, allocates leg ids and says what to do with
- * them through a command ring; the thread owns the legs' state and reports through an event ring and an
- * eventfd that asyncio watches. Relayed packets are forwarded the moment they arrive (SSRC, sequence and
- * timestamp rewritten so the far end sees one continuous stream), so relay adds no tick of latency.
+ * Python (cext/engine.pyx) owns the policy: it binds sockets, allocates leg and group ids and says what
+ * to do with them through a command ring; the thread owns the legs' state and reports through an event
+ * ring and an eventfd that asyncio watches. Two paths share one loop:
+ *  - relay: a packet is forwarded the moment it arrives (SSRC, sequence and timestamp rewritten so the far
+ *    end sees one continuous stream; PCMU<->PCMA mapped per byte when the legs differ), no added tick;
+ *  - processed: packets of legs in a processed group go into a jitter buffer, and every 20 ms tick
+ *    (timerfd, absolute deadlines) decodes, mixes, plays, records, encodes and sends (mix.c).
+ * RFC 4733 events are parsed on arrival on both paths and relayed or generated (rfc4733.c).
  */
 #ifndef SOFTSWITCH_ENGINE_H
 #define SOFTSWITCH_ENGINE_H
@@ -11,15 +15,44 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-enum { CMD_LEG_ADD = 1, CMD_LEG_DEL, CMD_LEG_REMOTE, CMD_BRIDGE, CMD_UNBRIDGE, CMD_STOP };
-enum { EV_LATCHED = 1, EV_RELATCHED, EV_LEG_CLOSED, EV_SSRC_CHANGED };
+enum {
+    CMD_LEG_ADD = 1,   /* leg, other = socket fd */
+    CMD_LEG_DEL,       /* leg */
+    CMD_LEG_REMOTE,    /* leg, addr */
+    CMD_LEG_CODEC,     /* leg, flags = codec (0 PCMU, 8 PCMA), other = audio PT, value = te PT or -1 */
+    CMD_JOIN,          /* leg, other = group */
+    CMD_LEAVE,         /* leg */
+    CMD_GROUP_MODE,    /* other = group, flags = 1 force processed, 0 automatic */
+    CMD_GAIN,          /* leg, value = linear gain, flags = muted */
+    CMD_REC_START,     /* other = group, ptr = wav_writer_t* opened by Python, flags = channels, len = id */
+    CMD_REC_STOP,      /* other = group */
+    CMD_REC_PAUSE,     /* other = group, flags = 1 pause, 0 resume */
+    CMD_PLAY,          /* leg, ptr = PCM16 8 kHz mono, len = samples, flags = loop, other = play id */
+    CMD_PLAY_STOP,     /* leg */
+    CMD_DTMF,          /* leg, flags = event code (0-15), other = duration ms */
+    CMD_STOP
+};
+
+enum {
+    EV_LATCHED = 1,    /* leg: first packet from the far end; addr */
+    EV_RELATCHED,      /* leg: a new source took over; addr */
+    EV_LEG_CLOSED,     /* leg: final stats */
+    EV_SSRC_CHANGED,   /* leg */
+    EV_DTMF,           /* leg: v[0] event code, v[1] start (ns, CLOCK_MONOTONIC), v[2] duration ms */
+    EV_REC_DONE,       /* leg = group: v[0] recording id, v[1] the wav_writer_t* to close off-thread */
+    EV_PLAY_DONE,      /* leg: v[0] play id, v[1] 1 if stopped before the end */
+    EV_DTMF_SENT,      /* leg: v[0] event code */
+};
 
 typedef struct {
     int type;
     int leg;
-    int other;                       /* CMD_BRIDGE: the peer leg; CMD_LEG_ADD: the socket fd */
+    int other;
     int flags;
-    struct sockaddr_storage addr;    /* CMD_LEG_REMOTE */
+    double value;
+    const void *ptr;
+    int64_t len;
+    struct sockaddr_storage addr;
     socklen_t addr_len;
 } eng_cmd_t;
 
@@ -28,10 +61,11 @@ typedef struct {
 typedef struct {
     uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
     uint64_t rx_invalid, rx_foreign, rx_duplicates, tx_errors;
-    uint64_t expected, lost_negative_guard;
+    uint64_t expected, dtmf_events;
     int64_t lost;                    /* expected - received, may be negative with duplicates */
+    uint64_t jb_concealed, jb_late, jb_skipped;
     uint32_t rx_ssrc, jitter_ts;     /* interarrival jitter in timestamp units (RFC 3550 6.4.1) */
-    uint32_t ssrc_changes, latches;
+    uint32_t ssrc_changes, latches, jb_target_frames, processed;
     uint16_t last_seq;
     uint8_t last_pt, latched;
 } eng_stats_t;
@@ -39,6 +73,7 @@ typedef struct {
 typedef struct {
     int type;
     int leg;
+    int64_t v[4];
     struct sockaddr_storage addr;
     socklen_t addr_len;
     eng_stats_t stats;
@@ -56,6 +91,7 @@ int eng_pop_events(engine_t *e, eng_event_t *out, int max);
 int eng_leg_stats(engine_t *e, int leg, eng_stats_t *out);
 double eng_cpu_seconds(engine_t *e);        /* CPU time of the media thread */
 uint64_t eng_dropped_events(engine_t *e);
+uint64_t eng_late_ticks(engine_t *e);       /* ticks that ran more than one period late */
 int eng_max_legs(engine_t *e);
 
 #endif

@@ -1,0 +1,120 @@
+/* State shared by the media thread's parts (engine.c: loop, legs, relay; mix.c: processed ticks;
+ * rfc4733.c: telephone events). Only the media thread touches any of it after start, except the
+ * command and event rings, which have their own locks. */
+#ifndef SOFTSWITCH_ENGINE_INTERNAL_H
+#define SOFTSWITCH_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <time.h>
+
+#include "engine.h"
+#include "jitter.h"
+#include "wav.h"
+
+#define FRAME 160            /* samples per 20 ms tick at 8 kHz */
+#define TICK_NS 20000000ull
+#define MAX_MEMBERS 32       /* parties in one mix group */
+#define PKT_MAX 2048
+#define DTMF_QUEUE 64
+
+typedef struct {
+    /* a digit being sent as RFC 4733 events (or queued) */
+    uint8_t queue[DTMF_QUEUE];
+    uint16_t queue_ms[DTMF_QUEUE];
+    int head, count;
+    int active, event, end_sent;
+    uint32_t ts, duration, total;
+} te_tx_t;
+
+typedef struct {
+    int fd, used, peer, group, has_remote, latched;
+    struct sockaddr_storage remote;
+    socklen_t remote_len;
+    /* a new source trying to take over the leg (2 packets in sequence, as RFC 3550 probation) */
+    struct sockaddr_storage cand;
+    socklen_t cand_len;
+    uint32_t cand_ssrc;
+    uint16_t cand_seq;
+    int cand_count;
+    /* what the far end speaks */
+    int codec;               /* 0 PCMU, 8 PCMA */
+    int pt, te_pt;           /* audio and telephone-event payload types; te_pt -1 when not negotiated */
+    /* receive side, RFC 3550 A.1 and A.8 */
+    int seq_init, transit_init;
+    uint16_t max_seq;
+    uint32_t cycles, base_seq;
+    uint64_t received, acc_expected, acc_received;
+    int32_t transit;
+    double jitter;
+    /* RFC 4733 receive: one event at a time, identified by its timestamp */
+    int te_rx_active, te_rx_reported;
+    uint8_t te_rx_event;
+    uint32_t te_rx_ts;
+    uint16_t te_rx_duration;
+    uint64_t te_rx_start_ns;
+    te_tx_t te_tx;
+    /* send side: what this leg emits, rewritten into one continuous stream */
+    int out_started, resync;
+    uint32_t out_ssrc, src_ssrc, ts_off, last_out_ts;
+    uint16_t seq_off, last_out_seq;
+    uint64_t last_out_ns;
+    /* processed path */
+    jb_t jb;
+    int jb_on, has_in, conceal;
+    float gain;
+    int muted;
+    int16_t in_pcm[FRAME], last_pcm[FRAME];
+    /* player */
+    const int16_t *play;
+    int64_t play_len, play_pos;
+    int play_loop, play_id;
+    eng_stats_t st;
+} leg_t;
+
+typedef struct {
+    int used, forced, processed, n;
+    int members[MAX_MEMBERS];
+    wav_writer_t *rec;
+    int rec_channels, rec_paused, rec_id;
+} group_t;
+
+struct engine {
+    int max_legs;
+    leg_t *legs;
+    group_t *groups;
+    int epfd, cmdfd, evfd, timerfd;
+    int timer_armed, processed_groups;
+    pthread_t thread;
+    int started, stopping;
+    clockid_t cpu_clock;
+    pthread_mutex_t cmd_lock;
+    eng_cmd_t *cmds;
+    int cmd_cap, cmd_head, cmd_count;
+    pthread_mutex_t ev_lock;
+    eng_event_t *evs;
+    int ev_cap, ev_head, ev_count, ev_pending;
+    uint64_t ev_dropped, late_ticks;
+    uint64_t now_ns;
+    uint32_t rng;
+};
+
+/* engine.c */
+void eng_emit(engine_t *e, const eng_event_t *ev);
+void eng_emit_leg(engine_t *e, int type, int leg_id);
+int leg_sendto(leg_t *l, const uint8_t *pkt, size_t n);
+void leg_send_frame(engine_t *e, leg_t *l, int pt, int marker, const uint8_t *payload, int len, uint32_t ts);
+void group_update_mode(engine_t *e, int gid);
+
+/* mix.c */
+void group_tick(engine_t *e, int gid);
+void group_rec_start(engine_t *e, int gid, wav_writer_t *writer, int channels, int rec_id);
+void group_rec_stop(engine_t *e, int gid);
+void leg_play_stop(engine_t *e, int id, int interrupted);
+
+/* rfc4733.c */
+void te_receive(engine_t *e, int id, leg_t *l, const uint8_t *payload, int len, uint32_t ts);
+int te_tick(engine_t *e, leg_t *l);   /* sends this tick's event packet; 1 while an event is being sent */
+void te_queue(leg_t *l, int event, int duration_ms);
+int te_busy(const leg_t *l);
+
+#endif

@@ -1,0 +1,186 @@
+/* The processed path: once per 20 ms tick, for every leg of a processed group, pop a frame from its
+ * jitter buffer and decode it; then each party hears the sum of the others (saturating, per-party gain
+ * and mute), or what is played to it; the group's recorder gets each party's audio (stereo) or the sum
+ * (mono); the result is encoded in each leg's codec and sent on the leg's continuous stream.
+ * Concealment: a missing frame repeats the last one at half level, twice, then silence.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "engine_internal.h"
+#include "g711.h"
+
+static inline int16_t sat16(int32_t v) { return (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v); }
+
+static uint32_t next_ts(engine_t *e, leg_t *l)
+{
+    if (!l->out_started)
+        return (uint32_t)e->now_ns;
+    uint64_t since = e->now_ns - l->last_out_ns;
+    if (since < 30000000ull)
+        return l->last_out_ts + FRAME;
+    /* the stream paused (relay silence, a hold): keep its clock true to elapsed time, in whole frames */
+    return l->last_out_ts + (uint32_t)((since / TICK_NS) * FRAME);
+}
+
+static void decode(const leg_t *l, const uint8_t *payload, int len, int16_t *out)
+{
+    int n = len < FRAME ? len : FRAME;
+    if (l->codec == 8)
+        for (int i = 0; i < n; i++)
+            out[i] = g711_alaw2lin(payload[i]);
+    else
+        for (int i = 0; i < n; i++)
+            out[i] = g711_ulaw2lin(payload[i]);
+    for (int i = n; i < FRAME; i++)
+        out[i] = 0;
+}
+
+static void pull(leg_t *l, uint64_t now_ns)
+{
+    uint8_t payload[JB_PAYLOAD_MAX];
+    uint8_t pt;
+    int r = jb_pop(&l->jb, payload, &pt, now_ns);
+    if (r > 0) {
+        decode(l, payload, r, l->in_pcm);
+        memcpy(l->last_pcm, l->in_pcm, sizeof l->in_pcm);
+        l->conceal = 0;
+    } else if (r == 0 && l->conceal < 2) {
+        for (int i = 0; i < FRAME; i++)
+            l->in_pcm[i] = l->last_pcm[i] = (int16_t)(l->last_pcm[i] / 2);
+        l->conceal++;
+    } else {
+        memset(l->in_pcm, 0, sizeof l->in_pcm);
+    }
+}
+
+void leg_play_stop(engine_t *e, int id, int interrupted)
+{
+    leg_t *l = &e->legs[id];
+    if (!l->play)
+        return;
+    eng_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = EV_PLAY_DONE;
+    ev.leg = id;
+    ev.v[0] = l->play_id;
+    ev.v[1] = interrupted;
+    eng_emit(e, &ev);
+    l->play = NULL;
+}
+
+/* The next frame of what is played to a leg; 0 when the prompt ended (and was not looped). */
+static int play_frame(leg_t *l, int16_t *out)
+{
+    for (int i = 0; i < FRAME; i++) {
+        if (l->play_pos >= l->play_len) {
+            if (!l->play_loop || l->play_len == 0) {
+                memset(out + i, 0, (size_t)(FRAME - i) * sizeof *out);
+                return i > 0;
+            }
+            l->play_pos = 0;
+        }
+        out[i] = l->play[l->play_pos++];
+    }
+    return 1;
+}
+
+void group_tick(engine_t *e, int gid)
+{
+    group_t *g = &e->groups[gid];
+    int32_t sum[FRAME];
+    memset(sum, 0, sizeof sum);
+    for (int k = 0; k < g->n; k++) {
+        leg_t *l = &e->legs[g->members[k]];
+        pull(l, e->now_ns);
+        if (l->muted)
+            continue;
+        if (l->gain == 1.0f) {
+            for (int i = 0; i < FRAME; i++)
+                sum[i] += l->in_pcm[i];
+        } else {
+            for (int i = 0; i < FRAME; i++)
+                sum[i] += (int32_t)((float)l->in_pcm[i] * l->gain);
+        }
+    }
+    if (g->rec && !g->rec_paused) {
+        int16_t frames[2 * FRAME];
+        if (g->rec_channels == 2) {
+            const int16_t *left = g->n > 0 ? e->legs[g->members[0]].in_pcm : NULL;
+            const int16_t *right = g->n > 1 ? e->legs[g->members[1]].in_pcm : NULL;
+            for (int i = 0; i < FRAME; i++) {
+                frames[2 * i] = left ? left[i] : 0;
+                frames[2 * i + 1] = right ? right[i] : 0;
+            }
+        } else {
+            for (int i = 0; i < FRAME; i++)
+                frames[i] = sat16(sum[i]);
+        }
+        wav_write(g->rec, frames, FRAME);
+    }
+    int ended[MAX_MEMBERS];
+    int n_ended = 0;
+    for (int k = 0; k < g->n; k++) {
+        int id = g->members[k];
+        leg_t *l = &e->legs[id];
+        if (te_busy(l)) {
+            te_tick(e, l);
+            continue;
+        }
+        int16_t out[FRAME];
+        if (l->play) {
+            if (!play_frame(l, out))
+                ended[n_ended++] = id;
+        } else if (l->muted) {
+            for (int i = 0; i < FRAME; i++)
+                out[i] = sat16(sum[i]);
+        } else if (l->gain == 1.0f) {
+            for (int i = 0; i < FRAME; i++)
+                out[i] = sat16(sum[i] - l->in_pcm[i]);
+        } else {
+            for (int i = 0; i < FRAME; i++)
+                out[i] = sat16(sum[i] - (int32_t)((float)l->in_pcm[i] * l->gain));
+        }
+        uint8_t payload[FRAME];
+        if (l->codec == 8)
+            for (int i = 0; i < FRAME; i++)
+                payload[i] = g711_lin2alaw(out[i]);
+        else
+            for (int i = 0; i < FRAME; i++)
+                payload[i] = g711_lin2ulaw(out[i]);
+        int marker = !l->out_started || e->now_ns - l->last_out_ns > 30000000ull;
+        leg_send_frame(e, l, l->pt, marker, payload, FRAME, next_ts(e, l));
+    }
+    for (int k = 0; k < n_ended; k++) {
+        leg_play_stop(e, ended[k], 0);
+        group_update_mode(e, gid);
+    }
+}
+
+/* The writer was opened by Python (opening touches the disk); from here the media thread only feeds it. */
+void group_rec_start(engine_t *e, int gid, wav_writer_t *writer, int channels, int rec_id)
+{
+    group_t *g = &e->groups[gid];
+    group_rec_stop(e, gid);
+    g->rec = writer;
+    g->rec_channels = channels == 2 ? 2 : 1;
+    g->rec_paused = 0;
+    g->rec_id = rec_id;
+}
+
+/* The writer leaves the media thread with the event: closing flushes and syncs the file, which may
+ * take a disk's time, so Python closes it from a worker thread (MediaEngine._close_recording). */
+void group_rec_stop(engine_t *e, int gid)
+{
+    group_t *g = &e->groups[gid];
+    if (!g->rec)
+        return;
+    eng_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = EV_REC_DONE;
+    ev.leg = gid;
+    ev.v[0] = g->rec_id;
+    ev.v[1] = (int64_t)(intptr_t)g->rec;
+    g->rec = NULL;
+    eng_emit(e, &ev);
+}
