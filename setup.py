@@ -10,7 +10,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-ENGINE_PARTS = ["jitter", "wav", "rfc4733", "mix"]  # C kernels the media thread calls directly, when present
+ENGINE_PARTS = ["jitter", "wav", "rfc4733", "mix", "rtcp"]  # C kernels the media thread calls directly, when present
 
 
 def sources(name: str) -> list[str]:

@@ -59,6 +59,9 @@ cdef extern from "native/engine.h" nogil:
         long long lost
         unsigned long long jb_concealed, jb_late, jb_skipped
         unsigned int rx_ssrc, jitter_ts, ssrc_changes, latches, jb_target_frames, processed
+        unsigned long long rtcp_rx, rtcp_tx
+        long long rtcp_cum_lost
+        unsigned int rtcp_fraction_lost, rtcp_jitter_ts, rtt_us
         unsigned short last_seq
         unsigned char last_pt, latched
     ctypedef struct eng_event_t:
@@ -109,6 +112,8 @@ cdef dict _stats(const eng_stats_t* s):
         "last_seq": s.last_seq, "last_pt": s.last_pt, "latched": bool(s.latched),
         "dtmf_events": s.dtmf_events, "jb_concealed": s.jb_concealed, "jb_late": s.jb_late,
         "jb_skipped": s.jb_skipped, "jb_target_frames": s.jb_target_frames, "processed": bool(s.processed),
+        "rtcp_rx": s.rtcp_rx, "rtcp_tx": s.rtcp_tx, "rtcp_cum_lost": s.rtcp_cum_lost,
+        "rtcp_fraction_lost": s.rtcp_fraction_lost, "rtcp_jitter_ts": s.rtcp_jitter_ts, "rtt_us": s.rtt_us,
     }
 
 
@@ -179,14 +184,15 @@ cdef class Engine:
         if eng_push(self._e, c) != 0:
             raise RuntimeError("media command queue is full")
 
-    def add_leg(self, int leg, sock):
-        """Hand the engine a bound UDP socket for `leg` (it keeps a duplicate of the descriptor)."""
+    def add_leg(self, int leg, sock, rtcp_sock=None):
+        """Hand the engine the bound RTP (and RTCP) sockets of `leg`; it keeps duplicates of them."""
         cdef eng_cmd_t c
         memset(&c, 0, sizeof(c))
         c.type = CMD_LEG_ADD
         c.leg = self._check(leg)
         c.other = dup(sock.fileno())
-        if c.other < 0:
+        c.len = dup(rtcp_sock.fileno()) if rtcp_sock is not None else -1
+        if c.other < 0 or (rtcp_sock is not None and c.len < 0):
             raise OSError("dup failed")
         self._push(&c)
 

@@ -63,6 +63,11 @@ class LegStats:
     dtmf_events: int = 0
     jb_concealed: int = 0
     jb_late: int = 0
+    rtcp_rx: int = 0
+    rtcp_tx: int = 0
+    remote_loss_pct: float = 0.0  # the far end's last report of our stream (RTCP)
+    remote_jitter_ms: float = 0.0
+    rtt_ms: float | None = None
 
     @property
     def loss_pct(self) -> float:
@@ -97,6 +102,11 @@ class LegStats:
             c.get("dtmf_events", 0),
             c.get("jb_concealed", 0),
             c.get("jb_late", 0),
+            c.get("rtcp_rx", 0),
+            c.get("rtcp_tx", 0),
+            100.0 * c.get("rtcp_fraction_lost", 0) / 256,
+            1000.0 * c.get("rtcp_jitter_ts", 0) / clock_rate,
+            c["rtt_us"] / 1000 if c.get("rtt_us") else None,
         )
 
 
@@ -197,7 +207,7 @@ class MediaEngine:
         rtp, rtcp = self.ports.bind(host or self.host)
         leg = Leg(self._free_ids.popleft(), host or self.host, rtp.getsockname()[1])
         try:
-            self._engine.add_leg(leg.id, rtp)
+            self._engine.add_leg(leg.id, rtp, rtcp)
         except BaseException:
             rtp.close()
             rtcp.close()

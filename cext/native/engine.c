@@ -314,6 +314,9 @@ static void on_readable(engine_t *e, int id)
                 l->st.rx_foreign++;
                 continue;
             }
+            l->rtcp_mux = 1; /* the far end multiplexes: our reports go to its RTP port too */
+            rtcp_receive(e, l, pkt, (int)n);
+            continue;
         } else {
             if (!accept_source(e, id, l, &from, from_len, ssrc, seq))
                 continue;
@@ -351,6 +354,32 @@ static void on_readable(engine_t *e, int id)
         } else if (l->peer >= 0 && e->legs[l->peer].used) {
             forward(e, l, &e->legs[l->peer], pkt, n, is_rtcp);
         }
+    }
+}
+
+static void on_rtcp(engine_t *e, int id)
+{
+    leg_t *l = &e->legs[id];
+    uint8_t pkt[PKT_MAX];
+    for (int burst = 0; burst < MAX_BURST && l->used; burst++) {
+        struct sockaddr_storage from;
+        socklen_t from_len = sizeof from;
+        ssize_t n = recvfrom(l->rtcp_fd, pkt, sizeof pkt, MSG_DONTWAIT, (struct sockaddr *)&from, &from_len);
+        if (n < 0)
+            return;
+        if (n < 8 || (pkt[0] >> 6) != 2 || pkt[1] < 200 || pkt[1] > 204) {
+            l->st.rx_invalid++;
+            continue;
+        }
+        if (!l->rtcp_latched) {
+            l->rtcp_remote = from;
+            l->rtcp_remote_len = from_len;
+            l->rtcp_latched = 1;
+        } else if (!same_addr(&from, &l->rtcp_remote)) {
+            l->st.rx_foreign++;
+            continue;
+        }
+        rtcp_receive(e, l, pkt, (int)n);
     }
 }
 
@@ -455,6 +484,10 @@ static void leg_close(engine_t *e, int id)
     group_leave(e, id);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
     close(l->fd);
+    if (l->rtcp_fd >= 0) {
+        epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->rtcp_fd, NULL);
+        close(l->rtcp_fd);
+    }
     update_counts(l);
     eng_emit_leg(e, EV_LEG_CLOSED, id);
     l->used = 0;
@@ -495,6 +528,7 @@ static void apply(engine_t *e, const eng_cmd_t *c)
             leg_close(e, c->leg);
         memset(l, 0, sizeof *l);
         l->fd = c->other;
+        l->rtcp_fd = (int)c->len;
         l->used = 1;
         l->peer = l->group = -1;
         l->pt = 0;
@@ -503,6 +537,10 @@ static void apply(engine_t *e, const eng_cmd_t *c)
         l->out_ssrc = next_rand(e);
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)c->leg};
         epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev);
+        if (l->rtcp_fd >= 0) {
+            ev.data.u32 = (uint32_t)(e->max_legs + 2 + c->leg);
+            epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->rtcp_fd, &ev);
+        }
         return;
     }
     if (!l->used)
@@ -516,6 +554,7 @@ static void apply(engine_t *e, const eng_cmd_t *c)
         l->remote_len = c->addr_len;
         l->has_remote = 1;
         l->latched = 0; /* a new SDP address: learn the real source again (symmetric RTP) */
+        l->rtcp_latched = 0;
         break;
     case CMD_LEG_CODEC:
         l->codec = c->flags == 8 ? 8 : 0;
@@ -612,8 +651,14 @@ static void *run(void *arg)
                 drain_commands(e);
             else if (id == (uint32_t)e->max_legs + 1)
                 on_tick(e);
+            else if (id >= (uint32_t)e->max_legs + 2)
+                on_rtcp(e, (int)(id - (uint32_t)e->max_legs - 2));
             else if (e->legs[id].used)
                 on_readable(e, (int)id);
+        }
+        if (e->now_ns >= e->rtcp_check_ns) {
+            rtcp_tick(e);
+            e->rtcp_check_ns = e->now_ns + 1000000000ull;
         }
         flush_events(e);
     }
@@ -705,9 +750,13 @@ void eng_free(engine_t *e)
     if (!e)
         return;
     eng_stop(e);
-    for (int id = 0; e->legs && id < e->max_legs; id++)
-        if (e->legs[id].used)
+    for (int id = 0; e->legs && id < e->max_legs; id++) {
+        if (e->legs[id].used) {
             close(e->legs[id].fd);
+            if (e->legs[id].rtcp_fd >= 0)
+                close(e->legs[id].rtcp_fd);
+        }
+    }
     for (int gid = 0; e->groups && gid < e->max_legs; gid++)
         if (e->groups[gid].rec) /* never started, or stopped without draining events: close here */
             wav_close(e->groups[gid].rec, NULL, NULL);

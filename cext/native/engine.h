@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 
 enum {
-    CMD_LEG_ADD = 1,   /* leg, other = socket fd */
+    CMD_LEG_ADD = 1,   /* leg, other = RTP socket fd, len = RTCP socket fd (or -1) */
     CMD_LEG_DEL,       /* leg */
     CMD_LEG_REMOTE,    /* leg, addr */
     CMD_LEG_CODEC,     /* leg, flags = codec (0 PCMU, 8 PCMA), other = audio PT, value = te PT or -1 */
@@ -66,6 +66,9 @@ typedef struct {
     uint64_t jb_concealed, jb_late, jb_skipped;
     uint32_t rx_ssrc, jitter_ts;     /* interarrival jitter in timestamp units (RFC 3550 6.4.1) */
     uint32_t ssrc_changes, latches, jb_target_frames, processed;
+    uint64_t rtcp_rx, rtcp_tx;
+    int64_t rtcp_cum_lost;           /* from the far end's reports: what it lost of our stream */
+    uint32_t rtcp_fraction_lost, rtcp_jitter_ts, rtt_us;
     uint16_t last_seq;
     uint8_t last_pt, latched;
 } eng_stats_t;

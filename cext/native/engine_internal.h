@@ -4,6 +4,7 @@
 #ifndef SOFTSWITCH_ENGINE_INTERNAL_H
 #define SOFTSWITCH_ENGINE_INTERNAL_H
 
+#include <netinet/in.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -64,6 +65,12 @@ typedef struct {
     float gain;
     int muted;
     int16_t in_pcm[FRAME], last_pcm[FRAME];
+    /* RTCP (rtcp.c) */
+    int rtcp_fd, rtcp_mux, rtcp_latched;
+    struct sockaddr_storage rtcp_remote;
+    socklen_t rtcp_remote_len;
+    uint32_t rtcp_lsr;
+    uint64_t rtcp_lsr_at_ns, rtcp_due_ns, rtcp_prior_expected, rtcp_prior_received, rtcp_prior_tx;
     /* player */
     const int16_t *play;
     int64_t play_len, play_pos;
@@ -94,7 +101,7 @@ struct engine {
     eng_event_t *evs;
     int ev_cap, ev_head, ev_count, ev_pending;
     uint64_t ev_dropped, late_ticks;
-    uint64_t now_ns;
+    uint64_t now_ns, rtcp_check_ns;
     uint32_t rng;
 };
 
@@ -110,6 +117,10 @@ void group_tick(engine_t *e, int gid);
 void group_rec_start(engine_t *e, int gid, wav_writer_t *writer, int channels, int rec_id);
 void group_rec_stop(engine_t *e, int gid);
 void leg_play_stop(engine_t *e, int id, int interrupted);
+
+/* rtcp.c */
+void rtcp_receive(engine_t *e, leg_t *l, const uint8_t *p, int n);
+void rtcp_tick(engine_t *e);   /* sends the reports that are due; call about once a second */
 
 /* rfc4733.c */
 void te_receive(engine_t *e, int id, leg_t *l, const uint8_t *payload, int len, uint32_t ts);

@@ -151,15 +151,55 @@ def test_engine_jitter_follows_arrival_irregularity(call):
     assert 5.0 < stats.jitter_ms < 25.0
 
 
-def test_engine_counts_invalid_packets_and_passes_rtcp_mux(call):
+def test_engine_counts_invalid_packets(call):
     engine, a, b, fa, fb = call
     fa.sendto(b"not rtp at all", (HOST, a.port))
     fa.sendto(rtp(1, 160, 0x80), (HOST, a.port))
     fb.recv(2048)
-    receiver_report = struct.pack("!BBHI", 0x81, 201, 7, 0x80) + bytes(24)
-    fa.sendto(receiver_report, (HOST, a.port))
-    assert fb.recv(2048) == receiver_report  # RTCP multiplexed on the RTP port goes through unchanged
     assert wait_for(lambda: engine.stats(a).rx_invalid == 1)
+
+
+def receiver_report(ssrc: int, about: int, fraction: int, cum_lost: int, lsr: int = 0, dlsr: int = 0) -> bytes:
+    block = struct.pack("!IB3sIIII", about, fraction, cum_lost.to_bytes(3, "big"), 0, 0, lsr, dlsr)
+    return struct.pack("!BBHI", 0x81, 201, 7, ssrc) + block
+
+
+def test_engine_rtcp_mux_is_terminated_and_read(call):
+    engine, a, b, fa, fb = call
+    fb.sendto(rtp(1, 160, 0x90), (HOST, b.port))
+    ours = header(fa.recv(2048))["ssrc"]  # the SSRC we send to A's far end
+    fa.sendto(receiver_report(0x80, ours, fraction=64, cum_lost=3), (HOST, a.port))
+    stats = wait_for(lambda: (s := engine.stats(a)).rtcp_rx == 1 and s)
+    assert stats.remote_loss_pct == 25.0
+    fb.settimeout(0.2)
+    with pytest.raises(TimeoutError):  # reports are per leg: not relayed to the other side
+        fb.recv(2048)
+
+
+def test_engine_sends_sender_reports_and_measures_round_trip(call):
+    engine, a, b, fa, fb = call
+    fa_rtcp = far_end()
+    for i in range(20):  # both directions talk, with 2 of A's packets lost
+        if i not in (5, 6):
+            fa.sendto(rtp(i, 160 * i, 0xA0), (HOST, a.port))
+        fb.sendto(rtp(i, 160 * i, 0xB0), (HOST, b.port))
+    ours = header(fa.recv(2048))["ssrc"]
+    fa_rtcp.sendto(receiver_report(0xA0, ours, 0, 0), (HOST, a.port + 1))  # latches A's RTCP address
+    fa_rtcp.settimeout(8)
+    report = fa_rtcp.recv(2048)  # our first report within about 5 s
+    version_count, pt, length, ssrc = struct.unpack("!BBHI", report[:8])
+    assert pt == 200 and ssrc == ours and version_count & 0x1F == 1
+    ntp_hi, ntp_lo, _rtp_ts, packets, octets = struct.unpack("!IIIII", report[8:28])
+    assert packets == 20 and octets == 20 * 160
+    about, fraction, cum, highest, _jitter, _lsr, _dlsr = struct.unpack("!IB3sIIII", report[28:52])
+    assert about == 0xA0 and int.from_bytes(cum, "big") == 2 and highest == 19
+    assert report[4 * (length + 1) + 1] == 202  # an SDES (CNAME) follows in the compound packet
+    lsr = ((ntp_hi & 0xFFFF) << 16) | (ntp_lo >> 16)
+    time.sleep(0.1)
+    fa_rtcp.sendto(receiver_report(0xA0, ours, 0, 0, lsr=lsr, dlsr=int(0.1 * 65536)), (HOST, a.port + 1))
+    stats = wait_for(lambda: (s := engine.stats(a)).rtt_ms is not None and s)
+    assert 0 <= stats.rtt_ms < 100
+    fa_rtcp.close()
 
 
 def test_engine_leg_closed_event_carries_final_stats(call):
