@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from cext.engine import Engine, close_recording, open_recording
 
+from media.audio import load_wav
 from media.quality import mos, r_factor
 
 MODES = ("relay", "processed")
@@ -295,6 +296,10 @@ class MediaEngine:
         self._plays[play_id] = data
         self._engine.play(leg.id, data, loop, play_id)
         return play_id
+
+    def play_file(self, leg: Leg, path: str, loop: bool = False) -> int:
+        """Play a WAV file (any common rate, width and channel count: converted once, here) into a leg."""
+        return self.play(leg, load_wav(path), loop)
 
     def stop_play(self, leg: Leg) -> None:
         self._engine.play_stop(leg.id)

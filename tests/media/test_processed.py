@@ -276,3 +276,74 @@ def test_processed_switching_modes_keeps_one_continuous_stream(engine, tmp_path)
     assert len({h["ssrc"] for h in received}) == 1
     ts_steps = [(y["ts"] - x["ts"]) & 0xFFFFFFFF for x, y in itertools.pairwise(received)]
     assert all(0 < step <= 160 * 4 for step in ts_steps), ts_steps
+
+
+def test_processed_recording_pause_leaves_out_the_paused_time(engine, tmp_path):
+    a, b, fa, fb = pair(engine)
+    bridge = engine.bridge(a, b)
+    path = tmp_path / "paused.wav"
+    engine.record(bridge, str(path))
+    start = time.monotonic()
+    for i in range(60):
+        if i == 15:
+            engine.pause_recording(bridge)
+        if i == 40:
+            engine.pause_recording(bridge, False)
+        fa.sendto(rtp(i, 160 * i, 0x90), (HOST, a.port))
+        time.sleep(0.02)
+    engine.stop_recording(bridge)
+    elapsed = time.monotonic() - start
+    done = wait_for(lambda: [e for e in engine.events() if e.kind == "recording_done"])[0]
+    assert done.detail["duration_s"] < elapsed - 0.35  # the 0.5 s paused is not in the file
+
+
+def test_processed_muted_party_is_not_heard(engine):
+    legs = [engine.create_leg() for _ in range(3)]
+    socks = [far_end() for _ in range(3)]
+    for leg, sock in zip(legs, socks, strict=True):
+        engine.set_remote(leg, HOST, sock.getsockname()[1])
+    engine.conference(legs)
+    engine.set_gain(legs[2], muted=True)
+    for i in range(25):
+        for leg, sock, v in zip(legs, socks, (1000, 2000, 4000), strict=True):
+            payload = g711.ulaw_encode(np.full(160, v, np.int16))
+            sock.sendto(rtp(i, 160 * i, 0x60 + v, payload=payload), (HOST, leg.port))
+        time.sleep(0.02)
+    heard_by_0 = [np.frombuffer(g711.ulaw_decode(p[12:]), np.int16) for p in collect(socks[0], 0.1)]
+    assert any((f == quantized(quantized(2000))).all() for f in heard_by_0)  # B only, not the muted C
+    assert not any((f == quantized(quantized(2000) + quantized(4000))).all() for f in heard_by_0)
+    heard_by_2 = [np.frombuffer(g711.ulaw_decode(p[12:]), np.int16) for p in collect(socks[2], 0.1)]
+    assert any((f == quantized(quantized(1000) + quantized(2000))).all() for f in heard_by_2)  # C still hears
+
+
+def test_processed_play_file_resamples_any_wav(engine, tmp_path):
+    path = tmp_path / "prompt.wav"
+    t = np.arange(4800) / 48000
+    stereo = np.stack([8000 * np.sin(2 * np.pi * 600 * t)] * 2, axis=1).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(stereo.tobytes())
+    leg = engine.create_leg()
+    sock = far_end()
+    engine.set_remote(leg, HOST, sock.getsockname()[1])
+    engine.play_file(leg, str(path))
+    wait_for(lambda: [e for e in engine.events() if e.kind == "play_done"])
+    audio = np.frombuffer(b"".join(g711.ulaw_decode(p[12:]) for p in collect(sock, 0.1)), np.int16)
+    loud = audio[np.abs(audio) > 100].size
+    assert 600 <= loud <= 820  # 100 ms of 8 kHz audio, from 48 kHz stereo
+    spectrum = np.abs(np.fft.rfft(audio.astype(float)))
+    assert abs(np.argmax(spectrum) * 8000 / len(audio) - 600) < 30
+
+
+def test_processed_rtp_header_with_csrc_extension_and_padding(engine):
+    a, b, fa, fb = pair(engine)
+    engine.bridge(a, b)
+    csrc = struct.pack("!I", 0xC5C5C5C5)
+    extension = struct.pack("!HH", 0xBEDE, 1) + b"\x10\x01\x00\x00"
+    body = struct.pack("!BBH", 9, 0x8A, 640) + b"\x00\x00\x00\x04"  # 4 bytes of padding
+    packet = struct.pack("!BBHII", 0x80 | 0x20 | 0x10 | 1, 101 | 0x80, 5, 999, 0x77) + csrc + extension + body
+    fa.sendto(packet, (HOST, a.port))
+    digits = wait_for(lambda: [e for e in engine.events() if e.kind == "dtmf"])
+    assert digits[0].detail["digit"] == "9" and digits[0].detail["duration_ms"] == 80
