@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logs.setup(args.log_format or cfg.log.format, args.log_level or cfg.log.level)
     from softswitch import server
-    from softswitch.transport.listeners import BindError
+    from softswitch.transport.sockets import BindError
 
     loop_name = server.install_loop_policy()
     logs.event(logging.getLogger("softswitch"), "softswitch.starting", config=args.config, loop=loop_name)

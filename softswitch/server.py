@@ -16,8 +16,11 @@ from api.app import create_app
 from softswitch import __version__
 from softswitch.config import Config, parse_hostport, parse_listen
 from softswitch.logs import event
+from softswitch.sip.transaction import TimerConfig
 from softswitch.store import Store
-from softswitch.transport.listeners import BindError, Listeners, os_reason
+from softswitch.transport.endpoint import SipEndpoint
+from softswitch.transport.sockets import BindError, os_reason
+from softswitch.uas import BasicUas
 
 log = logging.getLogger("softswitch")
 
@@ -45,11 +48,12 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     store = Store.open(cfg.store.path)
     event(log, "store.opened", path=cfg.store.path, schema=store.version)
-    listeners = Listeners()
+    timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
+    sip = SipEndpoint(BasicUas(cfg.sip.user_agent), timers=timers, max_message_bytes=cfg.sip.max_message_bytes)
     runner: web.AppRunner | None = None
     try:
         for item in cfg.sip.listen:
-            await listeners.bind(parse_listen(item))
+            await sip.listen(parse_listen(item))
         runner = await _start_api(cfg)
         event(log, "softswitch.started", version=__version__)
         await stop.wait()
@@ -59,7 +63,7 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
             async with asyncio.timeout(SHUTDOWN_BUDGET_S):
                 if runner is not None:
                     await runner.cleanup()
-                await listeners.close()
+                await sip.close()
         except TimeoutError:
             event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
         finally:

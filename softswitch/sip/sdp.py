@@ -20,7 +20,7 @@ from the session, and `c=IN IP4 0.0.0.0` is read as hold (RFC 2543 style, RFC 32
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, make_dataclass, replace
 from enum import Enum
 
 
@@ -105,7 +105,7 @@ _FORBIDDEN = ("\r", "\n", "\x00")
 
 def _int(text: str, what: str, *, limit: int | None = None) -> int:
     """A non-negative decimal integer of ASCII digits (int() would take '+1', '1_0' and other scripts)."""
-    if not _DIGITS.fullmatch(text):
+    if not (text.isdigit() and text.isascii() and len(text) <= 20):  # the ASCII ones are 0-9 only
         raise SdpError(f"{what}: expected a number, got {text!r}")
     value = int(text)
     if limit is not None and value > limit:
@@ -114,8 +114,12 @@ def _int(text: str, what: str, *, limit: int | None = None) -> int:
 
 
 def _fields(text: str) -> list[str]:
-    text = text.strip(" \t")
-    return _SPACES.split(text) if text else []
+    """Fields separated by runs of spaces and tabs (single spaces, the usual case, take the fast path)."""
+    parts = text.split(" ")
+    if "" in parts or "\t" in text:
+        text = text.strip(" \t")
+        return _SPACES.split(text) if text else []
+    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,9 @@ class Timing:
     start: int = 0
     stop: int = 0
     repeats: tuple[str, ...] = ()
+
+
+_UNTIMED = Timing()  # t=0 0, shared (like the default of SessionDescription.timings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +272,16 @@ def _parse_crypto(value: str) -> Crypto:
     return Crypto(_int(parts[0], "crypto tag", limit=999_999_999), parts[1], parts[2], tuple(parts[3:]))
 
 
+# The attributes checked while parsing: a value the pattern matches passes the check (the rtpmap pattern has
+# payload type <= 127 and channels > 0 built in), any other goes through the check, for its precise error.
+_RTPMAP_OK = re.compile(r"(?:0?[0-9]{1,2}|1[01][0-9]|12[0-7])[ \t]+[^ \t/]+/[0-9]{1,10}(?:/(?!0*\Z)[0-9]{1,3})?")
 _ATTRIBUTE_CHECKS = {
-    "rtpmap": _parse_rtpmap,
-    "fmtp": _parse_fmtp,
-    "ptime": _parse_ptime,
-    "maxptime": _parse_ptime,
-    "rtcp": _parse_rtcp,
-    "crypto": _parse_crypto,
+    "rtpmap": (_RTPMAP_OK, _parse_rtpmap),
+    "fmtp": (_FMTP, _parse_fmtp),
+    "ptime": (_PTIME, _parse_ptime),
+    "maxptime": (_PTIME, _parse_ptime),
+    "rtcp": (None, _parse_rtcp),
+    "crypto": (None, _parse_crypto),
 }
 
 
@@ -419,7 +429,12 @@ class SessionDescription:
     @classmethod
     def parse(cls, data: bytes | bytearray | memoryview | str) -> SessionDescription:
         """Parse a body (bytes are decoded as UTF-8). Raises SdpError and nothing else for bad input."""
-        return _Parser().run(_split_lines(data))
+        lines = _split_lines(data)
+        try:
+            return _parse(lines)
+        except SdpError:
+            _check_lines(lines)  # a malformed line anywhere outranks the first other error
+            raise
 
     def serialize(self) -> bytes:
         return self.to_text().encode("utf-8")
@@ -485,35 +500,60 @@ class SessionDescription:
         return rtp[0], rtp[1] + 1
 
 
-def _split_lines(data: bytes | bytearray | memoryview | str) -> list[tuple[int, str, str]]:
-    """(line number, type letter, value) for each non-blank line."""
-    if isinstance(data, bytes | bytearray | memoryview):
+def _fast_constructor(cls: type) -> type:
+    """A class whose call with every field builds the very object `cls(...)` would, for a frozen slotted dataclass,
+    2-4 times quicker than its __init__ that pays an object.__setattr__ call per field (the main cost of parsing
+    before): a plain twin of the same layout, whose instance takes on `cls` as its `__class__` once filled."""
+
+    def become(obj: object) -> None:
+        obj.__class__ = cls
+
+    names = [f.name for f in fields(cls)]
+    return make_dataclass(f"_{cls.__name__}", names, slots=True, eq=False, namespace={"__post_init__": become})
+
+
+_new_origin, _new_connection, _new_bandwidth = map(_fast_constructor, (Origin, Connection, Bandwidth))
+_new_attribute, _new_media, _new_session = map(_fast_constructor, (Attribute, MediaDescription, SessionDescription))
+_BINARY = bytes | bytearray | memoryview
+
+
+def _split_lines(data: bytes | bytearray | memoryview | str) -> list[str]:
+    """The body's lines (index + 1 is the line number), without CRLF; other line ends leave a CR that _parse
+    strips with the trailing spaces, which is only right when each CR ends a line: if not, this raises."""
+    if isinstance(data, _BINARY):
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise SdpError(f"body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    elif isinstance(data, str):
+    elif not isinstance(data, str):
+        raise TypeError(f"SDP body must be bytes or str, not {type(data).__name__}")
+    else:
         text = data
         if not text.isascii():
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise SdpError("body holds unpaired surrogates") from None
-    else:
-        raise TypeError(f"SDP body must be bytes or str, not {type(data).__name__}")
-    lines = []
-    for number, raw in enumerate(text.split("\n"), 1):
-        line = (raw[:-1] if raw.endswith("\r") else raw).rstrip(" \t")
-        if not line:
-            continue
-        if "\r" in line or "\x00" in line:
-            raise SdpError("stray CR or NUL inside a line", line=number)
-        if len(line) < 2 or line[1] != "=":
-            raise SdpError(f"expected '<type>=<value>', got {line[:40]!r}", line=number)
-        if line[0] not in _LINE_TYPES:
-            raise SdpError(f"unknown line type {line[0]!r}", line=number)
-        lines.append((number, line[0], line[2:]))
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:  # not CRLF throughout
+        lines = text.split("\n")
+        if text.count("\r") != text.count("\r\n") + text.endswith("\r"):
+            _check_lines(lines)  # some line holds a stray CR: raises
+    if "\x00" in text:
+        _check_lines(lines)  # some line holds a NUL: raises
     return lines
+
+
+def _check_lines(lines: list[str]) -> None:
+    """Raise for the first structurally malformed line: that error outranks any other."""
+    for number, raw in enumerate(lines, 1):
+        line = (raw[:-1] if raw.endswith("\r") else raw).rstrip(" \t")
+        if line and ("\r" in line or "\x00" in line):
+            raise SdpError("stray CR or NUL inside a line", line=number)
+        if line and (len(line) < 2 or line[1] != "="):
+            raise SdpError(f"expected '<type>=<value>', got {line[:40]!r}", line=number)
+        if line and line[0] not in _LINE_TYPES:
+            raise SdpError(f"unknown line type {line[0]!r}", line=number)
 
 
 def _parse_connection(value: str) -> Connection:
@@ -522,7 +562,7 @@ def _parse_connection(value: str) -> Connection:
         raise SdpError(f"c=: expected '<nettype> <addrtype> <address>', got {value!r}")
     nettype, addrtype, address = parts
     if addrtype not in ("IP4", "IP6") or "/" not in address:
-        return Connection(nettype, addrtype, address)
+        return _new_connection(nettype, addrtype, address, None, None)
     host, *suffixes = address.split("/")
     numbers = [_int(s, "c= address suffix") for s in suffixes]
     if not host or len(numbers) > (2 if addrtype == "IP4" else 1):
@@ -536,15 +576,15 @@ def _parse_origin(value: str) -> Origin:
     parts = _fields(value)
     if len(parts) != 6:
         raise SdpError(f"o=: expected 6 fields, got {len(parts)}")
-    username, sess_id, version, nettype, addrtype, address = parts
-    return Origin(username, _int(sess_id, "o= sess-id"), _int(version, "o= sess-version"), nettype, addrtype, address)
+    username, sess_id, version, *rest = parts
+    return _new_origin(username, _int(sess_id, "o= sess-id"), _int(version, "o= sess-version"), *rest)
 
 
 def _parse_bandwidth(value: str) -> Bandwidth:
     bwtype, colon, amount = value.partition(":")
     if not colon or not bwtype or _SPACES.search(bwtype):
         raise SdpError(f"b=: expected '<bwtype>:<bandwidth>', got {value!r}")
-    return Bandwidth(bwtype, _int(amount, "b= bandwidth"))
+    return _new_bandwidth(bwtype, _int(amount, "b= bandwidth"))
 
 
 def _parse_timing(value: str) -> Timing:
@@ -554,20 +594,8 @@ def _parse_timing(value: str) -> Timing:
     return Timing(_int(parts[0], "t= start"), _int(parts[1], "t= stop"))
 
 
-def _parse_attribute(value: str) -> Attribute:
-    name, colon, rest = value.partition(":")
-    if not name:
-        raise SdpError(f"a=: missing attribute name in {value!r}")
-    attr = Attribute(name, rest if colon else None)
-    check = _ATTRIBUTE_CHECKS.get(name)
-    if check is not None:
-        if attr.value is None:
-            raise SdpError(f"a={name} needs a value")
-        check(attr.value)
-    return attr
-
-
-def _parse_media_line(value: str) -> MediaDescription:
+def _parse_media_line(value: str) -> tuple[str, int, str, tuple[str, ...], int | None]:
+    """The m= line as MediaDescription's first five fields."""
     parts = _fields(value)
     if len(parts) < 3:
         raise SdpError(f"m=: expected '<media> <port> <proto> <fmt>...', got {value!r}")
@@ -577,121 +605,98 @@ def _parse_media_line(value: str) -> MediaDescription:
     count = _int(count_text, "m= port count", limit=65535) if slash else None
     if count == 0:
         raise SdpError("m=: port count must be positive")
-    return MediaDescription(media, port, proto, tuple(formats), port_count=count)
+    return media, port, proto, tuple(formats), count
 
 
-@dataclass(slots=True)
-class _MediaDraft:
-    line: MediaDescription
-    title: str | None = None
-    key: str | None = None
-    connections: list[Connection] = field(default_factory=list)
-    bandwidths: list[Bandwidth] = field(default_factory=list)
-    attributes: list[Attribute] = field(default_factory=list)
-
-    def build(self) -> MediaDescription:
-        return replace(
-            self.line,
-            title=self.title,
-            connections=tuple(self.connections),
-            bandwidths=tuple(self.bandwidths),
-            key=self.key,
-            attributes=tuple(self.attributes),
-        )
-
-
-@dataclass(slots=True)
-class _Parser:
-    """Collects lines into a SessionDescription in one pass; the state is 'session level' or a media draft."""
-
-    texts: dict[str, str] = field(default_factory=dict)  # s i u z k
-    origin: Origin | None = None
-    connection: Connection | None = None
-    emails: list[str] = field(default_factory=list)
-    phones: list[str] = field(default_factory=list)
-    bandwidths: list[Bandwidth] = field(default_factory=list)
-    timings: list[Timing] = field(default_factory=list)
-    attributes: list[Attribute] = field(default_factory=list)
-    media: list[_MediaDraft] = field(default_factory=list)
-
-    def run(self, lines: list[tuple[int, str, str]]) -> SessionDescription:
-        if not lines:
-            raise SdpError("empty session description")
-        if lines[0][1] != "v":
-            raise SdpError("a session description starts with v=", line=lines[0][0])
-        for index, (number, kind, value) in enumerate(lines):
-            try:
-                self._line(kind, value, index == 0)
-            except SdpError as exc:
-                raise SdpError(exc.reason, line=number) from None
-        if self.origin is None or "s" not in self.texts:
-            raise SdpError("missing o= or s= line")
-        return SessionDescription(
-            origin=self.origin,
-            name=self.texts["s"],
-            info=self.texts.get("i"),
-            uri=self.texts.get("u"),
-            emails=tuple(self.emails),
-            phones=tuple(self.phones),
-            connection=self.connection,
-            bandwidths=tuple(self.bandwidths),
-            timings=tuple(self.timings),
-            zone=self.texts.get("z"),
-            key=self.texts.get("k"),
-            attributes=tuple(self.attributes),
-            media=tuple(m.build() for m in self.media),
-        )
-
-    def _line(self, kind: str, value: str, first: bool) -> None:
-        if kind == "v":
-            if not first:
+def _parse(lines: list[str]) -> SessionDescription:
+    """One pass over the lines from _split_lines. Where this raises, the caller checks the structure of all lines."""
+    numbered = enumerate(lines, 1)
+    for number, line in numbered:  # noqa: B007 (the first non-blank line's number)
+        if line := line.rstrip(" \t\r"):
+            break
+    else:
+        raise SdpError("empty session description")
+    if line[:2] != "v=":
+        raise SdpError("a session description starts with v=", line=number)
+    texts: dict[str, str] = {}  # s i u z k
+    origin = connection = head = title = key = None  # head: the current m= line (None at session level)
+    emails, phones, timings, media = [], [], [], []  # of str, str, Timing, MediaDescription
+    connections, bandwidths, attributes = [], [], []  # the current level's, for the last two
+    session_bandwidths, session_attributes = bandwidths, attributes
+    checks, new, attribute = _ATTRIBUTE_CHECKS, object.__new__, _new_attribute
+    try:
+        if line != "v=0" and _int(line[2:], "v=") != 0:
+            raise SdpError(f"unsupported SDP version {line[2:]!r}")
+        for number, line in numbered:  # noqa: B007 (the number of the line that raised)
+            if not (line := line.rstrip(" \t\r")):
+                continue
+            kind, eq, value = line.partition("=")
+            if not eq:
+                raise SdpError("malformed line")  # never seen: the caller's _check_lines raises the precise error
+            if kind == "a":
+                name, colon, rest = value.partition(":")
+                if name in checks:
+                    if not colon:
+                        raise SdpError(f"a={name} needs a value")
+                    pattern, check = checks[name]
+                    if pattern is None or pattern.fullmatch(rest) is None:
+                        check(rest)  # raises unless the value is fine after all
+                elif not name:
+                    raise SdpError(f"a=: missing attribute name in {value!r}")
+                attr = new(attribute)  # what _new_attribute() does, in place on the hottest path
+                attr.name, attr.value, attr.__class__ = name, (rest if colon else None), Attribute
+                attributes.append(attr)
+            elif kind == "b":
+                bandwidths.append(_parse_bandwidth(value))
+            elif kind == "m":
+                if head is not None:
+                    section = (title, tuple(connections), tuple(bandwidths), key, tuple(attributes))
+                    media.append(_new_media(*head, *section))
+                head, title, key = _parse_media_line(value), None, None
+                connections, bandwidths, attributes = [], [], []
+            elif kind not in _LINE_TYPES:  # not one letter, or not a known one
+                raise SdpError("malformed line")  # as above
+            elif kind == "v":
                 raise SdpError("v= may only be the first line")
-            if _int(value, "v=") != 0:
-                raise SdpError(f"unsupported SDP version {value!r}")
-        elif kind == "m":
-            self.media.append(_MediaDraft(_parse_media_line(value)))
-        elif self.media:
-            self._media_line(self.media[-1], kind, value)
-        elif kind == "o":
-            if self.origin is not None:
-                raise SdpError("duplicate o= line")
-            self.origin = _parse_origin(value)
-        elif kind == "c":
-            if self.connection is not None:
-                raise SdpError("duplicate session-level c= line")
-            self.connection = _parse_connection(value)
-        elif kind in "siuzk":
-            if kind in self.texts:
+            elif head is not None:
+                if kind == "c":
+                    connections.append(_parse_connection(value))
+                elif kind == "i" and title is None:
+                    title = value
+                elif kind == "k" and key is None:
+                    key = value
+                elif kind in "ik":
+                    raise SdpError(f"duplicate {kind}= line in a media section")
+                else:
+                    raise SdpError(f"{kind}= is not allowed in a media section")
+            elif kind == "o":
+                if origin is not None:
+                    raise SdpError("duplicate o= line")
+                origin = _parse_origin(value)
+            elif kind == "c":
+                if connection is not None:
+                    raise SdpError("duplicate session-level c= line")
+                connection = _parse_connection(value)
+            elif kind == "t":
+                timings.append(_UNTIMED if value == "0 0" else _parse_timing(value))
+            elif kind == "r":
+                if not timings:
+                    raise SdpError("r= without a preceding t=")
+                last = timings[-1]
+                timings[-1] = Timing(last.start, last.stop, (*last.repeats, value))
+            elif kind in "ep":
+                (emails if kind == "e" else phones).append(value)
+            elif kind in texts:  # s i u z k
                 raise SdpError(f"duplicate {kind}= line")
-            self.texts[kind] = value
-        elif kind == "t":
-            self.timings.append(_parse_timing(value))
-        elif kind == "r":
-            if not self.timings:
-                raise SdpError("r= without a preceding t=")
-            self.timings[-1] = replace(self.timings[-1], repeats=(*self.timings[-1].repeats, value))
-        elif kind == "e":
-            self.emails.append(value)
-        elif kind == "p":
-            self.phones.append(value)
-        elif kind == "b":
-            self.bandwidths.append(_parse_bandwidth(value))
-        else:  # "a": the line types were checked by _split_lines
-            self.attributes.append(_parse_attribute(value))
-
-    @staticmethod
-    def _media_line(media: _MediaDraft, kind: str, value: str) -> None:
-        if kind == "i" and media.title is None:
-            media.title = value
-        elif kind == "k" and media.key is None:
-            media.key = value
-        elif kind == "c":
-            media.connections.append(_parse_connection(value))
-        elif kind == "b":
-            media.bandwidths.append(_parse_bandwidth(value))
-        elif kind == "a":
-            media.attributes.append(_parse_attribute(value))
-        elif kind in "ik":
-            raise SdpError(f"duplicate {kind}= line in a media section")
-        else:
-            raise SdpError(f"{kind}= is not allowed in a media section")
+            else:
+                texts[kind] = value
+    except SdpError as exc:
+        raise SdpError(exc.reason, line=number) from None
+    if head is not None:
+        media.append(_new_media(*head, title, tuple(connections), tuple(bandwidths), key, tuple(attributes)))
+    if origin is None or "s" not in texts:
+        raise SdpError("missing o= or s= line")
+    get = texts.get
+    head = (origin, texts["s"], 0, get("i"), get("u"), tuple(emails), tuple(phones), connection)
+    tail = (tuple(session_bandwidths), tuple(timings), get("z"), get("k"), tuple(session_attributes), tuple(media))
+    return _new_session(*head, *tail)

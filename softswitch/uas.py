@@ -1,0 +1,90 @@
+"""The answers every request gets before call control exists for it (RFC 3261 8.2 and 11).
+
+This is the transaction user of `SipEndpoint` until the registrar, router and B2BUA take over their
+methods: it runs the UAS checks of 8.2 in the RFC's order (method, Request-URI scheme, Require, content
+type, Accept), answers OPTIONS with our capabilities (11.2), CANCEL by its INVITE (9.2), in-dialog
+requests with 481 (no dialog exists yet), and everything else that passes the checks with 404.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from softswitch.logs import event
+from softswitch.sip.errors import SipParseError
+from softswitch.sip.message import Request, Response, build_response
+from softswitch.sip.transaction import RequestReceived, StrayResponse
+from softswitch.sip.uri import AbsoluteUri
+from softswitch.transport.endpoint import SipEndpoint
+
+log = logging.getLogger("softswitch.uas")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, REGISTER"
+ACCEPT = "application/sdp"
+SUPPORTED = "replaces, timer"
+KNOWN_EXTENSIONS = frozenset(s.strip() for s in SUPPORTED.split(","))
+IN_DIALOG = frozenset(("BYE", "INFO", "UPDATE", "REFER", "NOTIFY", "PRACK"))
+
+
+class BasicUas:
+    """Answers requests with the checks of RFC 3261 8.2; `route` decides INVITE/REGISTER later."""
+
+    def __init__(self, user_agent: str = "softswitch"):
+        self.user_agent = user_agent
+
+    def __call__(self, endpoint: SipEndpoint, ev: object) -> None:
+        if isinstance(ev, RequestReceived):
+            self.on_request(endpoint, ev)
+        elif isinstance(ev, StrayResponse):
+            event(log, "sip.stray_response", level=logging.DEBUG, status=ev.response.status)
+
+    def on_request(self, endpoint: SipEndpoint, ev: RequestReceived) -> None:
+        request = ev.request
+        if request.method == "ACK" or ev.key is None:
+            return  # an ACK is answered by nothing (17.1.1.3, 13.3.1.4)
+        status, extra = self.check(request)
+        if request.method == "CANCEL" and status == 200:
+            invite_key = endpoint.txns.find_invite_for_cancel(request)
+            if invite_key is None:
+                status = 481
+            else:
+                endpoint.respond(ev.key, self._response(request, 200))
+                endpoint.respond(invite_key, self._response(endpoint.txns.get(invite_key).request, 487))
+                return
+        endpoint.respond(ev.key, self._response(request, status, extra))
+
+    def check(self, request: Request) -> tuple[int, list[tuple[str, str]]]:
+        """The status 8.2 gives this request, with the headers that status calls for."""
+        if request.method not in ALLOW.replace(" ", "").split(","):
+            return 405, [("Allow", ALLOW)]  # 8.2.1
+        try:
+            uri = request.uri
+        except SipParseError:
+            return 400, []
+        if isinstance(uri, AbsoluteUri):
+            return 416, []  # 8.2.2.1
+        unknown = [ext for ext in request.get_all("Require") if ext not in KNOWN_EXTENSIONS]
+        if unknown and request.method not in ("CANCEL", "ACK"):
+            return 420, [("Unsupported", ", ".join(unknown))]  # 8.2.2.3
+        if request.body and request.content_type not in (None, ACCEPT):
+            return 415, [("Accept", ACCEPT)]  # 8.2.3
+        accept = request.get_all("Accept")
+        if (
+            request.method == "INVITE"
+            and accept
+            and not any(a.split(";")[0].strip() in (ACCEPT, "*/*", "application/*") for a in accept)
+        ):
+            return 406, []  # we would answer with SDP, which the caller says it cannot take
+        if request.method == "OPTIONS":
+            return 200, [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
+        if request.method == "CANCEL":
+            return 200, []
+        if request.method in IN_DIALOG:
+            return 481, []  # no dialog exists yet (12.2.2)
+        return 404, []  # nobody here by that name, until the registrar and router exist
+
+    def _response(self, request: Request, status: int, headers: list[tuple[str, str]] = ()) -> Response:
+        response = build_response(request, status, to_tag=secrets.token_hex(4), headers=headers)
+        response.add("Server", self.user_agent)
+        return response

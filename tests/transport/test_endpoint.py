@@ -1,0 +1,162 @@
+"""The SIP endpoint over real sockets: UDP and TCP in, answers out by RFC 3261 18.2.2 / RFC 3581."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from helpers import free_port
+
+from softswitch.config import ListenAddress
+from softswitch.sip.message import parse
+from softswitch.transport.endpoint import SipEndpoint
+from softswitch.uas import BasicUas
+
+
+def request(method: str, via: str, cseq: int = 1, extra: str = "", body: bytes = b"", uri: str = "sip:bob@127.0.0.1"):
+    head = (
+        f"{method} {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\n"
+        f"To: <sip:bob@example.com>\r\nCall-ID: call-{cseq}@x\r\nCSeq: {cseq} {method}\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@pytest.fixture
+async def endpoint():
+    port = free_port(also_udp=True)
+    ep = SipEndpoint(BasicUas(), tcp_idle_s=0.4, max_message_bytes=4000)
+    await ep.listen(ListenAddress("udp", "127.0.0.1", port))
+    await ep.listen(ListenAddress("tcp", "127.0.0.1", port))
+    yield ep, port
+    await ep.close()
+
+
+async def udp_exchange(port: int, data: bytes, count: int = 1, bind_port: int = 0) -> list:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", bind_port))
+    sock.setblocking(False)
+    try:
+        await loop.sock_sendto(sock, data, ("127.0.0.1", port))
+        out = []
+        for _ in range(count):
+            out.append(parse(await asyncio.wait_for(loop.sock_recv(sock, 65535), 2)))
+        return out
+    finally:
+        sock.close()
+
+
+async def test_endpoint_options_over_udp_gets_200_with_received_and_rport(endpoint):
+    ep, port = endpoint
+    (resp,) = await udp_exchange(port, request("OPTIONS", "SIP/2.0/UDP client.invalid:5999;branch=z9hG4bKo1;rport"))
+    assert resp.status == 200 and "INVITE" in resp.get("Allow") and resp.get("Accept") == "application/sdp"
+    via = resp.via
+    assert via.received == "127.0.0.1" and via.rport and via.rport != 5999  # answered to the source port
+    assert resp.to.tag
+
+
+async def test_endpoint_without_rport_answers_via_port(endpoint):
+    ep, port = endpoint
+    listener = free_port(also_udp=True)
+    data = request("OPTIONS", f"SIP/2.0/UDP 127.0.0.1:{listener};branch=z9hG4bKo2")
+    (resp,) = await udp_exchange(port, data, bind_port=listener)
+    assert resp.status == 200 and resp.via.received is None
+
+
+async def test_endpoint_malformed_request_gets_400_and_keeps_serving(endpoint):
+    ep, port = endpoint
+    bad = request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKo3;rport").replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE")
+    (resp,) = await udp_exchange(port, bad)
+    assert resp.status == 400 and "does not match" in resp.reason
+    await udp_exchange(port, b"\x00\x01garbage\r\n\r\n", count=0)  # nothing to answer: dropped
+    (ok,) = await udp_exchange(port, request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKo4;rport"))
+    assert ok.status == 200 and ep.counters["malformed"] == 2 and ep.counters["answered_400"] == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "body", "status"),
+    [
+        ("MESSAGE", "", b"", 405),
+        ("OPTIONS", "Require: nothingSupportsThis\r\n", b"", 420),
+        ("INVITE", "Content-Type: application/unknownformat\r\n", b"<audio/>", 415),
+        ("INVITE", "Accept: text/nobodyKnowsThis\r\n", b"", 406),
+        ("BYE", "", b"", 481),
+        ("INVITE", "", b"", 404),
+    ],
+)
+async def test_endpoint_uas_checks(endpoint, method, extra, body, status):
+    ep, port = endpoint
+    count = 2 if method == "INVITE" else 1  # 100 Trying first
+    resps = await udp_exchange(
+        port, request(method, "SIP/2.0/UDP h.invalid;branch=z9hG4bK5;rport", extra=extra, body=body), count=count
+    )
+    assert resps[-1].status == status
+    if status == 420:
+        assert resps[-1].get("Unsupported") == "nothingSupportsThis"
+
+
+async def test_endpoint_unknown_uri_scheme_is_416(endpoint):
+    ep, port = endpoint
+    data = request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bK6;rport", uri="nobodyKnowsThisScheme:x")
+    assert (await udp_exchange(port, data))[0].status == 416
+
+
+async def test_endpoint_tcp_split_messages_and_keepalive(endpoint):
+    ep, port = endpoint
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = (
+        request("OPTIONS", "SIP/2.0/TCP h.invalid;branch=z9hG4bKt1", cseq=1)
+        + b"\r\n\r\n"
+        + request("OPTIONS", "SIP/2.0/TCP h.invalid;branch=z9hG4bKt2", cseq=2)
+    )
+    for i in range(0, len(data), 7):
+        writer.write(data[i : i + 7])
+        await writer.drain()
+    first = parse(await asyncio.wait_for(read_message(reader), 2))
+    pong = await asyncio.wait_for(reader.readexactly(2), 2)
+    second = parse(await asyncio.wait_for(read_message(reader), 2))
+    assert (first.status, first.cseq.seq, pong, second.cseq.seq) == (200, 1, b"\r\n", 2)
+    writer.close()
+
+
+async def read_message(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(parse(head + b"", stream=False).get("Content-Length") or 0)
+    return head + (await reader.readexactly(length) if length else b"")
+
+
+async def test_endpoint_tcp_oversize_closes_and_idle_closes(endpoint):
+    ep, port = endpoint
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        request(
+            "OPTIONS", "SIP/2.0/TCP h.invalid;branch=z9hG4bKt3", body=b"x" * 5000, extra="Content-Type: text/plain\r\n"
+        )
+    )
+    assert await asyncio.wait_for(reader.read(), 2) == b""  # closed: the stream cannot be resynchronised
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await asyncio.sleep(0.05)
+    assert ep.connection_count == 1
+    assert await asyncio.wait_for(reader.read(), 3) == b""  # idle for longer than tcp_idle_s
+    assert ep.connection_count == 0
+
+
+async def test_endpoint_cancel_ends_invite_with_487(endpoint):
+    ep, port = endpoint
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    via = "SIP/2.0/UDP h.invalid;branch=z9hG4bKc1;rport"
+    ep.handler = lambda endpoint, ev: None  # a TU that never answers the INVITE, so it can be cancelled
+    await loop.sock_sendto(sock, request("INVITE", via), ("127.0.0.1", port))
+    assert parse(await asyncio.wait_for(loop.sock_recv(sock, 65535), 2)).status == 100
+    ep.handler = BasicUas()
+    await loop.sock_sendto(sock, request("CANCEL", via), ("127.0.0.1", port))
+    got = sorted(
+        [parse(await asyncio.wait_for(loop.sock_recv(sock, 65535), 2)) for _ in range(2)], key=lambda r: r.cseq.method
+    )
+    assert [(r.cseq.method, r.status) for r in got] == [("CANCEL", 200), ("INVITE", 487)]
+    sock.close()
