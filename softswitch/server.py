@@ -16,6 +16,7 @@ from api.app import create_app
 from softswitch import __version__
 from softswitch.config import Config, parse_hostport, parse_listen
 from softswitch.logs import event
+from softswitch.registrar import Registrar
 from softswitch.sip.transaction import TimerConfig
 from softswitch.store import Store
 from softswitch.transport.endpoint import SipEndpoint
@@ -49,7 +50,10 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
     store = Store.open(cfg.store.path)
     event(log, "store.opened", path=cfg.store.path, schema=store.version)
     timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
-    sip = SipEndpoint(BasicUas(cfg.sip.user_agent), timers=timers, max_message_bytes=cfg.sip.max_message_bytes)
+    passwords = {u.name: u.password for u in cfg.users}
+    registrar = Registrar(store, passwords.get, cfg.sip.domain)
+    uas = BasicUas(cfg.sip.user_agent, registrar)
+    sip = SipEndpoint(uas, timers=timers, max_message_bytes=cfg.sip.max_message_bytes)
     runner: web.AppRunner | None = None
     try:
         for item in cfg.sip.listen:

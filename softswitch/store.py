@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 # Each migration is a list of statements run in one transaction. Append only; never edit a released one.
@@ -45,6 +46,20 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One registered contact (RFC 3261 10.3): where requests for `user` go until `expires_at` (Unix
+    time), with the flow the REGISTER came over (`source` host:port, `transport`) for NAT traversal."""
+
+    user: str
+    contact: str
+    expires_at: float
+    source: str
+    transport: str
+    call_id: str
+    cseq: int
 
 
 class SchemaTooNew(Exception):
@@ -110,6 +125,43 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    # -- registrar bindings ------------------------------------------------------------------------
+    def bindings(self, user: str, now: float) -> list[Binding]:
+        """The live contacts of a user, soonest to expire last."""
+        rows = self._db.execute(
+            "SELECT user, contact, expires_at, source, transport, call_id, cseq FROM registrations "
+            "WHERE user = ? AND expires_at > ? ORDER BY expires_at DESC, contact",
+            (user, now),
+        )
+        return [Binding(*row) for row in rows]
+
+    def save_binding(self, binding: Binding) -> None:
+        self._db.execute(
+            "INSERT INTO registrations (user, contact, expires_at, source, transport, call_id, cseq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user, contact) DO UPDATE SET "
+            "expires_at = excluded.expires_at, source = excluded.source, transport = excluded.transport, "
+            "call_id = excluded.call_id, cseq = excluded.cseq",
+            (
+                binding.user,
+                binding.contact,
+                binding.expires_at,
+                binding.source,
+                binding.transport,
+                binding.call_id,
+                binding.cseq,
+            ),
+        )
+
+    def delete_binding(self, user: str, contact: str) -> None:
+        self._db.execute("DELETE FROM registrations WHERE user = ? AND contact = ?", (user, contact))
+
+    def delete_bindings(self, user: str) -> None:
+        self._db.execute("DELETE FROM registrations WHERE user = ?", (user,))
+
+    def purge_bindings(self, now: float) -> int:
+        """Forget expired contacts; returns how many."""
+        return self._db.execute("DELETE FROM registrations WHERE expires_at <= ?", (now,)).rowcount
 
     def tables(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]

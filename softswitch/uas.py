@@ -3,15 +3,19 @@
 This is the transaction user of `SipEndpoint` until the registrar, router and B2BUA take over their
 methods: it runs the UAS checks of 8.2 in the RFC's order (method, Request-URI scheme, Require, content
 type, Accept), answers OPTIONS with our capabilities (11.2), CANCEL by its INVITE (9.2), in-dialog
-requests with 481 (no dialog exists yet), and everything else that passes the checks with 404.
+requests with 481 (no dialog exists yet), REGISTER through the registrar, and everything else that
+passes the checks with 404 until the router exists.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
+from collections.abc import Callable
 
 from softswitch.logs import event
+from softswitch.registrar import Registrar
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, Response, build_response
 from softswitch.sip.transaction import RequestReceived, StrayResponse
@@ -30,8 +34,12 @@ IN_DIALOG = frozenset(("BYE", "INFO", "UPDATE", "REFER", "NOTIFY", "PRACK"))
 class BasicUas:
     """Answers requests with the checks of RFC 3261 8.2; `route` decides INVITE/REGISTER later."""
 
-    def __init__(self, user_agent: str = "softswitch"):
+    def __init__(
+        self, user_agent: str = "softswitch", registrar: Registrar | None = None, clock: Callable[[], float] = time.time
+    ):
         self.user_agent = user_agent
+        self.registrar = registrar
+        self.clock = clock  # Unix time, for registrations (the transaction layer has its own)
 
     def __call__(self, endpoint: SipEndpoint, ev: object) -> None:
         if isinstance(ev, RequestReceived):
@@ -44,6 +52,13 @@ class BasicUas:
         if request.method == "ACK" or ev.key is None:
             return  # an ACK is answered by nothing (17.1.1.3, 13.3.1.4)
         status, extra = self.check(request)
+        if request.method == "REGISTER" and status == 404 and self.registrar is not None:
+            flow = ev.source
+            source = f"{flow.remote[0]}:{flow.remote[1]}"
+            response = self.registrar.register(request, source, flow.transport, self.clock())
+            response.add("Server", self.user_agent)
+            endpoint.respond(ev.key, response)
+            return
         if request.method == "CANCEL" and status == 200:
             invite_key = endpoint.txns.find_invite_for_cancel(request)
             if invite_key is None:

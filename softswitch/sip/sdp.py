@@ -272,8 +272,7 @@ def _parse_crypto(value: str) -> Crypto:
     return Crypto(_int(parts[0], "crypto tag", limit=999_999_999), parts[1], parts[2], tuple(parts[3:]))
 
 
-# The attributes checked while parsing: a value the pattern matches passes the check (the rtpmap pattern has
-# payload type <= 127 and channels > 0 built in), any other goes through the check, for its precise error.
+# Checked while parsing: a value matching the pattern passes the check, any other goes through it (rtpmap: pt <= 127).
 _RTPMAP_OK = re.compile(r"(?:0?[0-9]{1,2}|1[01][0-9]|12[0-7])[ \t]+[^ \t/]+/[0-9]{1,10}(?:/(?!0*\Z)[0-9]{1,3})?")
 _ATTRIBUTE_CHECKS = {
     "rtpmap": (_RTPMAP_OK, _parse_rtpmap),
@@ -501,9 +500,8 @@ class SessionDescription:
 
 
 def _fast_constructor(cls: type) -> type:
-    """A class whose call with every field builds the very object `cls(...)` would, for a frozen slotted dataclass,
-    2-4 times quicker than its __init__ that pays an object.__setattr__ call per field (the main cost of parsing
-    before): a plain twin of the same layout, whose instance takes on `cls` as its `__class__` once filled."""
+    """A class whose call with every field builds the very object `cls(...)` would, 2-4 times quicker than a frozen
+    __init__ paying an object.__setattr__ call per field: a plain twin that takes on `cls` once filled."""
 
     def become(obj: object) -> None:
         obj.__class__ = cls
@@ -514,13 +512,11 @@ def _fast_constructor(cls: type) -> type:
 
 _new_origin, _new_connection, _new_bandwidth = map(_fast_constructor, (Origin, Connection, Bandwidth))
 _new_attribute, _new_media, _new_session = map(_fast_constructor, (Attribute, MediaDescription, SessionDescription))
-_BINARY = bytes | bytearray | memoryview
 
 
 def _split_lines(data: bytes | bytearray | memoryview | str) -> list[str]:
-    """The body's lines (index + 1 is the line number), without CRLF; other line ends leave a CR that _parse
-    strips with the trailing spaces, which is only right when each CR ends a line: if not, this raises."""
-    if isinstance(data, _BINARY):
+    """The body's lines (index + 1 is the line number). A CR left in one (no CRLF) ends it, or this raises."""
+    if isinstance(data, (bytes, bytearray, memoryview)):  # a tuple: a union is built again on each call
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -576,8 +572,9 @@ def _parse_origin(value: str) -> Origin:
     parts = _fields(value)
     if len(parts) != 6:
         raise SdpError(f"o=: expected 6 fields, got {len(parts)}")
-    username, sess_id, version, *rest = parts
-    return _new_origin(username, _int(sess_id, "o= sess-id"), _int(version, "o= sess-version"), *rest)
+    username, sess_id, version, nettype, addrtype, address = parts
+    session, sess_version = _int(sess_id, "o= sess-id"), _int(version, "o= sess-version")
+    return _new_origin(username, session, sess_version, nettype, addrtype, address)
 
 
 def _parse_bandwidth(value: str) -> Bandwidth:
@@ -631,8 +628,6 @@ def _parse(lines: list[str]) -> SessionDescription:
             if not (line := line.rstrip(" \t\r")):
                 continue
             kind, eq, value = line.partition("=")
-            if not eq:
-                raise SdpError("malformed line")  # never seen: the caller's _check_lines raises the precise error
             if kind == "a":
                 name, colon, rest = value.partition(":")
                 if name in checks:
@@ -654,8 +649,8 @@ def _parse(lines: list[str]) -> SessionDescription:
                     media.append(_new_media(*head, *section))
                 head, title, key = _parse_media_line(value), None, None
                 connections, bandwidths, attributes = [], [], []
-            elif kind not in _LINE_TYPES:  # not one letter, or not a known one
-                raise SdpError("malformed line")  # as above
+            elif not eq or kind not in _LINE_TYPES:  # "a", "b" and "m" without "=" raised above too
+                raise SdpError("malformed line")  # never seen: the caller's _check_lines raises the precise error
             elif kind == "v":
                 raise SdpError("v= may only be the first line")
             elif head is not None:
@@ -697,6 +692,6 @@ def _parse(lines: list[str]) -> SessionDescription:
     if origin is None or "s" not in texts:
         raise SdpError("missing o= or s= line")
     get = texts.get
-    head = (origin, texts["s"], 0, get("i"), get("u"), tuple(emails), tuple(phones), connection)
-    tail = (tuple(session_bandwidths), tuple(timings), get("z"), get("k"), tuple(session_attributes), tuple(media))
-    return _new_session(*head, *tail)
+    described = (origin, texts["s"], 0, get("i"), get("u"), tuple(emails), tuple(phones), connection)
+    content = (tuple(session_bandwidths), tuple(timings), get("z"), get("k"), tuple(session_attributes), tuple(media))
+    return _new_session(*described, *content)

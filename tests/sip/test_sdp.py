@@ -3,6 +3,10 @@ and hypothesis properties (structured round trip; only SdpError escapes parse())
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -517,3 +521,168 @@ def test_sdp_hypothesis_mutated_valid_body_only_sdp_error(sdp: SessionDescriptio
     insert = data.draw(st.text(max_size=5))
     cut = data.draw(st.integers(0, 5))
     _parse_or_sdp_error(text[:position] + insert + text[position + cut :])
+
+
+# --- the fast paths of parse(): line ends, structure first, checked attributes, the objects built -------------------
+
+
+def _head(eol: str = "\r\n") -> str:
+    return eol.join(["v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0", ""])
+
+
+@pytest.mark.parametrize("body", [ASTERISK_OFFER, BARESIP_OFFER, RFC8866_EXAMPLE, SRTP_OFFER])
+def test_sdp_line_ends_crlf_lf_mixed_and_a_last_lone_cr_parse_alike(body: str) -> None:
+    expected = SessionDescription.parse(body)
+    lines = body.split("\r\n")
+    mixed = "".join(line + ("\r\n" if i % 2 else "\n") for i, line in enumerate(lines[:-1]))
+    for variant in (body.replace("\r\n", "\n"), mixed, body[:-1], body[:-2] + "\r", body + "\r\n \t\r\n\n"):
+        assert SessionDescription.parse(variant) == expected
+        assert SessionDescription.parse(variant.encode()) == expected
+
+
+def test_sdp_fields_split_on_runs_of_spaces_and_tabs() -> None:
+    spaced = "v=0\r\no=- \t1  1 IN\tIP4 192.0.2.1\r\ns=-\r\nc= IN  IP4\t192.0.2.1 \r\n"
+    spaced += "t=0\t0\r\nm=audio  4000\tRTP/AVP 0  8\r\n"
+    assert SessionDescription.parse(spaced) == SessionDescription.parse(_head() + "m=audio 4000 RTP/AVP 0 8\r\n")
+
+
+def test_sdp_values_keep_other_unicode_line_breaks() -> None:
+    sdp = SessionDescription.parse("v=0\r\no=- 1 1 IN IP4 h\r\ns=a\x0bb\x0c\x1c\x85\u2028c\u2029\r\ni=x\x1d\x1e\r\n")
+    assert (sdp.name, sdp.info) == ("a\x0bb\x0c\x1c\x85\u2028c\u2029", "x\x1d\x1e")
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "reason"),
+    [
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=\rx\r\n", 3, "stray CR"),
+        ("v=0\r\r\no=- 1 1 IN IP4 h\r\ns=-\r\n", 1, "stray CR"),
+        ("v=0\no=- 1 1 IN IP4 h\r \r\ns=-\n", 2, "stray CR"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\r", 3, "stray CR"),
+        ("v=0\r\nnonsense\r\ns=\x00\r\n", 2, "<type>=<value>"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=\x00\r\nbad\r\n", 3, "NUL"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nt=x\r\nm=audio 1 RTP/AVP 0\r\nnonsense\r\n", 6, "<type>=<value>"),
+        ("v=0\r\no=- x 1 IN IP4 h\r\ns=-\r\nX=1\r\n", 4, "unknown line type 'X'"),
+        ("o=- 1 1 IN IP4 h\r\nv=0\r\n\r\nv\r\n", 4, "<type>=<value>"),
+        ("\r\n \r\nv=2\r\n", 3, "unsupported SDP version"),
+        ("\r\n \r\no=- 1 1 IN IP4 h\r\n", 3, "starts with v="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\n=x\r\n", 4, "got '=x'"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nab=c\r\n", 4, "got 'ab=c'"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\nv=0\r\n", 5, "first line"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\no=- 2 2 IN IP4 h\r\n", 4, "duplicate o="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nc=IN IP4 h\r\n", 5, "duplicate session-level c="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nu=x\r\nu=y\r\n", 5, "duplicate u="),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\nk=a\r\nk=b\r\n", 6, "duplicate k= line in a media"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\nb=AS 1\r\n", 5, "b="),
+        ("v=0\r\no=- 123456789012345678901 1 IN IP4 h\r\ns=-\r\n", 2, "sess-id: expected a number"),
+    ],
+)
+def test_sdp_error_line_and_reason(body: str, line: int, reason: str) -> None:
+    """The first malformed line (stray CR, NUL, no '<type>=', unknown type) wins over any earlier other error."""
+    variants = [body, body.encode()] + ([] if reason == "stray CR" else [body.replace("\r\n", "\n")])
+    for data in variants:
+        with pytest.raises(SdpError, match=reason) as info:
+            SessionDescription.parse(data)
+        assert info.value.line == line
+
+
+@pytest.mark.parametrize("bad", ["a", "b", "m", "e", "p", "s", "t", "r", "i", "k", "c", "o", "z", "u", "v"])
+@pytest.mark.parametrize("media", ["", "m=audio 1 RTP/AVP 0\r\n"])
+def test_sdp_line_without_equals_sign_is_malformed(bad: str, media: str) -> None:
+    body = "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nt=0 0\r\n" + media + bad + "\r\na=x\r\n"
+    with pytest.raises(SdpError, match=f"expected '<type>=<value>', got '{bad}'") as info:
+        SessionDescription.parse(body)
+    assert info.value.line == (6 if media else 5)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "error"),
+    [
+        ("rtpmap:0 PCMU/8000", None),
+        ("rtpmap:99 X/1", None),
+        ("rtpmap:099 X/1", None),
+        ("rtpmap:119 X/90000/2", None),
+        ("rtpmap:127 X/8000", None),
+        ("rtpmap:128 X/8000", "out of range"),
+        ("rtpmap:200 X/8000", "out of range"),
+        ("rtpmap:0127 X/8000", "rtpmap: expected"),
+        ("rtpmap:1\t X/8000/010", None),
+        ("rtpmap:1 X/8000/00", "zero channels"),
+        ("rtpmap:1 X/8000/000", "zero channels"),
+        ("rtpmap:1 X/8000/1000", "rtpmap: expected"),
+        ("rtpmap:1 X/", "rtpmap: expected"),
+        ("ptime:20", None),
+        ("ptime:20.125", None),
+        ("maxptime:1234567", "ptime"),
+        ("ptime:20.", "ptime"),
+        ("fmtp:101 0-16", None),
+        ("fmtp:101", None),
+        ("fmtp: 101", "fmtp"),
+        ("rtcp:65535", None),
+        ("rtcp:65536", "rtcp port"),
+        ("crypto:1 AES inline:x", None),
+        ("crypto:1000000000 AES inline:x", "crypto tag"),
+    ],
+)
+def test_sdp_checked_attribute_boundaries(attribute: str, error: str | None) -> None:
+    body = _head() + "m=audio 1 RTP/AVP 0\r\na=" + attribute + "\r\n"
+    if error is None:
+        _exercise(SessionDescription.parse(body))
+    else:
+        with pytest.raises(SdpError, match=error) as info:
+            SessionDescription.parse(body)
+        assert info.value.line == 7
+
+
+_ATTRIBUTE_VALUE_CHARS = st.sampled_from([*"0123456789 \t/.:-_xX", "12", "7", "/0", "00", "127", "128"])
+
+
+@settings(max_examples=500)
+@given(st.sampled_from(["rtpmap", "fmtp", "ptime", "maxptime", "rtcp", "crypto"]), st.lists(_ATTRIBUTE_VALUE_CHARS))
+def test_sdp_hypothesis_checked_attribute_accepted_iff_its_accessor_parses_it(name: str, chars: list[str]) -> None:
+    """parse() checks these values quickly; it must accept exactly those the accessors can read."""
+    value = "".join(chars).rstrip(" \t")
+    media = MediaDescription("audio", 1, "RTP/AVP", ("0",), attributes=(Attribute(name, value),))
+    try:
+        _ = (media.codecs, media.fmtp(0), media.ptime, media.maxptime, media.rtcp, media.crypto)
+        readable = True
+    except SdpError:
+        readable = False
+    body = _head() + f"m=audio 1 RTP/AVP 0\r\na={name}:{value}\r\n"
+    try:
+        parsed = SessionDescription.parse(body)
+    except SdpError as exc:
+        assert not readable
+        assert exc.line == 7
+    else:
+        assert readable
+        assert parsed.media == (media,)
+
+
+def test_sdp_parsed_objects_are_ordinary_frozen_instances() -> None:
+    sdp = SessionDescription.parse(BARESIP_OFFER)
+    audio = sdp.media[0]
+    built = [sdp, sdp.origin, sdp.connection, audio, audio.bandwidths[0], audio.attributes[0]]
+    expected = (SessionDescription, Origin, Connection, MediaDescription, Bandwidth, Attribute)
+    for obj, cls in zip(built, expected, strict=True):
+        assert type(obj) is cls
+        assert obj == copy.copy(obj) == pickle.loads(pickle.dumps(obj))
+        assert hash(obj) == hash(dataclasses.replace(obj))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, dataclasses.fields(obj)[0].name, None)
+    assert Attribute("rtpmap", "96 opus/48000/2") == audio.attributes[0]
+    assert sdp.origin == Origin("-", 2890844526, 2890844527, "IN", "IP4", "198.51.100.7")
+    assert audio.bandwidths == (Bandwidth("AS", 64),)
+
+
+def test_sdp_repeat_lines_do_not_leak_between_parses() -> None:
+    repeated = SessionDescription.parse(_head() + "r=7d 1h 0 25h\r\nr=1d 1h 0\r\n")
+    assert repeated.timings == (Timing(0, 0, ("7d 1h 0 25h", "1d 1h 0")),)
+    assert SessionDescription.parse(_head()).timings == (Timing(0, 0),)
+
+
+def test_sdp_bytearray_and_memoryview_bodies() -> None:
+    data = BARESIP_OFFER.encode()
+    expected = SessionDescription.parse(data)
+    assert SessionDescription.parse(bytearray(data)) == expected
+    assert SessionDescription.parse(memoryview(data)) == expected
+    assert SessionDescription.parse(memoryview(data + data)[: len(data)]) == expected

@@ -9,7 +9,10 @@ import pytest
 from helpers import free_port
 
 from softswitch.config import ListenAddress
+from softswitch.registrar import Registrar
+from softswitch.sip.auth import Challenge, DigestClient
 from softswitch.sip.message import parse
+from softswitch.store import Store
 from softswitch.transport.endpoint import SipEndpoint
 from softswitch.uas import BasicUas
 
@@ -160,3 +163,29 @@ async def test_endpoint_cancel_ends_invite_with_487(endpoint):
     )
     assert [(r.cseq.method, r.status) for r in got] == [("CANCEL", 200), ("INVITE", 487)]
     sock.close()
+
+
+async def test_endpoint_register_with_digest_over_udp(tmp_path):
+    store = Store.open(tmp_path / "sw.db")
+    port = free_port(also_udp=True)
+    ep = SipEndpoint(BasicUas(registrar=Registrar(store, {"alice": "pw"}.get, "example.test")))
+    await ep.listen(ListenAddress("udp", "127.0.0.1", port))
+    try:
+        via = "SIP/2.0/UDP 10.9.9.9:5062;branch=z9hG4bKr{};rport"
+        reg = request(
+            "REGISTER", via.format(1), extra="Contact: <sip:alice@10.9.9.9:5062>\r\n", uri="sip:example.test"
+        ).replace(b"bob@example.com", b"alice@example.test")
+        (challenge,) = await udp_exchange(port, reg)
+        assert challenge.status == 401
+        auth = DigestClient("alice", "pw").authorize(
+            Challenge.parse(challenge.get("WWW-Authenticate")), "REGISTER", "sip:example.test"
+        )
+        again = reg.replace(b"z9hG4bKr1", b"z9hG4bKr2").replace(b"CSeq: 1", b"CSeq: 2")
+        again = again.replace(b"Content-Length", f"Authorization: {auth}\r\nContent-Length".encode(), 1)
+        (ok,) = await udp_exchange(port, again)
+        assert ok.status == 200 and ok.get("Contact") == "<sip:alice@10.9.9.9:5062>;expires=3600"
+        (binding,) = store.bindings("alice", 0)
+        assert binding.source.startswith("127.0.0.1:") and binding.transport == "udp"  # the NAT'd source
+    finally:
+        await ep.close()
+        store.close()

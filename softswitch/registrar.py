@@ -1,0 +1,120 @@
+"""The registrar (RFC 3261 10.3): REGISTER with digest authentication, bindings kept in the store.
+
+Processing follows 10.3's steps: the To user must be one of ours (an unknown user is answered exactly
+like a wrong password, so users cannot be enumerated); the request must carry valid credentials for that
+user (401 with one challenge per algorithm, `stale=true` when only the nonce expired); then each Contact
+is added, refreshed or removed, with its expiry bounded (423 with Min-Expires below the minimum, capped at
+the maximum), `*` with `Expires: 0` removing them all, and a Call-ID/CSeq older than the binding's refused
+(500, step 7). The 200 lists every current contact with its remaining time. Time is passed in (`now`,
+Unix seconds), so the rules are testable without a clock.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from softswitch.sip.auth import Algorithm, DigestServer
+from softswitch.sip.errors import SipParseError
+from softswitch.sip.message import Request, Response, build_response
+from softswitch.store import Binding, Store
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarPolicy:
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+
+
+class Registrar:
+    def __init__(
+        self,
+        store: Store,
+        passwords: Callable[[str], str | None],
+        realm: str,
+        policy: RegistrarPolicy | None = None,
+        secret: bytes | None = None,
+    ):
+        self.store = store
+        self.passwords = passwords
+        self.policy = policy or RegistrarPolicy()
+        self.digest = DigestServer(realm, secret or secrets.token_bytes(32))
+
+    def register(self, request: Request, source: str, transport: str, now: float) -> Response:
+        """The response to a REGISTER received from `source` ("host:port") over `transport`."""
+        try:
+            to_uri = request.to.sip_uri
+        except SipParseError:
+            return build_response(request, 400, "Bad To", to_tag=_tag())
+        user = to_uri.user or ""
+        result = self.digest.verify(
+            "REGISTER",
+            request.get_all("Authorization"),
+            request.uri_text,
+            lambda name, algorithm: self._lookup(name, algorithm),
+            now,
+        )
+        if not result.ok:
+            return self._challenge(request, now, result.stale)
+        if result.username != user:
+            return build_response(request, 403, "Credentials Do Not Match the To User", to_tag=_tag())
+        contacts = request.get_all("Contact")
+        header_expires = _int(request.get("Expires"))
+        if contacts == ["*"]:
+            if header_expires != 0:
+                return build_response(request, 400, "Wildcard Contact Needs Expires: 0", to_tag=_tag())
+            self.store.delete_bindings(user)
+            return self._ok(request, user, now)
+        updates = []
+        for address in request.contacts:
+            expires = _int(address.params.get("expires"))
+            expires = header_expires if expires is None else expires
+            expires = self.policy.default_expires if expires is None else expires
+            if 0 < expires < self.policy.min_expires:
+                return build_response(
+                    request, 423, to_tag=_tag(), headers=[("Min-Expires", str(self.policy.min_expires))]
+                )
+            updates.append((str(address.uri), min(expires, self.policy.max_expires)))
+        current = {b.contact: b for b in self.store.bindings(user, now)}
+        for contact, _ in updates:
+            old = current.get(contact)
+            if old is not None and old.call_id == request.call_id and old.cseq >= request.cseq.seq:
+                return build_response(request, 500, "Out of Order REGISTER", to_tag=_tag())
+        for contact, expires in updates:
+            if expires == 0:
+                self.store.delete_binding(user, contact)
+            else:
+                self.store.save_binding(
+                    Binding(user, contact, now + expires, source, transport, request.call_id, request.cseq.seq)
+                )
+        return self._ok(request, user, now)
+
+    def contacts(self, user: str, now: float) -> list[Binding]:
+        return self.store.bindings(user, now)
+
+    def _lookup(self, name: str, algorithm: Algorithm) -> str | None:
+        return self.passwords(name)
+
+    def _challenge(self, request: Request, now: float, stale: bool) -> Response:
+        headers = [("WWW-Authenticate", value) for value in self.digest.challenges(now, stale=stale)]
+        return build_response(request, 401, to_tag=_tag(), headers=headers)
+
+    def _ok(self, request: Request, user: str, now: float) -> Response:
+        headers = [
+            ("Contact", f"<{b.contact}>;expires={max(int(b.expires_at - now), 0)}")
+            for b in self.store.bindings(user, now)
+        ]
+        return build_response(request, 200, to_tag=_tag(), headers=headers)
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    text = text.strip()
+    return min(int(text), 2**32 - 1) if text.isdigit() and text.isascii() else None
+
+
+def _tag() -> str:
+    return secrets.token_hex(4)
