@@ -348,12 +348,12 @@ static void on_readable(engine_t *e, int id)
             continue;
         if (!is_rtcp && pt == l->te_pt && l->te_pt >= 0)
             te_receive(e, id, l, pkt + hdr, len, rd32(pkt + 4));
-        if (l->jb_on) {
-            if (!is_rtcp && pt == l->pt)
-                jb_push(&l->jb, seq, rd32(pkt + 4), pt, (pkt[1] & 0x80) != 0, pkt + hdr, len, e->now_ns);
-        } else if (l->peer >= 0 && e->legs[l->peer].used) {
+        /* a processed leg's audio only goes into its jitter buffer; a tapped one (recorded while relayed)
+         * goes there as a copy and is forwarded at once as well */
+        if (l->jb_on && !is_rtcp && pt == l->pt)
+            jb_push(&l->jb, seq, rd32(pkt + 4), pt, (pkt[1] & 0x80) != 0, pkt + hdr, len, e->now_ns);
+        if (l->peer >= 0 && e->legs[l->peer].used)
             forward(e, l, &e->legs[l->peer], pkt, n, is_rtcp);
-        }
     }
 }
 
@@ -403,29 +403,33 @@ static void arm_timer(engine_t *e)
     e->timer_armed = want;
 }
 
-/* Relay needs exactly two legs and nothing to do with their audio; anything else is processed. */
+/* Relay needs exactly two legs and nothing to change in their audio; anything else is processed. A
+ * relayed group that is recorded is "tapped": packets are still forwarded on arrival (no added latency)
+ * and a copy goes through each leg's jitter buffer to the recorder on the tick. */
 void group_update_mode(engine_t *e, int gid)
 {
     group_t *g = &e->groups[gid];
-    int processed = 0;
+    int processed = 0, tapped = 0;
     if (g->used) {
-        processed = g->forced || g->n != 2 || g->rec != NULL;
+        processed = g->forced || g->n != 2;
         for (int i = 0; !processed && i < g->n; i++) {
             leg_t *m = &e->legs[g->members[i]];
             processed = m->play != NULL || m->muted || m->gain != 1.0f;
         }
+        tapped = !processed && g->rec != NULL;
     }
-    if (processed != g->processed) {
-        e->processed_groups += processed ? 1 : -1;
-        g->processed = processed;
-    }
+    int ticking = processed || tapped;
+    if (ticking != (g->processed || g->tapped))
+        e->processed_groups += ticking ? 1 : -1;
+    g->processed = processed;
+    g->tapped = tapped;
     for (int i = 0; i < g->n; i++) {
         leg_t *m = &e->legs[g->members[i]];
-        if (processed && !m->jb_on) {
+        if (ticking && !m->jb_on) {
             jb_init(&m->jb, 2, 10);
             m->jb_on = 1;
             m->conceal = 0;
-        } else if (!processed) {
+        } else if (!ticking) {
             m->jb_on = 0;
         }
         m->st.processed = (uint32_t)processed;
@@ -623,13 +627,13 @@ static void on_tick(engine_t *e)
     if (expirations > 1)
         e->late_ticks += expirations - 1; /* one tick runs per wake-up: we fell behind, not ahead */
     for (int gid = 0; gid < e->max_legs; gid++)
-        if (e->groups[gid].used && e->groups[gid].processed)
+        if (e->groups[gid].used && (e->groups[gid].processed || e->groups[gid].tapped))
             group_tick(e, gid);
     int busy = 0;
     for (int id = 0; id < e->max_legs; id++) {
         leg_t *l = &e->legs[id];
         if (l->used && te_busy(l)) {
-            if (!l->jb_on)
+            if (l->group < 0 || !e->groups[l->group].processed)
                 te_tick(e, l); /* processed legs send their events from group_tick */
             busy = 1;
         }

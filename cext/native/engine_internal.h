@@ -79,7 +79,7 @@ typedef struct {
 } leg_t;
 
 typedef struct {
-    int used, forced, processed, n;
+    int used, forced, processed, tapped, n;
     int members[MAX_MEMBERS];
     wav_writer_t *rec;
     int rec_channels, rec_paused, rec_id;
@@ -90,7 +90,7 @@ struct engine {
     leg_t *legs;
     group_t *groups;
     int epfd, cmdfd, evfd, timerfd;
-    int timer_armed, processed_groups;
+    int timer_armed, processed_groups; /* groups that tick: processed or tapped */
     pthread_t thread;
     int started, stopping;
     clockid_t cpu_clock;

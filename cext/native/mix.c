@@ -118,6 +118,8 @@ void group_tick(engine_t *e, int gid)
         }
         wav_write(g->rec, frames, FRAME);
     }
+    if (!g->processed)
+        return; /* tapped: the packets were relayed on arrival; the tick only fed the recorder */
     int ended[MAX_MEMBERS];
     int n_ended = 0;
     for (int k = 0; k < g->n; k++) {

@@ -28,7 +28,7 @@ static void report(engine_t *e, int id, leg_t *l)
     l->st.dtmf_events++;
     eng_emit(e, &ev);
     /* on the processed path packets are not forwarded: regenerate the digit on the other party */
-    if (l->jb_on && l->group >= 0 && e->groups[l->group].n == 2) {
+    if (l->group >= 0 && e->groups[l->group].processed && e->groups[l->group].n == 2) {
         group_t *g = &e->groups[l->group];
         leg_t *other = &e->legs[g->members[g->members[0] == id ? 1 : 0]];
         te_queue(other, l->te_rx_event, l->te_rx_duration / 8 > 40 ? l->te_rx_duration / 8 : 40);

@@ -183,9 +183,6 @@ class Timing:
     repeats: tuple[str, ...] = ()
 
 
-_UNTIMED = Timing()  # t=0 0, shared (like the default of SessionDescription.timings)
-
-
 @dataclass(frozen=True, slots=True)
 class Attribute:
     """a=<name> (a flag, `value` None) or a=<name>:<value> (value kept verbatim)."""
@@ -272,10 +269,9 @@ def _parse_crypto(value: str) -> Crypto:
     return Crypto(_int(parts[0], "crypto tag", limit=999_999_999), parts[1], parts[2], tuple(parts[3:]))
 
 
-# Checked while parsing: a value matching the pattern passes the check, any other goes through it (rtpmap: pt <= 127).
-_RTPMAP_OK = re.compile(r"(?:0?[0-9]{1,2}|1[01][0-9]|12[0-7])[ \t]+[^ \t/]+/[0-9]{1,10}(?:/(?!0*\Z)[0-9]{1,3})?")
-_ATTRIBUTE_CHECKS = {
-    "rtpmap": (_RTPMAP_OK, _parse_rtpmap),
+_RTPMAP_OK = re.compile(r"(?:1[01][0-9]|12[0-7]|0?[0-9]{1,2})[ \t]+[^ \t/]+/[0-9]{1,10}(?:/(?!0*\Z)[0-9]{1,3})?")
+_ATTRIBUTE_CHECKS = {  # checked while parsing: a value the pattern matches passes, any other goes through the check
+    "rtpmap": (_RTPMAP_OK, _parse_rtpmap),  # the pattern has payload type <= 127 and channels > 0 built in
     "fmtp": (_FMTP, _parse_fmtp),
     "ptime": (_PTIME, _parse_ptime),
     "maxptime": (_PTIME, _parse_ptime),
@@ -431,9 +427,10 @@ class SessionDescription:
         lines = _split_lines(data)
         try:
             return _parse(lines)
-        except SdpError:
-            _check_lines(lines)  # a malformed line anywhere outranks the first other error
-            raise
+        except SdpError as exc:
+            error = exc
+        _check_lines(lines)  # a malformed line anywhere outranks the first other error
+        raise error
 
     def serialize(self) -> bytes:
         return self.to_text().encode("utf-8")
@@ -500,8 +497,10 @@ class SessionDescription:
 
 
 def _fast_constructor(cls: type) -> type:
-    """A class whose call with every field builds the very object `cls(...)` would, 2-4 times quicker than a frozen
-    __init__ paying an object.__setattr__ call per field: a plain twin that takes on `cls` once filled."""
+    """For a frozen slotted dataclass, a plain twin whose call with every field builds the very object `cls(...)`
+    would, 2-4 times quicker: a frozen __init__ pays an object.__setattr__ call per field (the main cost of parsing),
+    the twin's fills its slots directly, then the instance takes on `cls` as `__class__` (allowed between classes of
+    identical layout). Nothing changes for the frozen classes themselves."""
 
     def become(obj: object) -> None:
         obj.__class__ = cls
@@ -512,13 +511,15 @@ def _fast_constructor(cls: type) -> type:
 
 _new_origin, _new_connection, _new_bandwidth = map(_fast_constructor, (Origin, Connection, Bandwidth))
 _new_attribute, _new_media, _new_session = map(_fast_constructor, (Attribute, MediaDescription, SessionDescription))
+_UNTIMED = Timing()  # t=0 0, shared like the default of SessionDescription.timings
 
 
 def _split_lines(data: bytes | bytearray | memoryview | str) -> list[str]:
-    """The body's lines (index + 1 is the line number). A CR left in one (no CRLF) ends it, or this raises."""
+    """The body's lines (index + 1 is the line number): split at CRLF if all lines end so, else at LF, leaving CRs
+    for _parse to strip with trailing spaces; that is right for a CR ending a line only, so any other raises here."""
     if isinstance(data, (bytes, bytearray, memoryview)):  # a tuple: a union is built again on each call
         try:
-            text = bytes(data).decode("utf-8")
+            text = (data if isinstance(data, bytes) else bytes(data)).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise SdpError(f"body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     elif not isinstance(data, str):
@@ -531,12 +532,10 @@ def _split_lines(data: bytes | bytearray | memoryview | str) -> list[str]:
             except UnicodeEncodeError:
                 raise SdpError("body holds unpaired surrogates") from None
     lines = text.split("\r\n")
-    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:  # not CRLF throughout
+    if not (crlf := text.count("\n") == len(lines) - 1 == text.count("\r")):  # not CRLF throughout
         lines = text.split("\n")
-        if text.count("\r") != text.count("\r\n") + text.endswith("\r"):
-            _check_lines(lines)  # some line holds a stray CR: raises
-    if "\x00" in text:
-        _check_lines(lines)  # some line holds a NUL: raises
+    if "\x00" in text or (not crlf and text.count("\r") != text.count("\r\n") + text.endswith("\r")):
+        _check_lines(lines)  # a NUL, or a CR not ending its line, is inside some line: raises
     return lines
 
 
