@@ -29,8 +29,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Benchmarks need the bench extras and, for the media reference, Debian's rtpengine-daemon.
 bench: build
+	$(BIN)/pip install -q -e '.[dev,bench]' --no-build-isolation
 	$(BIN)/python bench/g711.py --quick
+	$(BIN)/python bench/sip_parse.py --quick
+	$(BIN)/python bench/media_load.py --quick
 
 clean:
 	rm -rf build cext/*.c cext/*.so .pytest_cache .ruff_cache

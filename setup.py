@@ -10,7 +10,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-ENGINE_PARTS = ["jitter", "wav", "rfc4733", "mix", "rtcp"]  # C kernels the media thread calls directly, when present
+# C kernels the media thread calls directly (linked into cext.engine when present)
+ENGINE_PARTS = ["groups", "jitter", "wav", "rfc4733", "mix", "rtcp"]
 
 
 def sources(name: str) -> list[str]:

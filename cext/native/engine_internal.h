@@ -110,7 +110,12 @@ void eng_emit(engine_t *e, const eng_event_t *ev);
 void eng_emit_leg(engine_t *e, int type, int leg_id);
 int leg_sendto(leg_t *l, const uint8_t *pkt, size_t n);
 void leg_send_frame(engine_t *e, leg_t *l, int pt, int marker, const uint8_t *payload, int len, uint32_t ts);
+
+/* groups.c */
+void arm_timer(engine_t *e);   /* arm or disarm the 20 ms tick as groups and digit senders need it */
 void group_update_mode(engine_t *e, int gid);
+void group_join(engine_t *e, int id, int gid);
+void group_leave(engine_t *e, int id);
 
 /* mix.c */
 void group_tick(engine_t *e, int gid);
