@@ -46,8 +46,8 @@ class Registrar:
         """The response to a REGISTER received from `source` ("host:port") over `transport`."""
         try:
             to_uri = request.to.sip_uri
-        except SipParseError:
-            return build_response(request, 400, "Bad To", to_tag=_tag())
+        except SipParseError:  # not an address of record this registrar could hold (10.3 step 3)
+            return build_response(request, 404, "Not a SIP Address of Record", to_tag=_tag())
         user = to_uri.user or ""
         result = self.digest.verify(
             "REGISTER",

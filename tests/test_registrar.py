@@ -143,3 +143,9 @@ def test_registrar_stale_nonce_is_flagged(registrar):
     auth = DigestClient("alice", "secret-a").authorize(challenge, "REGISTER", "sip:example.test")
     late = registrar.register(register("alice", ["<sip:alice@h.example>"], auth=auth), "x:1", "udp", NOW + 3600)
     assert late.status == 401 and Challenge.parse(late.get_all("WWW-Authenticate")[0]).stale
+
+
+def test_registrar_non_sip_address_of_record_is_404(registrar):
+    request = register("alice", ["<sip:alice@h.example>"])
+    request.set("To", "isbn:2983792873")
+    assert registrar.register(request, "x:1", "udp", NOW).status == 404
