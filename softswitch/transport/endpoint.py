@@ -21,7 +21,7 @@ from softswitch.config import ListenAddress
 from softswitch.logs import event
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.framer import PING, StreamFramer
-from softswitch.sip.message import Request, error_response, parse
+from softswitch.sip.message import Request, build_response, error_response, parse
 from softswitch.sip.transaction import TimerConfig, TransactionLayer, Transmit
 from softswitch.transport.sockets import BindError, os_reason, udp_socket
 
@@ -160,12 +160,17 @@ class SipEndpoint:
         except SipParseError as exc:
             self._refuse(exc, flow)
             return
-        if isinstance(msg, Request):
-            self._stamp_via(msg, flow)
-            dest = response_flow(msg, flow)
-        else:
-            dest = flow
-        self.txns.receive(msg, dest, now, reliable=flow.reliable)
+        try:  # what the parser left lazy (lower Vias, list headers) may still be malformed
+            if isinstance(msg, Request):
+                self._stamp_via(msg, flow)
+                dest = response_flow(msg, flow)
+            else:
+                dest = flow
+            self.txns.receive(msg, dest, now, reliable=flow.reliable)
+        except SipParseError as exc:
+            exc.partial = msg
+            self._refuse(exc, flow)
+            return
         self._pump()
 
     def _refuse(self, exc: SipParseError, flow: Flow) -> None:
@@ -214,8 +219,22 @@ class SipEndpoint:
             ev = self.txns.next_event()
             if ev is None:
                 break
-            self.handler(self, ev)
+            try:
+                self.handler(self, ev)
+            except SipParseError as exc:  # the TU read a malformed header: the request deserves a 400
+                self._reject(ev, exc)
         self._arm_timer()
+
+    def _reject(self, ev: object, exc: SipParseError) -> None:
+        request, key = getattr(ev, "request", None), getattr(ev, "key", None)
+        event(log, "sip.malformed", level=logging.INFO, reason=exc.reason, answered=key is not None)
+        self.counters["malformed"] += 1
+        if key is None or not isinstance(request, Request) or request.method == "ACK":
+            return
+        detail = "".join(c if c.isprintable() and c.isascii() else "?" for c in exc.reason)[:120]
+        with contextlib.suppress(ValueError, KeyError):  # the TU may have answered before it failed
+            self.txns.send_response(key, build_response(request, 400, f"Bad Request ({detail})"), self.loop.time())
+            self.counters["answered_400"] += 1
 
     def _send(self, tx: Transmit) -> None:
         flow: Flow = tx.dest

@@ -189,3 +189,18 @@ async def test_endpoint_register_with_digest_over_udp(tmp_path):
     finally:
         await ep.close()
         store.close()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        'Via: SIP/2.0/UDP "unbalanced.invalid;branch=z9hG4bKlow\r\n',  # a lower Via, parsed only when read
+        'Require: "timer, b\r\n',  # a list header the UAS reads (unbalanced quote)
+    ],
+)
+async def test_endpoint_lazily_parsed_garbage_still_gets_400(endpoint, extra):
+    ep, port = endpoint
+    (resp,) = await udp_exchange(port, request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKlz;rport", extra=extra))
+    assert resp.status == 400
+    (ok,) = await udp_exchange(port, request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKl2;rport"))
+    assert ok.status == 200
