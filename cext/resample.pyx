@@ -25,7 +25,7 @@ int16; tests/cext/test_resample.py holds the numpy reference of the same filter 
 """
 
 import math
-import sys
+from cext.buffers import pcm_bytes
 
 import numpy as np
 
@@ -45,8 +45,6 @@ MIN_RATE = 1000
 MAX_RATE = 384000
 _MAX_TABLE = 1 << 22  # coefficients (32 MiB): bounds what an awkward rate ratio may cost
 
-_BYTE_FORMATS = frozenset(("B", "b", "c"))
-_INT16_FORMATS = frozenset(("h", "=h", "@h", "<h" if sys.byteorder == "little" else ">h"))
 _tables: dict = {}
 
 
@@ -142,15 +140,6 @@ def coefficients(int rate):
     return _table(rate).array()
 
 
-cdef const unsigned char[::1] _pcm_bytes(object data):
-    view = memoryview(data)
-    if view.format not in _BYTE_FORMATS and view.format not in _INT16_FORMATS:
-        raise TypeError(f"expected bytes or a native-endian int16 array, got format {view.format!r}")
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    return view.cast("B")
-
-
 cdef inline int16_t _saturate(double acc) noexcept nogil:
     if acc >= 32767.0:
         return 32767
@@ -194,7 +183,7 @@ cdef void _polyphase(const int16_t *x, Py_ssize_t n, int16_t *y, Py_ssize_t n_ou
 
 def to_8k(pcm, int rate):
     """PCM16 mono (bytes or int16 array, native-endian) at `rate` Hz -> int16 numpy array at 8000 Hz."""
-    cdef const unsigned char[::1] raw = _pcm_bytes(pcm)
+    cdef const unsigned char[::1] raw = pcm_bytes(pcm)
     cdef Py_ssize_t n = raw.shape[0] // 2, n_out
     cdef const int16_t *x = <const int16_t *>&raw[0] if n else NULL
     cdef int16_t *y

@@ -8,7 +8,7 @@ time, no write racing the close) when several Python threads share a writer.
 """
 
 import os
-import sys
+from cext.buffers import pcm_bytes
 
 from cpython.pythread cimport (
     PyThread_acquire_lock,
@@ -33,18 +33,6 @@ cdef extern from "native/wav.h" nogil:
 
 RING_SECONDS = WAV_RING_SECONDS
 
-_BYTE_FORMATS = frozenset(("B", "b", "c"))
-_INT16_FORMATS = frozenset(("h", "=h", "@h", "<h" if sys.byteorder == "little" else ">h"))
-
-
-cdef const unsigned char[::1] _pcm_bytes(object data):
-    """Any contiguous buffer of bytes or native int16 as a byte view; anything else is a TypeError."""
-    view = memoryview(data)
-    if view.format not in _BYTE_FORMATS and view.format not in _INT16_FORMATS:
-        raise TypeError(f"expected bytes or a native-endian int16 array, got format {view.format!r}")
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    return view.cast("B")
 
 
 cdef class WavWriter:
@@ -95,7 +83,7 @@ cdef class WavWriter:
 
         Never blocks on the disk: frames that do not fit in the ring are dropped and counted.
         """
-        cdef const unsigned char[::1] buf = _pcm_bytes(data)
+        cdef const unsigned char[::1] buf = pcm_bytes(data)
         cdef Py_ssize_t nbytes = buf.shape[0]
         cdef int frame_bytes = 2 * self.channels
         cdef int frames, accepted = 0

@@ -73,6 +73,18 @@ void eng_emit(engine_t *e, const eng_event_t *ev)
     pthread_mutex_unlock(&e->ev_lock);
 }
 
+void eng_emit_values(engine_t *e, int type, int leg, int64_t v0, int64_t v1, int64_t v2)
+{
+    eng_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = type;
+    ev.leg = leg;
+    ev.v[0] = v0;
+    ev.v[1] = v1;
+    ev.v[2] = v2;
+    eng_emit(e, &ev);
+}
+
 void eng_emit_leg(engine_t *e, int type, int leg_id)
 {
     leg_t *l = &e->legs[leg_id];

@@ -107,7 +107,8 @@ struct engine {
 
 /* engine.c */
 void eng_emit(engine_t *e, const eng_event_t *ev);
-void eng_emit_leg(engine_t *e, int type, int leg_id);
+void eng_emit_leg(engine_t *e, int type, int leg_id);   /* with the leg's address and statistics */
+void eng_emit_values(engine_t *e, int type, int leg, int64_t v0, int64_t v1, int64_t v2);
 int leg_sendto(leg_t *l, const uint8_t *pkt, size_t n);
 void leg_send_frame(engine_t *e, leg_t *l, int pt, int marker, const uint8_t *payload, int len, uint32_t ts);
 

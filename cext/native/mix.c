@@ -59,13 +59,7 @@ void leg_play_stop(engine_t *e, int id, int interrupted)
     leg_t *l = &e->legs[id];
     if (!l->play)
         return;
-    eng_event_t ev;
-    memset(&ev, 0, sizeof ev);
-    ev.type = EV_PLAY_DONE;
-    ev.leg = id;
-    ev.v[0] = l->play_id;
-    ev.v[1] = interrupted;
-    eng_emit(e, &ev);
+    eng_emit_values(e, EV_PLAY_DONE, id, l->play_id, interrupted, 0);
     l->play = NULL;
 }
 
@@ -171,18 +165,12 @@ void group_rec_start(engine_t *e, int gid, wav_writer_t *writer, int channels, i
 }
 
 /* The writer leaves the media thread with the event: closing flushes and syncs the file, which may
- * take a disk's time, so Python closes it from a worker thread (MediaEngine._close_recording). */
+ * take a disk's time, so Python closes it from a worker thread (MediaEngine._recording_done). */
 void group_rec_stop(engine_t *e, int gid)
 {
     group_t *g = &e->groups[gid];
     if (!g->rec)
         return;
-    eng_event_t ev;
-    memset(&ev, 0, sizeof ev);
-    ev.type = EV_REC_DONE;
-    ev.leg = gid;
-    ev.v[0] = g->rec_id;
-    ev.v[1] = (int64_t)(intptr_t)g->rec;
+    eng_emit_values(e, EV_REC_DONE, gid, g->rec_id, (int64_t)(intptr_t)g->rec, 0);
     g->rec = NULL;
-    eng_emit(e, &ev);
 }

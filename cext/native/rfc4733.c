@@ -17,16 +17,10 @@
 
 static void report(engine_t *e, int id, leg_t *l)
 {
-    eng_event_t ev;
-    memset(&ev, 0, sizeof ev);
-    ev.type = EV_DTMF;
-    ev.leg = id;
-    ev.v[0] = l->te_rx_event;
-    ev.v[1] = (int64_t)l->te_rx_start_ns;
-    ev.v[2] = l->te_rx_duration / 8; /* 8 kHz timestamp units -> ms */
     l->te_rx_reported = 1;
     l->st.dtmf_events++;
-    eng_emit(e, &ev);
+    /* duration: 8 kHz timestamp units -> ms */
+    eng_emit_values(e, EV_DTMF, id, l->te_rx_event, (int64_t)l->te_rx_start_ns, l->te_rx_duration / 8);
     /* on the processed path packets are not forwarded: regenerate the digit on the other party */
     if (l->group >= 0 && e->groups[l->group].processed && e->groups[l->group].n == 2) {
         group_t *g = &e->groups[l->group];
@@ -102,12 +96,7 @@ int te_tick(engine_t *e, leg_t *l)
                           (uint8_t)t->duration};
     leg_send_frame(e, l, l->te_pt, marker, payload, 4, t->ts);
     if (end && ++t->end_sent >= END_REPEATS) {
-        eng_event_t ev;
-        memset(&ev, 0, sizeof ev);
-        ev.type = EV_DTMF_SENT;
-        ev.leg = (int)(l - e->legs);
-        ev.v[0] = t->event;
-        eng_emit(e, &ev);
+        eng_emit_values(e, EV_DTMF_SENT, (int)(l - e->legs), t->event, 0, 0);
         /* the next audio continues the stream's clock after the event's span */
         l->last_out_ts = t->ts + t->duration;
         t->active = -GAP_TICKS;
