@@ -22,7 +22,7 @@ from softswitch.logs import event
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.framer import PING, StreamFramer
 from softswitch.sip.message import Request, build_response, error_response, parse
-from softswitch.sip.transaction import TimerConfig, TransactionLayer, Transmit
+from softswitch.sip.transaction import TimerConfig, TransactionLayer, Transmit, new_branch
 from softswitch.transport.sockets import BindError, os_reason, udp_socket
 
 log = logging.getLogger("softswitch.sip")
@@ -296,3 +296,48 @@ class SipEndpoint:
     def respond(self, key, response) -> None:
         self.txns.send_response(key, response, self.loop.time())
         self._pump()
+
+    def flow_to(self, transport: str, host: str, port: int) -> Flow | None:
+        """A flow for a request we originate: UDP from our first UDP socket; TCP over a live connection to
+        that address (one the peer opened, so NAT keeps working, RFC 5626 spirit), else None."""
+        transport = transport.lower()
+        if transport == "udp":
+            local = next(iter(self._udp), None)
+            return None if local is None else Flow("udp", (host, port), local)
+        for conn in self._connections.values():
+            flow = conn.flow
+            if flow is not None and flow.transport == transport and flow.remote == (host, port):
+                if not conn.transport.is_closing():
+                    return flow
+        return None
+
+    def send_request(self, request: Request, flow: Flow) -> object:
+        """Start a client transaction for `request` over `flow`; our top Via names the flow's local
+        address and transport. Returns the transaction key (responses arrive as `ResponseReceived`)."""
+        self._put_via(request, flow)
+        key = self.txns.send_request(request, flow, self.loop.time(), reliable=flow.reliable)
+        self._pump()
+        return key
+
+    def send_stateless(self, message, flow: Flow) -> None:
+        """Send outside any transaction: the ACK for a 2xx, a 2xx retransmission."""
+        if isinstance(message, Request):
+            self._put_via(message, flow)
+        self.txns.send_stateless(message, flow)
+        self._pump()
+
+    def cancel(self, key) -> None:
+        """CANCEL our INVITE (9.1): now if a provisional came, else as soon as one does."""
+        cancel = self.txns.cancel_request(key)
+        if cancel is not None:
+            txn = self.txns.get(key)
+            self.txns.send_request(cancel, txn.dest, self.loop.time(), reliable=txn.reliable)
+        self._pump()
+
+    @staticmethod
+    def _put_via(request: Request, flow: Flow) -> None:
+        if "Via" in request:
+            return
+        host, port = flow.local
+        host = f"[{host}]" if ":" in host else host
+        request.add("Via", f"SIP/2.0/{flow.transport.upper()} {host}:{port};branch={new_branch()};rport", first=True)
