@@ -306,9 +306,9 @@ class SipEndpoint:
             return None if local is None else Flow("udp", (host, port), local)
         for conn in self._connections.values():
             flow = conn.flow
-            if flow is not None and flow.transport == transport and flow.remote == (host, port):
-                if not conn.transport.is_closing():
-                    return flow
+            live = flow is not None and not conn.transport.is_closing()
+            if live and flow.transport == transport and flow.remote == (host, port):
+                return flow
         return None
 
     def send_request(self, request: Request, flow: Flow) -> object:
