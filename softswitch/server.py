@@ -13,10 +13,14 @@ import signal
 from aiohttp import web
 
 from api.app import create_app
+from media.engine import MediaEngine
 from softswitch import __version__
+from softswitch.b2bua.switch import B2bua
 from softswitch.config import Config, parse_hostport, parse_listen
+from softswitch.events import EventBus
 from softswitch.logs import event
 from softswitch.registrar import Registrar
+from softswitch.router import Router
 from softswitch.sip.transaction import TimerConfig
 from softswitch.store import Store
 from softswitch.transport.endpoint import SipEndpoint
@@ -52,8 +56,21 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
     timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
     passwords = {u.name: u.password for u in cfg.users}
     registrar = Registrar(store, passwords.get, cfg.sip.domain)
-    uas = BasicUas(cfg.sip.user_agent, registrar)
+    media_host = parse_listen(cfg.sip.listen[0]).host if cfg.sip.listen else "127.0.0.1"
+    engine = MediaEngine(cfg.rtp_port_range(), host=media_host)
+    bus = EventBus()
+    calls = B2bua(
+        engine=engine,
+        store=store,
+        bus=bus,
+        router=Router(cfg),
+        registrar=registrar,
+        domain=cfg.sip.domain,
+        user_agent=cfg.sip.user_agent,
+    )
+    uas = BasicUas(cfg.sip.user_agent, registrar, calls=calls)
     sip = SipEndpoint(uas, timers=timers, max_message_bytes=cfg.sip.max_message_bytes)
+    calls.endpoint = sip
     runner: web.AppRunner | None = None
     try:
         for item in cfg.sip.listen:
@@ -65,12 +82,15 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
     finally:
         try:
             async with asyncio.timeout(SHUTDOWN_BUDGET_S):
+                calls.shutdown()
+                await asyncio.sleep(0.05)  # let the BYEs leave
                 if runner is not None:
                     await runner.cleanup()
                 await sip.close()
         except TimeoutError:
             event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
         finally:
+            engine.close()
             store.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -13,12 +13,16 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from softswitch.logs import event
+
+if TYPE_CHECKING:
+    from softswitch.b2bua.switch import B2bua
 from softswitch.registrar import Registrar
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, Response, build_response
-from softswitch.sip.transaction import RequestReceived, StrayResponse
+from softswitch.sip.transaction import RequestReceived, ResponseReceived, StrayResponse, Timeout, TransportError
 from softswitch.sip.uri import AbsoluteUri
 from softswitch.transport.endpoint import SipEndpoint
 
@@ -35,23 +39,39 @@ class BasicUas:
     """Answers requests with the checks of RFC 3261 8.2; `route` decides INVITE/REGISTER later."""
 
     def __init__(
-        self, user_agent: str = "softswitch", registrar: Registrar | None = None, clock: Callable[[], float] = time.time
+        self,
+        user_agent: str = "softswitch",
+        registrar: Registrar | None = None,
+        clock: Callable[[], float] = time.time,
+        calls: B2bua | None = None,
     ):
         self.user_agent = user_agent
         self.registrar = registrar
         self.clock = clock  # Unix time, for registrations (the transaction layer has its own)
+        self.calls = calls
 
     def __call__(self, endpoint: SipEndpoint, ev: object) -> None:
         if isinstance(ev, RequestReceived):
             self.on_request(endpoint, ev)
+        elif isinstance(ev, (ResponseReceived, Timeout, TransportError)):
+            if self.calls is None or not self.calls.on_client_event(ev):
+                event(log, "sip.unclaimed", level=logging.DEBUG, kind=type(ev).__name__)
         elif isinstance(ev, StrayResponse):
             event(log, "sip.stray_response", level=logging.DEBUG, status=ev.response.status)
 
     def on_request(self, endpoint: SipEndpoint, ev: RequestReceived) -> None:
         request = ev.request
         if request.method == "ACK" or ev.key is None:
-            return  # an ACK is answered by nothing (17.1.1.3, 13.3.1.4)
+            if self.calls is not None and request.method == "ACK":
+                self.calls.on_in_dialog(ev)
+            return  # otherwise an ACK is answered by nothing (17.1.1.3, 13.3.1.4)
         status, extra = self.check(request)
+        calls = self.calls
+        if calls is not None and status in (404, 481) and request.to.tag and calls.on_in_dialog(ev):
+            return
+        if calls is not None and status == 404 and request.method == "INVITE" and not request.to.tag:
+            calls.on_invite(ev)
+            return
         if request.method == "REGISTER" and status == 404 and self.registrar is not None:
             flow = ev.source
             source = f"{flow.remote[0]}:{flow.remote[1]}"
@@ -63,6 +83,9 @@ class BasicUas:
             invite_key = endpoint.txns.find_invite_for_cancel(request)
             if invite_key is None:
                 status = 481
+            elif calls is not None and calls.on_cancel(invite_key):
+                endpoint.respond(ev.key, self._response(request, 200))
+                return
             else:
                 endpoint.respond(ev.key, self._response(request, 200))
                 endpoint.respond(invite_key, self._response(endpoint.txns.get(invite_key).request, 487))
@@ -95,7 +118,7 @@ class BasicUas:
             return 200, [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
         if request.method == "CANCEL":
             return 200, []
-        if request.method in IN_DIALOG:
+        if request.method in IN_DIALOG or (request.method == "INVITE" and request.to.tag):
             return 481, []  # no dialog exists yet (12.2.2)
         return 404, []  # nobody here by that name, until the registrar and router exist
 

@@ -1,0 +1,545 @@
+"""One call through the B2BUA: the caller's dialog (side "a", where we are the UAS), the forks we send
+out (side "b", where we are the UAC) and the media anchored between them.
+
+Theory of operation (RFC 3261 13-15, RFC 3264, RFC 6026 2xx handling, RFC 7092 B2BUA taxonomy). Nothing
+from one side's signalling crosses to the other verbatim: each side has its own Call-ID, tags, CSeq and
+Contact, and every SDP is rewritten by `CallMedia` so both far ends send their RTP to us.
+
+  routing -> (a fork rings) ringing -> (a fork answers) answered -> ended
+         \\-> ended (all targets failed, the caller cancelled, ring timeout with no target left)
+
+Routing tries the call's targets in order. A user target forks in parallel to every registered contact;
+a trunk target sends one INVITE to the trunk and answers its 401/407 once with the trunk's credentials.
+When every fork of a target failed with 408, 5xx or no answer (ring timeout), the next target is tried
+(failover); any other failure, or the last target's, goes back to the caller: a 6xx at once, otherwise the
+best final response (RFC 3261 16.7 step 6 rules, simplified: a 4xx before a 5xx). The first 2xx wins: the
+other forks are cancelled, a late 2xx from one of them is acknowledged and ended with BYE (13.2.2.4).
+
+Once answered, in-dialog requests cross over: BYE ends both sides; re-INVITE and UPDATE carry their SDP
+through `CallMedia`; INFO (DTMF relay) and other requests pass with their bodies. Each 2xx we send to an
+INVITE is retransmitted until its ACK (`InviteOkRetransmitter`); a missing ACK ends the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
+from softswitch.logs import event
+from softswitch.router import Target
+from softswitch.sip.auth import DigestClient, select_challenge
+from softswitch.sip.dialog import Dialog, DialogError, DialogSet, DialogState, new_tag
+from softswitch.sip.dialog_timers import AckTimeout, InviteOkRetransmitter
+from softswitch.sip.message import Request, Response
+from softswitch.store import CallRecord, LegRecord
+
+log = logging.getLogger("softswitch.call")
+
+SDP = "application/sdp"
+FAILOVER = frozenset((408, 500, 502, 503, 504))
+BUSY = frozenset((486, 600))
+NO_ANSWER = frozenset((408, 480, 487))
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
+
+
+@dataclass(eq=False)
+class Fork:
+    """One INVITE we sent for the call (one contact of a user, or one trunk)."""
+
+    target: Target
+    uri: str
+    flow: object
+    invite: Request
+    key: object
+    dialogs: DialogSet
+    leg: LegRecord
+    trunk: object | None = None
+    auth_tried: bool = False
+    status: int | None = None  # the final response (408 for a timeout or ring timeout)
+    reason: str = ""
+    provisional: bool = False  # a 1xx came, so a CANCEL can go now
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None
+
+
+@dataclass(eq=False)
+class Pending:
+    """A request received on one side and forwarded on the other, waiting for its response."""
+
+    side: str  # who sent the request
+    request: Request
+    server_key: object
+    offer: bool  # it carried an SDP offer that we rewrote
+
+
+@dataclass(eq=False)
+class Side:
+    """One confirmed (or, for a, early) dialog of the call with its flow and the 2xx we retransmit."""
+
+    dialog: Dialog
+    flow: object
+    ok: InviteOkRetransmitter | None = None
+    timers: dict = field(default_factory=dict)
+
+
+class Call:
+    """A call's signalling state; `sw` is the B2BUA that owns the tables, the clock and the sockets."""
+
+    def __init__(self, sw, record: CallRecord, invite: Request, key, flow, targets: list[Target], media: CallMedia):
+        self.sw = sw
+        self.id = record.id
+        self.record = record
+        self.invite = invite
+        self.key = key
+        self.targets = list(targets)
+        self.media = media
+        self.state = "routing"
+        local = flow.local
+        self.a = Side(Dialog.uas(invite, sw.contact_for(flow, _user(invite))), flow)
+        self.b: Side | None = None
+        self.forks: list[Fork] = []
+        self.pending: dict[object, Pending] = {}
+        self.late_offer = not invite.body
+        self.b_offer: bytes | None = None
+        self.ringing_sent = False
+        self.early_sdp_sent = False
+        self.timers: dict[str, object] = {}
+        self.local = local
+        self.caller_user = _user_of_from(invite)
+        self.called_user = _user(invite)
+
+    # -- routing -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self.b_offer = (
+                self.media.initial_offer("b") if self.late_offer else self.media.offer_from("a", self.invite.body)
+            )
+        except MediaRefused as exc:
+            self.fail(488, "Not Acceptable Here", detail=exc.reason)
+            return
+        self.sw.timer(self, "ring", self.sw.ring_timeout_s, self.on_ring_timeout)
+        self.next_target()
+
+    def next_target(self) -> None:
+        """Fork to the next target; fail the call back to the caller when none is left."""
+        while self.targets:
+            target = self.targets.pop(0)
+            forks = self.sw.fork(self, target)
+            if forks:
+                self.forks.extend(forks)
+                return
+        best = self.best_failure()
+        self.fail(*best)
+
+    def best_failure(self) -> tuple[int, str]:
+        failed = [f for f in self.forks if f.status and f.status >= 300]
+        if not failed:
+            return 480, "Temporarily Unavailable"
+        six = [f for f in failed if f.status >= 600]
+        if six:
+            return six[0].status, six[0].reason
+        four = sorted((f for f in failed if f.status < 500), key=lambda f: f.status)
+        if four:
+            return four[0].status, four[0].reason
+        return failed[-1].status, failed[-1].reason
+
+    # -- responses to our INVITEs ----------------------------------------------------------------------
+    def on_fork_response(self, fork: Fork, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            self._fork_provisional(fork, response)
+        elif status < 300:
+            self._fork_answered(fork, response)
+        else:
+            self._fork_failed(fork, status, response.reason, response)
+
+    def _fork_provisional(self, fork: Fork, response: Response) -> None:
+        if response.status == 100:
+            return
+        fork.provisional = True
+        fork.dialogs.receive_response(response)
+        if self.state not in ("routing", "ringing"):
+            return
+        if fork.leg.remote_tag is None:
+            fork.leg.remote_tag = response.to.tag
+        body = response.body if response.content_type == SDP else b""
+        if body and not self.late_offer and not self.media.answered:
+            try:
+                sdp = self.media.answer_from("b", body)
+            except MediaRefused as exc:
+                event(log, "call.early_media_refused", level=logging.INFO, call=self.id, reason=exc.reason)
+            else:
+                self.early_sdp_sent = True
+                self._answer_a(183, "Session Progress", sdp)
+                self._ringing()
+                return
+        if response.status == 180 and not self.ringing_sent:
+            self.ringing_sent = True
+            self._answer_a(180, "Ringing")
+        self._ringing()
+
+    def _ringing(self) -> None:
+        if self.state == "routing":
+            self.state = "ringing"
+            self.record.status = "ringing"
+            self.sw.publish(self, "call.ringing", {})
+
+    def _fork_answered(self, fork: Fork, response: Response) -> None:
+        dialog = fork.dialogs.receive_response(response)
+        if dialog is None:
+            return
+        again = dialog.ack_for(response)
+        if again is not None:  # a retransmitted 2xx: the same ACK again (13.2.2.4)
+            self.sw.endpoint.send_stateless(again, fork.flow)
+            return
+        fork.status, fork.reason = response.status, response.reason
+        fork.leg.status_code = response.status
+        fork.leg.remote_tag = dialog.remote_tag
+        body = response.body if response.content_type == SDP else b""
+        ack_body = b""
+        if self.state not in ("routing", "ringing"):  # another fork won, or the call is over: end this one
+            self.sw.endpoint.send_stateless(dialog.create_ack(), fork.flow)
+            self._send_in_dialog(Side(dialog, fork.flow), "BYE")
+            return
+        try:
+            if self.late_offer:
+                self.media.answer_from("b", body)
+                sdp_a = self.media.late_offer_for("a")
+            elif self.media.answered:
+                sdp_a = self.media.last_sent("a")
+            else:
+                sdp_a = self.media.answer_from("b", body)
+        except MediaRefused as exc:
+            self.sw.endpoint.send_stateless(dialog.create_ack(body=ack_body), fork.flow)
+            self._send_in_dialog(Side(dialog, fork.flow), "BYE")
+            fork.status = 488
+            self.fail(488, "Not Acceptable Here", detail=exc.reason)
+            return
+        self.sw.endpoint.send_stateless(dialog.create_ack(), fork.flow)
+        self.b = Side(dialog, fork.flow)
+        self.sw.add_dialog(dialog, self, "b")
+        now = self.sw.wall()
+        fork.leg.answered_at = now
+        for other in self.forks:
+            if other is not fork and not other.done:
+                other.status, other.reason = 487, "Request Terminated"
+                self.sw.endpoint.cancel(other.key)
+        self.state = "answered"
+        self.record.status = "answered"
+        self.record.answered_at = now
+        self.record.legs[0].answered_at = now
+        self.sw.cancel_timer(self, "ring")
+        self._answer_a(200, "OK", sdp_a)
+        self.sw.timer(self, "max_duration", self.sw.max_duration_s, self.on_max_duration)
+        self.sw.save(self)
+        self.sw.publish(self, "call.answered", {"answered_by": None})
+
+    def _fork_failed(self, fork: Fork, status: int, reason: str, response: Response | None) -> None:
+        if fork.done:
+            return
+        if response is not None and status in (401, 407) and self._authenticate(fork, response):
+            return
+        fork.status, fork.reason = status, reason
+        fork.leg.status_code = status
+        fork.leg.ended_at = self.sw.wall()
+        if self.state not in ("routing", "ringing"):
+            return
+        if status >= 600:
+            self._cancel_forks()
+            self.fail(status, reason)
+            return
+        if any(not f.done for f in self.forks):
+            return
+        if status in FAILOVER and self.targets:
+            event(log, "call.failover", call=self.id, status=status, to=str(self.targets[0]))
+            self.next_target()
+            return
+        self.fail(*self.best_failure())
+
+    def _authenticate(self, fork: Fork, response: Response) -> bool:
+        """Answer a trunk's challenge once (RFC 3261 22.2): the same INVITE again, CSeq + 1, credentials."""
+        trunk = fork.trunk
+        if trunk is None or fork.auth_tried or not trunk.username:
+            return False
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        challenge = select_challenge(response.get_all(header))
+        if challenge is None:
+            return False
+        invite = fork.invite
+        again = Request(
+            "INVITE", invite.uri_text, [(n, v) for n, v in invite.iter_headers() if n != "Via"], invite.body
+        )
+        again.set("CSeq", f"{invite.cseq.seq + 1} INVITE")
+        credentials = DigestClient(trunk.username, trunk.password).authorize(challenge, "INVITE", invite.uri_text)
+        again.add("Authorization" if response.status == 401 else "Proxy-Authorization", credentials)
+        fork.auth_tried = True
+        fork.invite = again
+        fork.dialogs = DialogSet(again)
+        self.sw.forget_fork(fork)
+        fork.key = self.sw.endpoint.send_request(again, fork.flow)
+        self.sw.track_fork(fork, self)
+        return True
+
+    def on_fork_timeout(self, fork: Fork) -> None:
+        self._fork_failed(fork, 408, "Request Timeout", None)
+
+    def on_ring_timeout(self) -> None:
+        """Nobody answered in time: cancel, and fail over to the next target or give the caller 480."""
+        if self.state not in ("routing", "ringing"):
+            return
+        self._cancel_forks(status=408, reason="No Answer")
+        if self.targets:
+            self.sw.timer(self, "ring", self.sw.ring_timeout_s, self.on_ring_timeout)
+            self.next_target()
+        else:
+            self.fail(480, "Temporarily Unavailable", hangup_by="system", status_name="no-answer")
+
+    def _cancel_forks(self, status: int = 487, reason: str = "Request Terminated") -> None:
+        for fork in self.forks:
+            if not fork.done:
+                fork.status, fork.reason = status, reason
+                fork.leg.status_code = status
+                self.sw.endpoint.cancel(fork.key)
+
+    # -- the caller -----------------------------------------------------------------------------------
+    def _answer_a(self, status: int, reason: str, sdp: bytes | None = None) -> None:
+        headers = [("Allow", ALLOW), ("Supported", "replaces, timer")] if status >= 200 else []
+        response = self.a.dialog.create_response(
+            self.invite, status, reason, headers=headers, body=sdp or b"", content_type=SDP if sdp else None
+        )
+        self.sw.endpoint.respond(self.key, response)
+        if 200 <= status < 300:
+            self.sw.add_dialog(self.a.dialog, self, "a")
+            self._retransmit(self.a, response)
+
+    def on_cancel(self) -> None:
+        """The caller gave up (9.2): 487 to its INVITE, CANCEL every fork."""
+        if self.state not in ("routing", "ringing"):
+            return
+        self._cancel_forks()
+        self.fail(487, "Request Terminated", hangup_by="caller", status_name="canceled")
+
+    def fail(self, status: int, reason: str, *, detail: str = "", hangup_by: str = "callee", status_name=None) -> None:
+        """End an unanswered call with a final response to the caller."""
+        if self.state == "ended":
+            return
+        status_name = status_name or _status_name(status)
+        self._answer_a(status, reason)
+        self.end(status, reason + (f" ({detail})" if detail else ""), hangup_by, status_name)
+
+    # -- in-dialog requests ------------------------------------------------------------------------------
+    def on_request(self, side: str, key, request: Request) -> None:
+        this = self.a if side == "a" else self.b
+        problem = this.dialog.receive_request(request)
+        if problem is not None:
+            self.sw.endpoint.respond(key, problem)
+            return
+        method = request.method
+        if method == "BYE":
+            self.sw.endpoint.respond(key, this.dialog.create_response(request, 200))
+            other = self.b if side == "a" else self.a
+            if other is not None:
+                self._send_in_dialog(other, "BYE")
+            self.end(200, _bye_reason(request), "caller" if side == "a" else "callee", "completed")
+            return
+        other = self.b if side == "a" else self.a
+        if other is None or self.state != "answered":
+            self.sw.endpoint.respond(key, this.dialog.create_response(request, 491 if method == "INVITE" else 481))
+            return
+        body, content_type, offer = request.body, request.content_type, False
+        if method in ("INVITE", "UPDATE") and body and content_type == SDP:
+            try:
+                body = self.media.offer_from(side, body)
+            except MediaRefused:
+                self.sw.endpoint.respond(key, this.dialog.create_response(request, 488))
+                return
+            offer = True
+        elif method == "INVITE" and not body:
+            # an offer-less re-INVITE asks for our offer (13.2.1); our last one stands
+            response = this.dialog.create_response(
+                request, 200, headers=[("Allow", ALLOW)], body=self.media.last_sent(side) or b"", content_type=SDP
+            )
+            self.sw.endpoint.respond(key, response)
+            self._retransmit(this, response)
+            return
+        headers = [(n, request.get(n)) for n in ("Event", "Subscription-State", "Reason") if request.get(n)]
+        try:
+            forwarded = other.dialog.create_request(method, headers=headers, body=body, content_type=content_type)
+        except DialogError:
+            self.sw.endpoint.respond(key, this.dialog.create_response(request, 491))
+            return
+        client_key = self.sw.endpoint.send_request(forwarded, other.flow)
+        self.pending[client_key] = Pending(side, request, key, offer)
+        self.sw.track_request(client_key, self, OTHER[side])
+
+    def on_ack(self, side: str, ack: Request) -> None:
+        this = self.a if side == "a" else self.b
+        if this is None or this.ok is None:
+            return
+        if this.ok.receive_ack(ack, self.sw.now()):
+            self.sw.cancel_timer(self, f"ok_{side}")
+            if side == "a" and self.late_offer and ack.body and "a" not in self.media.negotiated:
+                try:
+                    self.media.late_answer("a", ack.body)
+                except MediaRefused as exc:
+                    event(log, "call.late_answer_refused", level=logging.INFO, call=self.id, reason=exc.reason)
+                    self.hangup("system", 488, "late answer refused")
+
+    def on_forwarded_response(self, client_key, side: str, response: Response) -> None:
+        """A response from `side` to a request we forwarded there: the same answer to the requester."""
+        pending = self.pending.get(client_key)
+        if pending is None:
+            return
+        there = self.a if side == "a" else self.b
+        here = self.a if pending.side == "a" else self.b
+        if there is not None:
+            there.dialog.receive_response(response)
+        status = response.status
+        if status < 200:
+            return
+        if status < 300 and response.cseq.method == "INVITE" and there is not None:
+            again = there.dialog.ack_for(response)
+            if again is not None:
+                self.sw.endpoint.send_stateless(again, there.flow)
+                return
+            self.sw.endpoint.send_stateless(there.dialog.create_ack(), there.flow)
+        del self.pending[client_key]
+        self.sw.forget_request(client_key)
+        body, content_type = response.body, response.content_type
+        if pending.offer and status < 300:
+            try:
+                body, content_type = self.media.answer_from(side, body) or b"", SDP
+            except MediaRefused:
+                status, body, content_type = 488, b"", None
+        headers = [("Allow", ALLOW)] if status < 300 and pending.request.method == "INVITE" else []
+        answer = here.dialog.create_response(
+            pending.request,
+            status,
+            response.reason if status == response.status else None,
+            headers=headers,
+            body=body,
+            content_type=content_type,
+        )
+        self.sw.endpoint.respond(pending.server_key, answer)
+        if 200 <= status < 300 and pending.request.method == "INVITE":
+            self._retransmit(here, answer)
+
+    def on_forwarded_timeout(self, client_key) -> None:
+        pending = self.pending.pop(client_key, None)
+        if pending is None:
+            return
+        here = self.a if pending.side == "a" else self.b
+        self.sw.endpoint.respond(pending.server_key, here.dialog.create_response(pending.request, 408))
+        if pending.request.method == "INVITE":  # the other side is gone: a refresh that fails ends the call
+            self.hangup("system", 408, "re-INVITE timed out")
+
+    # -- ending -----------------------------------------------------------------------------------------
+    def hangup(self, by: str, code: int, reason: str) -> None:
+        """End an answered call from our side (max duration, ACK timeout, API): BYE both dialogs."""
+        if self.state == "ended":
+            return
+        if self.state != "answered":
+            self._cancel_forks()
+            self.fail(code if code >= 300 else 480, reason, hangup_by=by)
+            return
+        for side in (self.a, self.b):
+            if side is not None and side.dialog.state is not DialogState.TERMINATED:
+                self._send_in_dialog(side, "BYE")
+        self.end(code, reason, by, "completed")
+
+    def on_max_duration(self) -> None:
+        self.hangup("system", 200, "max call duration")
+
+    def _send_in_dialog(self, side: Side, method: str) -> None:
+        try:
+            request = side.dialog.create_request(method)
+        except DialogError:
+            return
+        key = self.sw.endpoint.send_request(request, side.flow)
+        self.sw.track_request(key, self, None)
+
+    def _retransmit(self, side: Side, response: Response) -> None:
+        side.ok = InviteOkRetransmitter(response, self.sw.now(), self.sw.endpoint.txns.config)
+        self._arm_ok(side, "a" if side is self.a else "b")
+
+    def _arm_ok(self, side: Side, name: str) -> None:
+        when = side.ok.get_timer() if side.ok is not None else None
+        if when is None:
+            return
+        self.sw.timer(self, f"ok_{name}", max(when - self.sw.now(), 0), lambda: self._ok_due(side, name))
+
+    def _ok_due(self, side: Side, name: str) -> None:
+        for response in side.ok.handle_timer(self.sw.now()):
+            self.sw.endpoint.send_stateless(response, side.flow)
+        while (ev := side.ok.next_event()) is not None:
+            if isinstance(ev, AckTimeout):
+                event(log, "call.ack_timeout", level=logging.WARNING, call=self.id, side=name)
+                self.hangup("system", 408, "no ACK for our 2xx")
+                return
+        self._arm_ok(side, name)
+
+    def end(self, code: int, reason: str, by: str, status: str) -> None:
+        """Record the end, release the media and the tables, publish call.completed."""
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        now = self.sw.wall()
+        rec = self.record
+        rec.status = status
+        rec.ended_at = now
+        rec.hangup_code, rec.hangup_reason, rec.hangup_by = code, reason, by
+        stats = self.media.close()
+        for leg in rec.legs:
+            leg.ended_at = leg.ended_at or now
+        rec.legs[0].media = stats.get("a", {})
+        rec.legs[0].status_code = rec.legs[0].status_code or (200 if rec.answered_at else code)
+        for fork in self.forks:
+            if self.b is not None and fork.dialogs.dialogs.get(self.b.dialog.remote_tag) is self.b.dialog:
+                fork.leg.media = stats.get("b", {})
+        self.sw.finish(self)
+        self.sw.publish(
+            self,
+            "call.completed",
+            {
+                "status": status,
+                "hangup_code": code,
+                "hangup_reason": reason,
+                "hangup_by": by,
+                "duration_s": rec.duration_s,
+            },
+        )
+
+
+def new_call_id() -> str:
+    return secrets.token_hex(12)
+
+
+def _user(request: Request) -> str:
+    uri = request.uri
+    return getattr(uri, "user", None) or ""
+
+
+def _user_of_from(request: Request) -> str:
+    return getattr(request.from_.uri, "user", None) or "anonymous"
+
+
+def _status_name(code: int) -> str:
+    if code in BUSY:
+        return "busy"
+    if code == 487:
+        return "canceled"
+    if code in NO_ANSWER:
+        return "no-answer"
+    return "failed"
+
+
+def _bye_reason(request: Request) -> str:
+    reason = request.get("Reason")
+    return f"BYE ({reason})" if reason else "BYE"
+
+
+__all__ = ["Call", "Fork", "new_call_id", "new_tag"]

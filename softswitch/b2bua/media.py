@@ -1,0 +1,213 @@
+"""A call's anchored media: one engine leg per side and the SDP rewriting between the sides.
+
+Theory of operation. A B2BUA never forwards the far ends' SDP: each side only ever sees our address and
+port, so every packet passes through the media engine (anchoring, needed to record, detect and stream).
+An offer from one side (`offer_from`) becomes our offer to the other side, listing only the offered codecs
+the engine can carry, in the offerer's order, with the offerer's direction (hold is `sendonly`, RFC 3264
+8.4). The other side's answer (`answer_from`) picks one codec; our answer to the offerer then names that
+same codec, so the engine can relay packets as they are (no transcoding), and states the answerer's
+direction. Once both halves are agreed each leg is pointed at its far end and the two legs are bridged:
+relayed when both sides use the same codec, processed (decoded and re-encoded every 20 ms) otherwise.
+
+Sides are "a" (the caller, our UAS half) and "b" (the callee, our UAC half). An offer-less INVITE (late
+offer, RFC 3261 13.2.1) is handled by `initial_offer`: the callee gets our full offer, and the caller
+gets an offer in our 2xx that its ACK answers (`late_answer`).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from media.engine import CODECS, Bridge, Leg, MediaEngine
+from media.negotiation import apply
+from softswitch.sip.offer_answer import (
+    TELEPHONE_EVENT,
+    Capabilities,
+    CodecSpec,
+    NegotiatedMedia,
+    OriginTracker,
+    build_answer,
+    build_offer,
+    negotiate,
+)
+from softswitch.sip.sdp import Direction, SdpError, SessionDescription
+
+OTHER = {"a": "b", "b": "a"}
+ENGINE_CODECS = (("PCMU", 8000), ("PCMA", 8000), (TELEPHONE_EVENT, 8000))
+
+
+class MediaRefused(Exception):
+    """An offer we cannot take (no common codec, no audio, malformed): 488 Not Acceptable Here."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _audio(sdp: SessionDescription) -> int | None:
+    return next((i for i, m in enumerate(sdp.media) if m.media.lower() == "audio" and m.port != 0), None)
+
+
+def parse_sdp(body: bytes) -> SessionDescription:
+    try:
+        return SessionDescription.parse(body)
+    except SdpError as exc:
+        raise MediaRefused(f"malformed SDP: {exc}") from None
+
+
+class CallMedia:
+    """Both engine legs of one call and the offer/answer exchange in flight between its sides."""
+
+    def __init__(self, engine: MediaEngine, host: str | None = None):
+        self.engine = engine
+        self.legs: dict[str, Leg] = {}
+        self.legs["a"] = engine.create_leg(host)
+        try:
+            self.legs["b"] = engine.create_leg(host)
+        except BaseException:
+            engine.destroy_leg(self.legs["a"])
+            raise
+        sess = secrets.randbelow(2**31)
+        self.origins = {side: OriginTracker(sess + i, leg.host) for i, (side, leg) in enumerate(self.legs.items())}
+        self.bridge: Bridge | None = None
+        self.mode: str | None = None
+        self.negotiated: dict[str, NegotiatedMedia] = {}
+        # the exchange in flight: who offered, what they offered, and what we offered the other side
+        self._offerer: str | None = None
+        self._their_offer: SessionDescription | None = None
+        self._our_offer: SessionDescription | None = None
+        self._answer_sent: SessionDescription | None = None  # our answer to the offerer, once given
+
+    # -- offers ------------------------------------------------------------------------------------
+    def offer_from(self, side: str, body: bytes) -> bytes:
+        """`side` offered `body`: our offer for the other side. MediaRefused when nothing is usable."""
+        offer = parse_sdp(body)
+        index = _audio(offer)
+        if index is None:
+            raise MediaRefused("no audio stream offered")
+        codecs = self._usable(offer.media[index].codecs)
+        if not any(c.name.lower() != TELEPHONE_EVENT for c in codecs):
+            raise MediaRefused("no codec in common (PCMU, PCMA)")
+        direction = offer.effective_direction(offer.media[index])
+        other = OTHER[side]
+        ours = build_offer(self._caps(other, codecs, direction), self.legs[other].port)
+        self._offerer, self._their_offer, self._answer_sent = side, offer, None
+        self._our_offer = self.origins[other].stamp(ours)
+        return self._our_offer.serialize()
+
+    def initial_offer(self, side: str) -> bytes:
+        """Our own offer to `side` (the callee of an offer-less INVITE): everything the engine carries."""
+        caps = self._caps(side, [CodecSpec(*c) for c in ENGINE_CODECS], Direction.SENDRECV)
+        self._offerer, self._their_offer, self._answer_sent = None, None, None
+        self._our_offer = self.origins[side].stamp(build_offer(caps, self.legs[side].port))
+        return self._our_offer.serialize()
+
+    @property
+    def answered(self) -> bool:
+        """Whether the offerer already has our answer (early media came with SDP, say)."""
+        return self._answer_sent is not None
+
+    # -- answers -----------------------------------------------------------------------------------
+    def answer_from(self, side: str, body: bytes) -> bytes | None:
+        """`side` answered our offer with `body`: set both legs up and return our answer for the offerer
+        (None when the exchange was our own offer, for a late-offer caller: see `late_offer_for`)."""
+        if self._our_offer is None:
+            raise MediaRefused("an answer without an offer")
+        answer = parse_sdp(body)
+        ours = negotiate(self._our_offer, answer, _audio(self._our_offer) or 0, we_offered=True)
+        if ours is None:
+            raise MediaRefused("the answer has no usable audio stream")
+        self.negotiated[side] = ours
+        if self._offerer is None:
+            return None
+        offerer = self._offerer
+        offer = self._their_offer
+        index = _audio(offer)
+        chosen = [CodecSpec(ours.codec.name, ours.codec.clock_rate)]
+        if any(c.name.lower() == TELEPHONE_EVENT for c in offer.media[index].codecs):
+            chosen.append(CodecSpec(TELEPHONE_EVENT, 8000))
+        their_view = answer.effective_direction(answer.media[ours.index])
+        caps = self._caps(offerer, chosen, their_view)
+        ports = [self.legs[offerer].port if i == index else 0 for i in range(len(offer.media))]
+        reply = self.origins[offerer].stamp(build_answer(offer, caps, ports))
+        agreed = negotiate(offer, reply, index, we_offered=False)
+        if agreed is None:
+            raise MediaRefused("no codec in common with the offer")
+        self.negotiated[offerer] = agreed
+        self._answer_sent = reply
+        self._connect()
+        return reply.serialize()
+
+    def late_offer_for(self, side: str) -> bytes:
+        """Our offer to a caller that sent none, once the callee has answered ours: the callee's codec."""
+        callee = self.negotiated[OTHER[side]]
+        codecs = [CodecSpec(callee.codec.name, callee.codec.clock_rate), CodecSpec(TELEPHONE_EVENT, 8000)]
+        self._offerer, self._their_offer = None, None
+        self._our_offer = self.origins[side].stamp(
+            build_offer(self._caps(side, codecs, Direction.SENDRECV), self.legs[side].port)
+        )
+        return self._our_offer.serialize()
+
+    def late_answer(self, side: str, body: bytes) -> None:
+        """The caller's answer (in its ACK) to `late_offer_for`: set its leg up and bridge."""
+        answer = parse_sdp(body)
+        agreed = negotiate(self._our_offer, answer, _audio(self._our_offer) or 0, we_offered=True)
+        if agreed is None:
+            raise MediaRefused("the answer has no usable audio stream")
+        self.negotiated[side] = agreed
+        self._connect()
+
+    def last_sent(self, side: str) -> bytes | None:
+        """What `side` last had from us (to repeat in a 2xx after an early answer, 13.2.1)."""
+        last = self.origins[side].last
+        return None if last is None else last.serialize()
+
+    # -- engine ------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        a, b = self.negotiated.get("a"), self.negotiated.get("b")
+        if a is None or b is None:
+            return
+        apply(self.engine, self.legs["a"], a)
+        apply(self.engine, self.legs["b"], b)
+        mode = "relay" if a.codec.name.upper() == b.codec.name.upper() else "processed"
+        if self.bridge is None:
+            self.bridge = self.engine.bridge(self.legs["a"], self.legs["b"], mode)
+        elif mode != self.mode:
+            self.engine.set_mode(self.bridge, mode == "processed")
+        self.mode = mode
+
+    def close(self) -> dict[str, dict]:
+        """Tear both legs down; returns each side's media statistics for the call record."""
+        stats = {}
+        for side, leg in self.legs.items():
+            s = self.engine.stats(leg)
+            if s is not None:
+                stats[side] = {
+                    "rx_packets": s.rx_packets,
+                    "tx_packets": s.tx_packets,
+                    "lost": max(s.lost, 0),
+                    "loss_pct": round(s.loss_pct, 3),
+                    "jitter_ms": round(s.jitter_ms, 2),
+                    "mos": round(s.mos, 2) if s.rx_packets else None,
+                    "codec": self.negotiated[side].codec.name if side in self.negotiated else None,
+                }
+        if self.bridge is not None:
+            self.engine.unbridge(self.bridge)
+            self.bridge = None
+        for leg in self.legs.values():
+            self.engine.destroy_leg(leg)
+        return stats
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _caps(self, side: str, codecs, direction: Direction) -> Capabilities:
+        return Capabilities(self.legs[side].host, tuple(codecs), ptime=20, direction=direction)
+
+    @staticmethod
+    def _usable(offered) -> list[CodecSpec]:
+        out: list[CodecSpec] = []
+        for codec in offered:
+            name = codec.name.upper()
+            known = (name in CODECS or name.lower() == TELEPHONE_EVENT) and codec.clock_rate == 8000
+            if known and all(o.name.upper() != name for o in out):
+                out.append(CodecSpec(codec.name, 8000))
+        return out

@@ -1,0 +1,343 @@
+"""The B2BUA as the transaction user for calls: admission, routing to forks, and the tables that map
+every transaction and dialog back to its `Call`.
+
+Admission (who may call): a request from a trunk's `inbound_from` network is that carrier's inbound call;
+anything else must answer a digest challenge (407, RFC 3261 22.3) as one of `[[users]]`, or gets 403.
+Routing gives the ordered targets (`Router.targets`); `fork` turns one target into INVITEs: one per
+registered contact of a user (sent back over the flow the REGISTER came on, for NAT), or one to a trunk.
+
+This layer owns the clock for calls (`loop.time()` for timers, Unix time for records), the per-call
+timers (ring timeout, max duration, 2xx retransmission), the call records (saved when the call starts,
+is answered and ends, so a crash leaves a record of every live call) and the `call.*` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from media.engine import MediaEngine, MediaEvent
+from softswitch.b2bua.call import ALLOW, SDP, Call, Fork, new_call_id
+from softswitch.b2bua.media import CallMedia
+from softswitch.events import EventBus, new_id
+from softswitch.logs import event
+from softswitch.registrar import Registrar
+from softswitch.router import Router, Target
+from softswitch.sip.dialog import Dialog, DialogSet, dialog_id_of, new_tag
+from softswitch.sip.errors import SipParseError
+from softswitch.sip.message import Request, build_response
+from softswitch.sip.transaction import RequestReceived, ResponseReceived, Timeout, TransportError
+from softswitch.store import CallRecord, LegRecord, Store
+
+log = logging.getLogger("softswitch.b2bua")
+
+
+class B2bua:
+    """Every call of the process; `endpoint` is set by the server once the SIP endpoint exists."""
+
+    def __init__(
+        self,
+        *,
+        engine: MediaEngine,
+        store: Store,
+        bus: EventBus,
+        router: Router,
+        registrar: Registrar,
+        domain: str,
+        user_agent: str = "softswitch",
+        ring_timeout_s: float = 60.0,
+        max_duration_s: float = 4 * 3600.0,
+        wall: Callable[[], float] = time.time,
+    ):
+        self.engine = engine
+        self.store = store
+        self.bus = bus
+        self.router = router
+        self.registrar = registrar
+        self.domain = domain
+        self.user_agent = user_agent
+        self.ring_timeout_s = ring_timeout_s
+        self.max_duration_s = max_duration_s
+        self.wall = wall
+        self.endpoint = None
+        self.loop = asyncio.get_running_loop()
+        self.calls: dict[str, Call] = {}
+        self._invites: dict[object, Call] = {}  # the caller's INVITE server transaction
+        self._forks: dict[object, tuple[Call, Fork]] = {}  # our INVITE client transactions
+        self._requests: dict[object, tuple[Call, str | None]] = {}  # forwarded in-dialog requests
+        self._dialogs: dict[object, tuple[Call, str]] = {}
+        self.counters = {"calls": 0, "answered": 0, "failed": 0, "rejected": 0}
+        engine.attach(self.loop, self.on_media_events)
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    # -- admission -------------------------------------------------------------------------------------
+    def on_invite(self, ev: RequestReceived) -> None:
+        """A new INVITE (no To tag) that passed the 8.2 checks."""
+        request, flow = ev.request, ev.source
+        endpoint = self.endpoint
+        mf = request.max_forwards
+        if mf is not None and mf <= 0:
+            endpoint.respond(ev.key, self._reply(request, 483))
+            return
+        trunk = self.router.trunk_for_source(flow.remote[0])
+        user = None
+        if trunk is None:
+            result = self.registrar.digest.verify(
+                "INVITE",
+                request.get_all("Proxy-Authorization"),
+                request.uri_text,
+                lambda name, algorithm: self.registrar.passwords(name),
+                self.wall(),
+            )
+            if not result.ok:
+                if result.stale or not request.get_all("Proxy-Authorization"):
+                    challenges = self.registrar.digest.challenges(self.wall(), stale=result.stale)
+                    endpoint.respond(
+                        ev.key, self._reply(request, 407, headers=[("Proxy-Authenticate", c) for c in challenges])
+                    )
+                else:
+                    self.counters["rejected"] += 1
+                    endpoint.respond(ev.key, self._reply(request, 403))
+                return
+            user = result.username
+        called = getattr(request.uri, "user", None) or ""
+        targets = self.router.targets(called)
+        if not targets:
+            self.counters["rejected"] += 1
+            endpoint.respond(ev.key, self._reply(request, 404, "No Route"))
+            return
+        try:
+            media = CallMedia(self.engine)
+        except OSError as exc:
+            event(log, "call.no_media", level=logging.WARNING, reason=str(exc))
+            endpoint.respond(ev.key, self._reply(request, 503, headers=[("Retry-After", "5")]))
+            return
+        direction = "inbound" if trunk else ("outbound" if targets[0].kind == "trunk" else "internal")
+        now = self.wall()
+        record = CallRecord(
+            id=new_id("call"),
+            direction=direction,
+            from_uri=str(request.from_.uri),
+            to_uri=str(request.uri),
+            status="initiated",
+            created_at=now,
+            trunk=trunk.name if trunk else (targets[0].name if targets[0].kind == "trunk" else None),
+            user=user,
+        )
+        record.legs.append(
+            LegRecord(
+                idx=0,
+                role="inbound",
+                sip_call_id=request.call_id,
+                remote_uri=str(request.from_.uri),
+                created_at=now,
+                remote_tag=request.from_.tag,
+                remote_addr=f"{flow.remote[0]}:{flow.remote[1]}",
+            )
+        )
+        try:
+            call = Call(self, record, request, ev.key, flow, targets, media)
+        except SipParseError:  # no usable Contact: the endpoint answers 400
+            media.close()
+            raise
+        record.legs[0].local_tag = call.a.dialog.local_tag
+        self.calls[call.id] = call
+        self._invites[ev.key] = call
+        self.counters["calls"] += 1
+        self.save(call)
+        self.publish(call, "call.initiated", {})
+        call.start()
+
+    def _reply(self, request: Request, status: int, reason: str | None = None, headers=()):
+        response = build_response(request, status, reason, to_tag=new_tag(), headers=headers)
+        response.add("Server", self.user_agent)
+        return response
+
+    # -- forks ---------------------------------------------------------------------------------------------
+    def fork(self, call: Call, target: Target) -> list[Fork]:
+        """Send the call's INVITE(s) for one target; [] when it has nowhere to go (not registered...)."""
+        destinations: list[tuple[str, object, object]] = []  # (request uri, flow, trunk)
+        if target.kind == "user":
+            for binding in self.registrar.contacts(target.name, self.wall()):
+                host, _, port = binding.source.rpartition(":")
+                flow = self.endpoint.flow_to(binding.transport, host.strip("[]"), int(port))
+                if flow is not None:
+                    destinations.append((binding.contact, flow, None))
+        elif target.kind == "trunk":
+            trunk = self.router.trunks[target.name]
+            host, port = self.router.trunk_address(trunk)
+            flow = self.endpoint.flow_to(trunk.transport, host, port)
+            if flow is not None:
+                destinations.append((f"sip:{call.called_user}@{host}:{port}", flow, trunk))
+        else:
+            event(log, "call.target_unsupported", call=call.id, target=str(target))
+        forks = []
+        for uri, flow, trunk in destinations:
+            forks.append(self._send_fork(call, target, uri, flow, trunk))
+        if not destinations:
+            event(log, "call.target_unreachable", level=logging.INFO, call=call.id, target=str(target))
+        return forks
+
+    def _send_fork(self, call: Call, target: Target, uri: str, flow, trunk) -> Fork:
+        call_id, tag = new_call_id(), new_tag()
+        display = call.invite.from_.display
+        caller = f'"{display}" ' if display else ""
+        mf = call.invite.max_forwards
+        headers = [
+            ("Max-Forwards", str(69 if mf is None else min(mf - 1, 69))),
+            ("From", f"{caller}<sip:{call.caller_user}@{self.domain}>;tag={tag}"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", call_id),
+            ("CSeq", "1 INVITE"),
+            ("Contact", self.contact_for(flow, "softswitch")),
+            ("Allow", ALLOW),
+            ("Supported", "replaces, timer"),
+            ("User-Agent", self.user_agent),
+        ]
+        if call.b_offer:
+            headers.append(("Content-Type", SDP))
+        invite = Request("INVITE", uri, headers, call.b_offer or b"")
+        now = self.wall()
+        leg = LegRecord(
+            idx=len(call.record.legs),
+            role="outbound",
+            sip_call_id=call_id,
+            remote_uri=uri,
+            created_at=now,
+            local_tag=tag,
+            remote_addr=f"{flow.remote[0]}:{flow.remote[1]}",
+        )
+        call.record.legs.append(leg)
+        fork = Fork(target, uri, flow, invite, None, DialogSet(invite), leg, trunk)
+        fork.key = self.endpoint.send_request(invite, flow)
+        self.track_fork(fork, call)
+        return fork
+
+    def track_fork(self, fork: Fork, call: Call) -> None:
+        self._forks[fork.key] = (call, fork)
+
+    def forget_fork(self, fork: Fork) -> None:
+        self._forks.pop(fork.key, None)
+
+    def track_request(self, key, call: Call, side: str | None) -> None:
+        self._requests[key] = (call, side)
+
+    def forget_request(self, key) -> None:
+        self._requests.pop(key, None)
+
+    def add_dialog(self, dialog: Dialog, call: Call, side: str) -> None:
+        self._dialogs[dialog.id] = (call, side)
+
+    def contact_for(self, flow, user: str) -> str:
+        host, port = flow.local
+        host = f"[{host}]" if ":" in host else host
+        params = "" if flow.transport == "udp" else f";transport={flow.transport}"
+        return f"<sip:{user or 'softswitch'}@{host}:{port}{params}>"
+
+    # -- events from the transaction layer ---------------------------------------------------------------
+    def on_client_event(self, ev) -> bool:
+        """A response, timeout or transport error for a client transaction of ours."""
+        key = ev.key
+        entry = self._forks.get(key)
+        if entry is not None:
+            call, fork = entry
+            if isinstance(ev, ResponseReceived):
+                if ev.response.status >= 200 and (ev.response.status >= 300):
+                    self._forks.pop(key, None)
+                call.on_fork_response(fork, ev.response)
+            elif isinstance(ev, (Timeout, TransportError)):
+                self._forks.pop(key, None)
+                call.on_fork_timeout(fork)
+            return True
+        entry = self._requests.get(key)
+        if entry is not None:
+            call, side = entry
+            if isinstance(ev, ResponseReceived):
+                if side is None:  # our own BYE: nothing waits for its answer
+                    if ev.response.status >= 200:
+                        self._requests.pop(key, None)
+                else:
+                    call.on_forwarded_response(key, side, ev.response)
+            elif isinstance(ev, (Timeout, TransportError)):
+                self._requests.pop(key, None)
+                if side is not None:
+                    call.on_forwarded_timeout(key)
+            return True
+        return False
+
+    def on_cancel(self, invite_key) -> bool:
+        call = self._invites.get(invite_key)
+        if call is None:
+            return False
+        call.on_cancel()
+        return True
+
+    def on_in_dialog(self, ev: RequestReceived) -> bool:
+        entry = self._dialogs.get(dialog_id_of(ev.request))
+        if entry is None:
+            return False
+        call, side = entry
+        if ev.request.method == "ACK":
+            call.on_ack(side, ev.request)
+        else:
+            call.on_request(side, ev.key, ev.request)
+        return True
+
+    def on_media_events(self, events: list[MediaEvent]) -> None:
+        for ev in events:
+            if ev.kind not in ("leg_closed", "latched"):
+                event(log, "media.event", level=logging.DEBUG, kind=ev.kind, leg=ev.leg)
+
+    # -- timers, records, events ---------------------------------------------------------------------------
+    def timer(self, call: Call, name: str, delay: float, callback: Callable[[], None]) -> None:
+        self.cancel_timer(call, name)
+        call.timers[name] = self.loop.call_later(delay, self._fire, call, name, callback)
+
+    def _fire(self, call: Call, name: str, callback: Callable[[], None]) -> None:
+        call.timers.pop(name, None)
+        if call.state != "ended":
+            callback()
+
+    @staticmethod
+    def cancel_timer(call: Call, name: str) -> None:
+        handle = call.timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def save(self, call: Call) -> None:
+        self.store.save_call(call.record)
+
+    def publish(self, call: Call, kind: str, data: dict) -> None:
+        rec = call.record
+        payload = {
+            "call_id": rec.id,
+            "direction": rec.direction,
+            "from": rec.from_uri,
+            "to": rec.to_uri,
+            "status": rec.status,
+        } | data
+        self.bus.publish(kind, payload, call_id=rec.id)
+
+    def finish(self, call: Call) -> None:
+        """The call ended: drop it from every table, stop its timers, write its record."""
+        self.calls.pop(call.id, None)
+        self._invites.pop(call.key, None)
+        for handle in call.timers.values():
+            handle.cancel()
+        call.timers.clear()
+        for fork in call.forks:
+            self._forks.pop(fork.key, None)
+        for side in (call.a, call.b):
+            if side is not None:
+                self._dialogs.pop(side.dialog.id, None)
+        self.counters["answered" if call.record.answered_at else "failed"] += 1
+        self.save(call)
+
+    def shutdown(self) -> None:
+        """End every call (BYE or final response) so records are closed before the process exits."""
+        for call in list(self.calls.values()):
+            call.hangup("system", 503, "shutting down")

@@ -1,0 +1,61 @@
+"""The dialplan: which targets a call to a number or name goes to, and who may place calls at all.
+
+`[[routes]]` are tried in file order against the user part of the Request-URI; every route that matches
+is a candidate, so the B2BUA tries the first and fails over to the next on 408, 5xx or no answer (the
+way a carrier's LCR list works). Trunks are recognised by source address (`inbound_from`): a request
+from one of their networks is a carrier's inbound call and needs no credentials; anything else must
+authenticate as a `[[users]]` entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from softswitch.config import Config, Trunk, parse_hostport
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a route sends a call: `kind` is user, trunk or app; `name` the user, trunk or URL."""
+
+    kind: str
+    name: str
+    route: int  # the route's index in the config, for logs and CDRs
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+class Router:
+    """First-match routing over the config's routes, plus the trunk lookups the B2BUA needs."""
+
+    def __init__(self, cfg: Config):
+        self._routes = [(re.compile(r.match), r.to) for r in cfg.routes]
+        self.trunks: dict[str, Trunk] = {t.name: t for t in cfg.trunks}
+        self._inbound = [(ipaddress.ip_network(net, strict=False), t) for t in cfg.trunks for net in t.inbound_from]
+
+    def targets(self, user: str) -> list[Target]:
+        """Every route matching `user` (re.fullmatch semantics are up to the pattern: search is used, so
+        anchor patterns with ^...$ as the sample config does), in order."""
+        out = []
+        for i, (pattern, to) in enumerate(self._routes):
+            if pattern.search(user):
+                kind, _, name = to.partition(":")
+                out.append(Target(kind, name, i))
+        return out
+
+    def trunk_for_source(self, host: str) -> Trunk | None:
+        """The trunk whose `inbound_from` networks contain `host`, if any."""
+        try:
+            addr = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return None
+        for net, trunk in self._inbound:
+            if addr in net:
+                return trunk
+        return None
+
+    def trunk_address(self, trunk: Trunk) -> tuple[str, int]:
+        return parse_hostport(trunk.address)
