@@ -12,7 +12,7 @@ Unix seconds), so the rules are testable without a clock.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from softswitch.sip.auth import Algorithm, DigestServer
@@ -36,11 +36,17 @@ class Registrar:
         realm: str,
         policy: RegistrarPolicy | None = None,
         secret: bytes | None = None,
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
     ):
+        """`algorithms` is the order of our challenges (RFC 8760: the client takes the first it supports);
+        some deployed clients fail on a SHA-256 challenge instead of skipping it, hence configurable."""
         self.store = store
         self.passwords = passwords
         self.policy = policy or RegistrarPolicy()
-        self.digest = DigestServer(realm, secret or secrets.token_bytes(32))
+        chosen = tuple(Algorithm.from_name(name) for name in algorithms)
+        if not chosen or None in chosen:
+            raise ValueError(f"unsupported digest algorithms {algorithms!r}")
+        self.digest = DigestServer(realm, secret or secrets.token_bytes(32), algorithms=chosen)
 
     def register(self, request: Request, source: str, transport: str, now: float) -> Response:
         """The response to a REGISTER received from `source` ("host:port") over `transport`."""

@@ -55,10 +55,11 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
     event(log, "store.opened", path=cfg.store.path, schema=store.version)
     timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
     passwords = {u.name: u.password for u in cfg.users}
-    registrar = Registrar(store, passwords.get, cfg.sip.domain)
+    registrar = Registrar(store, passwords.get, cfg.sip.domain, algorithms=cfg.sip.auth_algorithms)
     media_host = parse_listen(cfg.sip.listen[0]).host if cfg.sip.listen else "127.0.0.1"
     engine = MediaEngine(cfg.rtp_port_range(), host=media_host)
     bus = EventBus()
+    bus.subscribe(_log_event)
     calls = B2bua(
         engine=engine,
         store=store,
@@ -67,6 +68,8 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
         registrar=registrar,
         domain=cfg.sip.domain,
         user_agent=cfg.sip.user_agent,
+        ring_timeout_s=cfg.calls.ring_timeout_s,
+        max_duration_s=cfg.calls.max_duration_s,
     )
     uas = BasicUas(cfg.sip.user_agent, registrar, calls=calls)
     sip = SipEndpoint(uas, timers=timers, max_message_bytes=cfg.sip.max_message_bytes)
@@ -95,6 +98,14 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     event(log, "softswitch.stopped")
+
+
+def _log_event(ev) -> None:
+    """Every bus event in the log (debug level): the audit trail operators and tests read."""
+    if log.isEnabledFor(logging.DEBUG):
+        event(
+            log, ev.type, level=logging.DEBUG, call=ev.call_id, **{k: v for k, v in ev.data.items() if k != "call_id"}
+        )
 
 
 def install_loop_policy() -> str:

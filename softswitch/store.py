@@ -8,9 +8,10 @@ schema version lives in `PRAGMA user_version` and each applied migration is reco
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Each migration is a list of statements run in one transaction. Append only; never edit a released one.
@@ -43,6 +44,28 @@ MIGRATIONS: list[list[str]] = [
                cseq INTEGER NOT NULL,
                PRIMARY KEY (user, contact))""",
     ],
+    [  # 2: call detail records: trunk and user of a call, and its SIP legs with their media statistics
+        "ALTER TABLE calls ADD COLUMN trunk TEXT",
+        "ALTER TABLE calls ADD COLUMN user TEXT",
+        """CREATE TABLE call_legs (
+               call_id TEXT NOT NULL REFERENCES calls (id),
+               idx INTEGER NOT NULL,
+               role TEXT NOT NULL,
+               sip_call_id TEXT NOT NULL,
+               local_tag TEXT,
+               remote_tag TEXT,
+               remote_uri TEXT NOT NULL,
+               remote_addr TEXT,
+               status_code INTEGER,
+               created_at REAL NOT NULL,
+               answered_at REAL,
+               ended_at REAL,
+               media TEXT NOT NULL DEFAULT '{}',
+               PRIMARY KEY (call_id, idx))""",
+        "CREATE INDEX calls_status ON calls (status, created_at)",
+        # Small (live calls only): the restart sweep for calls a crash left open reads just this.
+        "CREATE INDEX calls_open ON calls (created_at) WHERE ended_at IS NULL",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -60,6 +83,113 @@ class Binding:
     transport: str
     call_id: str
     cseq: int
+
+
+DIRECTIONS = frozenset({"inbound", "outbound", "internal"})
+CALL_STATUSES = frozenset({"initiated", "ringing", "answered", "completed", "failed", "busy", "no-answer", "canceled"})
+HANGUP_BY = frozenset({"caller", "callee", "system"})
+LEG_ROLES = frozenset({"inbound", "outbound"})
+
+
+@dataclass(slots=True)
+class LegRecord:
+    """One SIP dialog of a call, as the B2BUA saw it: `idx` orders the legs of the call (0 is the leg
+    the call started on), `role` says which side created it, `media` holds its RTP statistics
+    (`rx_packets`, `tx_packets`, `lost`, `loss_pct`, `jitter_ms`, `mos`, ...)."""
+
+    idx: int
+    role: str
+    sip_call_id: str
+    remote_uri: str
+    created_at: float
+    local_tag: str | None = None
+    remote_tag: str | None = None
+    remote_addr: str | None = None
+    status_code: int | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    media: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """The call detail record of one call. It is saved while the call is live too, so a record whose
+    `ended_at` is None after a restart is a call the crash cut off."""
+
+    id: str
+    direction: str
+    from_uri: str
+    to_uri: str
+    status: str
+    created_at: float
+    answered_at: float | None = None
+    ended_at: float | None = None
+    hangup_code: int | None = None
+    hangup_reason: str | None = None
+    hangup_by: str | None = None
+    trunk: str | None = None
+    user: str | None = None
+    legs: list[LegRecord] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float | None:
+        """Talk time, what billing counts: None unless the call was answered and has ended."""
+        if self.answered_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.answered_at
+
+    @property
+    def ring_s(self) -> float | None:
+        """How long the caller waited: until the answer, or until the end of an unanswered call;
+        None while still waiting."""
+        until = self.answered_at if self.answered_at is not None else self.ended_at
+        return None if until is None else until - self.created_at
+
+
+_CALL_COLUMNS = (  # in CallRecord's field order
+    "id, direction, from_uri, to_uri, status, created_at, answered_at, ended_at, "
+    "hangup_code, hangup_reason, hangup_by, trunk, user, data"
+)
+_LEG_COLUMNS = (  # in LegRecord's field order, after call_id
+    "call_id, idx, role, sip_call_id, remote_uri, created_at, local_tag, remote_tag, remote_addr, "
+    "status_code, answered_at, ended_at, media"
+)
+_MAX_PARAMS = 500  # below SQLite's oldest limit on ? parameters per statement (999)
+
+
+def _check_call(record: CallRecord) -> None:
+    """Reject values the queries would silently never match (a typo in a status hides the call)."""
+    problems = []
+    if record.direction not in DIRECTIONS:
+        problems.append(f"direction {record.direction!r}")
+    if record.status not in CALL_STATUSES:
+        problems.append(f"status {record.status!r}")
+    if record.hangup_by is not None and record.hangup_by not in HANGUP_BY:
+        problems.append(f"hangup_by {record.hangup_by!r}")
+    seen: set[int] = set()
+    for leg in record.legs:
+        if leg.role not in LEG_ROLES:
+            problems.append(f"leg {leg.idx} role {leg.role!r}")
+        if leg.idx in seen:
+            problems.append(f"leg idx {leg.idx} repeated")
+        seen.add(leg.idx)
+    if problems:
+        raise ValueError(f"call {record.id}: invalid " + ", ".join(problems))
+
+
+def _json(value: dict) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _call_from_row(row: tuple) -> CallRecord:
+    *fields, data = row
+    return CallRecord(*fields, data=json.loads(data))
+
+
+def _leg_from_row(row: tuple) -> LegRecord:
+    _call_id, *fields, media = row
+    return LegRecord(*fields, media=json.loads(media))
 
 
 class SchemaTooNew(Exception):
@@ -162,6 +292,120 @@ class Store:
     def purge_bindings(self, now: float) -> int:
         """Forget expired contacts; returns how many."""
         return self._db.execute("DELETE FROM registrations WHERE expires_at <= ?", (now,)).rowcount
+
+    # -- call detail records -----------------------------------------------------------------------
+    def save_call(self, record: CallRecord) -> None:
+        """Write the call and its legs exactly as `record` has them, in one transaction, so a crash
+        never leaves a call without its legs. Saving the same record again changes nothing; legs no
+        longer in `record.legs` are deleted."""
+        _check_call(record)
+        call_row = (
+            record.id,
+            record.direction,
+            record.from_uri,
+            record.to_uri,
+            record.status,
+            record.created_at,
+            record.answered_at,
+            record.ended_at,
+            record.hangup_code,
+            record.hangup_reason,
+            record.hangup_by,
+            record.trunk,
+            record.user,
+            _json(record.data),
+        )
+        leg_rows = [
+            (
+                record.id,
+                leg.idx,
+                leg.role,
+                leg.sip_call_id,
+                leg.remote_uri,
+                leg.created_at,
+                leg.local_tag,
+                leg.remote_tag,
+                leg.remote_addr,
+                leg.status_code,
+                leg.answered_at,
+                leg.ended_at,
+                _json(leg.media),
+            )
+            for leg in record.legs
+        ]
+        keep = [leg.idx for leg in record.legs]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)}) ON CONFLICT (id) DO UPDATE SET "
+                "direction = excluded.direction, from_uri = excluded.from_uri, to_uri = excluded.to_uri, "
+                "status = excluded.status, created_at = excluded.created_at, answered_at = excluded.answered_at, "
+                "ended_at = excluded.ended_at, hangup_code = excluded.hangup_code, "
+                "hangup_reason = excluded.hangup_reason, hangup_by = excluded.hangup_by, trunk = excluded.trunk, "
+                "user = excluded.user, data = excluded.data",
+                call_row,
+            )
+            self._db.execute(
+                f"DELETE FROM call_legs WHERE call_id = ? AND idx NOT IN ({', '.join('?' * len(keep))})",
+                (record.id, *keep),
+            )
+            self._db.executemany(
+                f"INSERT INTO call_legs ({_LEG_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+                "ON CONFLICT (call_id, idx) DO UPDATE SET "
+                "role = excluded.role, sip_call_id = excluded.sip_call_id, local_tag = excluded.local_tag, "
+                "remote_tag = excluded.remote_tag, remote_uri = excluded.remote_uri, "
+                "remote_addr = excluded.remote_addr, status_code = excluded.status_code, "
+                "created_at = excluded.created_at, answered_at = excluded.answered_at, "
+                "ended_at = excluded.ended_at, media = excluded.media",
+                leg_rows,
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def get_call(self, call_id: str) -> CallRecord | None:
+        row = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,)).fetchone()
+        return None if row is None else self._with_legs([_call_from_row(row)])[0]
+
+    def list_calls(
+        self, *, limit: int = 50, before: float | None = None, status: str | None = None
+    ) -> list[CallRecord]:
+        """Newest first; page back by passing the last call's `created_at` as `before`."""
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        where, args = [], []
+        if before is not None:
+            where.append("created_at < ?")
+            args.append(before)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        sql = f"SELECT {_CALL_COLUMNS} FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit))
+        return self._with_legs([_call_from_row(row) for row in rows])
+
+    def open_calls(self) -> list[CallRecord]:
+        """Calls never closed out, oldest first: at start-up these were cut off by a crash, and the
+        caller records how they ended."""
+        rows = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE ended_at IS NULL ORDER BY created_at, id")
+        return self._with_legs([_call_from_row(row) for row in rows])
+
+    def _with_legs(self, calls: list[CallRecord]) -> list[CallRecord]:
+        by_id = {call.id: call for call in calls}
+        ids = list(by_id)
+        for start in range(0, len(ids), _MAX_PARAMS):
+            chunk = ids[start : start + _MAX_PARAMS]
+            rows = self._db.execute(
+                f"SELECT {_LEG_COLUMNS} FROM call_legs WHERE call_id IN ({', '.join('?' * len(chunk))}) "
+                "ORDER BY call_id, idx",
+                chunk,
+            )
+            for row in rows:
+                by_id[row[0]].legs.append(_leg_from_row(row))
+        return calls
 
     def tables(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]

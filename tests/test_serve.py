@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import free_port
 
+from softswitch.store import SCHEMA_VERSION
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -119,7 +121,7 @@ def test_serve_second_start_keeps_store(tmp_path):
         wait_health(api, proc)
         _, err = stop(proc, signal.SIGTERM)
         assert proc.returncode == 0, err
-        assert "schema=1" in err
+        assert f"schema={SCHEMA_VERSION}" in err
 
 
 @pytest.mark.parametrize("kind", ["udp", "tcp", "api"])

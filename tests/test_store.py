@@ -1,10 +1,10 @@
-"""Store: WAL mode, numbered migrations applied once, and refusal of a newer schema."""
+"""Store: WAL mode, numbered migrations applied once, refusal of a newer schema, and call detail records."""
 
 import sqlite3
 
 import pytest
 
-from softswitch.store import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, Store
+from softswitch.store import MIGRATIONS, SCHEMA_VERSION, CallRecord, LegRecord, SchemaTooNew, Store
 
 
 def test_store_created_on_first_open_in_wal_mode(tmp_path):
@@ -67,3 +67,213 @@ def test_store_newer_schema_refuses_with_clear_message(tmp_path):
     assert f"schema version {SCHEMA_VERSION + 3}" in str(info.value)
     assert f"knows ({SCHEMA_VERSION})" in str(info.value)
     assert str(path) in str(info.value)
+
+
+# -- call detail records (migration 2) -------------------------------------------------------------
+T0 = 1_800_000_000.0
+
+
+def leg(idx: int, role: str = "inbound", **kw) -> LegRecord:
+    return LegRecord(
+        idx=idx,
+        role=role,
+        sip_call_id=f"sip-{idx}@192.0.2.5",
+        remote_uri=f"sip:peer{idx}@192.0.2.5",
+        created_at=T0 + idx,
+        **kw,
+    )
+
+
+def call(call_id: str = "call_1", created_at: float = T0, status: str = "initiated", **kw) -> CallRecord:
+    return CallRecord(
+        id=call_id,
+        direction="inbound",
+        from_uri="sip:+15550100@trunk.test",
+        to_uri="sip:alice@example.test",
+        status=status,
+        created_at=created_at,
+        **kw,
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "sw.db")
+    yield s
+    s.close()
+
+
+def test_migration_2_upgrades_a_v1_file_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "sw.db"
+    Store.open(path, migrations=MIGRATIONS[:1]).close()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO calls (id, direction, from_uri, to_uri, status, created_at, answered_at, ended_at, "
+        "hangup_code, hangup_reason, hangup_by, data) VALUES "
+        "('call_old', 'outbound', 'sip:a@x', 'sip:b@y', 'completed', 10.0, 12.0, 40.0, 200, 'BYE', 'callee', "
+        "'{\"k\": 1}')"
+    )
+    conn.execute("INSERT INTO registrations VALUES ('alice', 'sip:alice@192.0.2.9', 99.0, 'h:1', 'udp', 'c', 1)")
+    conn.commit()
+    conn.close()
+    store = Store.open(path)
+    try:
+        assert store.version == SCHEMA_VERSION
+        assert store.applied_migrations() == list(range(1, SCHEMA_VERSION + 1))
+        assert "call_legs" in store.tables()
+        assert store.get_call("call_old") == CallRecord(
+            id="call_old",
+            direction="outbound",
+            from_uri="sip:a@x",
+            to_uri="sip:b@y",
+            status="completed",
+            created_at=10.0,
+            answered_at=12.0,
+            ended_at=40.0,
+            hangup_code=200,
+            hangup_reason="BYE",
+            hangup_by="callee",
+            data={"k": 1},
+        )
+        assert [b.contact for b in store.bindings("alice", now=0.0)] == ["sip:alice@192.0.2.9"]
+    finally:
+        store.close()
+
+
+def test_save_and_get_call_round_trip_with_legs_and_media(store):
+    record = call(
+        status="completed",
+        answered_at=T0 + 3,
+        ended_at=T0 + 63.5,
+        hangup_code=200,
+        hangup_reason="BYE",
+        hangup_by="caller",
+        trunk="carrier-a",
+        user="alice",
+        data={"tags": ["vip"], "nested": {"n": 1}},
+        legs=[
+            leg(0, local_tag="lt0", remote_tag="rt0", remote_addr="192.0.2.5:5060", status_code=200),
+            leg(
+                1,
+                "outbound",
+                answered_at=T0 + 3,
+                ended_at=T0 + 63.5,
+                media={
+                    "rx_packets": 3000,
+                    "tx_packets": 2990,
+                    "lost": 3,
+                    "loss_pct": 0.1,
+                    "jitter_ms": 4.2,
+                    "mos": 4.3,
+                },
+            ),
+        ],
+    )
+    store.save_call(record)
+    got = store.get_call("call_1")
+    assert got == record
+    assert got is not record
+    assert got.duration_s == pytest.approx(60.5)
+    assert got.ring_s == pytest.approx(3.0)
+    assert store.get_call("call_missing") is None
+
+
+def test_save_call_upserts_through_the_life_of_a_call(store):
+    record = call(legs=[leg(0)])
+    store.save_call(record)
+    record.status, record.answered_at = "answered", T0 + 2
+    record.legs.append(leg(1, "outbound", remote_tag="b-tag"))
+    record.legs[0].status_code = 200
+    store.save_call(record)
+    store.save_call(record)  # idempotent
+    assert store.get_call("call_1") == record
+    record.status, record.ended_at, record.hangup_by = "completed", T0 + 10, "callee"
+    record.legs[1].media = {"mos": 4.1}
+    store.save_call(record)
+    got = store.get_call("call_1")
+    assert got == record
+    assert len(store.list_calls()) == 1
+    record.legs = [record.legs[1]]  # the record is the truth: a leg it no longer has is deleted
+    store.save_call(record)
+    assert [lg.idx for lg in store.get_call("call_1").legs] == [1]
+
+
+def test_save_call_is_one_transaction(store):
+    record = call(legs=[leg(0)])
+    store.save_call(record)
+    record.status = "answered"
+    record.legs.append(leg(1))
+    record.legs[1].sip_call_id = None  # NOT NULL fails after the call row was already updated
+    with pytest.raises(sqlite3.IntegrityError):
+        store.save_call(record)
+    got = store.get_call("call_1")
+    assert got.status == "initiated"
+    assert [lg.idx for lg in got.legs] == [0]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": "ansered"},
+        {"direction": "sideways"},
+        {"hangup_by": "nobody"},
+        {"legs": [leg(0, "middle")]},
+        {"legs": [leg(0), leg(0)]},
+    ],
+)
+def test_save_call_refuses_invalid_values(store, change):
+    record = call()
+    for key, value in change.items():
+        setattr(record, key, value)
+    with pytest.raises(ValueError):
+        store.save_call(record)
+    assert store.get_call("call_1") is None
+
+
+def test_list_calls_newest_first_with_limit_before_and_status(store):
+    statuses = ["completed", "failed", "completed", "busy", "completed"]
+    for i, status in enumerate(statuses):
+        store.save_call(call(f"call_{i}", created_at=T0 + i, status=status, ended_at=T0 + i + 1, legs=[leg(0)]))
+    assert [c.id for c in store.list_calls()] == ["call_4", "call_3", "call_2", "call_1", "call_0"]
+    assert [c.id for c in store.list_calls(limit=2)] == ["call_4", "call_3"]
+    assert [c.id for c in store.list_calls(before=T0 + 3)] == ["call_2", "call_1", "call_0"]
+    assert [c.id for c in store.list_calls(status="completed")] == ["call_4", "call_2", "call_0"]
+    assert [c.id for c in store.list_calls(status="completed", before=T0 + 4, limit=1)] == ["call_2"]
+    assert store.list_calls(limit=0) == []
+    assert all(len(c.legs) == 1 for c in store.list_calls())
+
+
+def test_open_calls_are_those_never_ended(store):
+    store.save_call(call("call_done", created_at=T0, status="completed", ended_at=T0 + 5))
+    store.save_call(call("call_live_new", created_at=T0 + 2, status="answered", answered_at=T0 + 3, legs=[leg(0)]))
+    store.save_call(call("call_live_old", created_at=T0 + 1, status="ringing"))
+    opened = store.open_calls()
+    assert [c.id for c in opened] == ["call_live_old", "call_live_new"]
+    assert [lg.idx for lg in opened[1].legs] == [0]
+    closing = opened[0]
+    closing.status, closing.ended_at, closing.hangup_by = "failed", T0 + 100, "system"
+    store.save_call(closing)
+    assert [c.id for c in store.open_calls()] == ["call_live_new"]
+
+
+def test_call_record_survives_reopening_the_file(tmp_path):
+    path = tmp_path / "sw.db"
+    record = call(status="answered", answered_at=T0 + 1, legs=[leg(0, media={"rx_packets": 5})])
+    store = Store.open(path)
+    store.save_call(record)
+    store.close()
+    store = Store.open(path)
+    try:
+        assert store.get_call("call_1") == record
+        assert [c.id for c in store.open_calls()] == ["call_1"]
+    finally:
+        store.close()
+
+
+def test_call_durations():
+    assert call().duration_s is None and call().ring_s is None
+    live = call(answered_at=T0 + 4)
+    assert live.duration_s is None and live.ring_s == 4
+    assert call(answered_at=T0 + 4, ended_at=T0 + 10).duration_s == 6
+    unanswered = call(status="no-answer", ended_at=T0 + 30)
+    assert unanswered.duration_s is None and unanswered.ring_s == 30
