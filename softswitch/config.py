@@ -19,9 +19,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from softswitch.transport.tls import TlsFileError, server_context
+
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 TRUNK_TRANSPORTS = ("udp", "tcp", "tls")
 ROUTE_KINDS = ("user", "trunk", "app")
+AUTH_ALGORITHMS = ("SHA-256", "MD5", "SHA-256-SESS", "MD5-SESS")
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -36,6 +39,15 @@ class SipConfig(_Section):
     t2_ms: int = 4000
     t4_ms: int = 5000
     max_message_bytes: int = 65535
+    tls_cert: str = ""  # PEM certificate chain for tls: listeners (and offered to TLS peers we connect to)
+    tls_key: str = ""  # its unencrypted PEM private key
+    auth_algorithms: list[str] = msgspec.field(default_factory=lambda: ["SHA-256", "MD5"])  # challenge order
+
+
+class CallsConfig(_Section):
+    ring_timeout_s: float = 60.0
+    max_duration_s: float = 14400.0
+    session_expires_s: int = 1800  # RFC 4028 session interval we ask for and grant (at least 90)
 
 
 class MediaConfig(_Section):
@@ -80,6 +92,7 @@ class Config(_Section):
     media: MediaConfig = msgspec.field(default_factory=MediaConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    calls: CallsConfig = msgspec.field(default_factory=CallsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     users: list[User] = msgspec.field(default_factory=list)
     trunks: list[Trunk] = msgspec.field(default_factory=list)
@@ -169,8 +182,19 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
     for key in ("t1_ms", "t2_ms", "t4_ms", "max_message_bytes"):
         if getattr(cfg.sip, key) <= 0:
             yield ("sip", key), "must be positive"
+    for i, name in enumerate(cfg.sip.auth_algorithms):
+        if name.upper() not in AUTH_ALGORITHMS:
+            yield ("sip", "auth_algorithms", i), f"unknown digest algorithm {name!r}: use {', '.join(AUTH_ALGORITHMS)}"
+    if not cfg.sip.auth_algorithms:
+        yield ("sip", "auth_algorithms"), "must name at least one algorithm"
+    for key in ("ring_timeout_s", "max_duration_s"):
+        if getattr(cfg.calls, key) <= 0:
+            yield ("calls", key), "must be positive"
+    if cfg.calls.session_expires_s < 90:
+        yield ("calls", "session_expires_s"), "must be at least 90 (RFC 4028 Min-SE)"
     if cfg.sip.t2_ms < cfg.sip.t1_ms:
         yield ("sip", "t2_ms"), "must not be smaller than t1_ms"
+    yield from _check_tls(cfg.sip)
     try:
         parse_port_range(cfg.media.rtp_ports)
     except ValueError as exc:
@@ -214,6 +238,24 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
             yield ("routes", i, "to"), f"unknown trunk {target!r}"
         elif kind == "app" and (urlsplit(target).scheme not in ("http", "https") or not urlsplit(target).netloc):
             yield ("routes", i, "to"), f"app target must be an http(s) URL, got {target!r}"
+
+
+def _check_tls(sip: SipConfig) -> Iterator[tuple[tuple, str]]:
+    """A tls: listener needs a certificate and key that load; a half-given or broken pair is refused even
+    without one, since it would only fail later, at the first TLS connection we open."""
+    serves_tls = any(item.partition(":")[0] == "tls" for item in sip.listen)
+    if not (serves_tls or sip.tls_cert or sip.tls_key):
+        return
+    missing = False
+    for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
+        if not getattr(sip, key):
+            missing = True
+            yield ("sip", key), "required with a tls: listen address" if serves_tls else f"required with sip.{other}"
+    if not missing:
+        try:
+            server_context(sip.tls_cert, sip.tls_key)
+        except TlsFileError as exc:
+            yield ("sip", f"tls_{exc.field}"), str(exc)
 
 
 def _check_names(section: str, items: list) -> Iterator[tuple[tuple, str]]:

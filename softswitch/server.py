@@ -70,9 +70,16 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
         user_agent=cfg.sip.user_agent,
         ring_timeout_s=cfg.calls.ring_timeout_s,
         max_duration_s=cfg.calls.max_duration_s,
+        session_interval_s=cfg.calls.session_expires_s,
     )
     uas = BasicUas(cfg.sip.user_agent, registrar, calls=calls)
-    sip = SipEndpoint(uas, timers=timers, max_message_bytes=cfg.sip.max_message_bytes)
+    sip = SipEndpoint(
+        uas,
+        timers=timers,
+        max_message_bytes=cfg.sip.max_message_bytes,
+        tls_cert=cfg.sip.tls_cert or None,
+        tls_key=cfg.sip.tls_key or None,
+    )
     calls.endpoint = sip
     runner: web.AppRunner | None = None
     try:

@@ -1,5 +1,6 @@
 """Config: defaults, every refused case with its exact line, and the check-config command."""
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -199,3 +200,78 @@ def test_config_missing_file_is_an_error(tmp_path):
 
 def test_config_shipped_file_is_valid():
     config.load("configs/softswitch.toml")
+
+
+OPENSSL_REQ = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=softswitch-test"
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory) -> dict[str, str]:
+    """Two real self-signed certificate/key pairs (openssl CLI) and a file that is neither."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    where = tmp_path_factory.mktemp("pems")
+    out = {}
+    for name in ("a", "b"):
+        out[f"{name}_cert"], out[f"{name}_key"] = str(where / f"{name}.crt"), str(where / f"{name}.key")
+        subprocess.run(
+            ["openssl", *OPENSSL_REQ.split(), "-keyout", out[f"{name}_key"], "-out", out[f"{name}_cert"]],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    (where / "junk.pem").write_text("not pem\n")
+    out["junk"], out["missing"] = str(where / "junk.pem"), str(where / "missing.pem")
+    return out
+
+
+def tls_sip(cert: str | None, key: str | None, listen: str = "tls:127.0.0.1:5061") -> str:
+    """[sip] on line 1, listen on 2, then tls_cert and tls_key (when given) on 3 and 4."""
+    text = f'[sip]\nlisten = ["udp:127.0.0.1:5060", "{listen}"]\n'
+    text += "" if cert is None else f'tls_cert = "{cert}"\n'
+    return text + ("" if key is None else f'tls_key = "{key}"\n')
+
+
+def test_config_tls_listener_with_certificate_and_key(pems):
+    cfg = config.parse(tls_sip(pems["a_cert"], pems["a_key"]))
+    assert (cfg.sip.tls_cert, cfg.sip.tls_key) == (pems["a_cert"], pems["a_key"])
+    assert config.parse("").sip.tls_cert == "" and config.parse("").sip.tls_key == ""  # no TLS, nothing needed
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "listen", "expected"),
+    [
+        (
+            None,
+            None,
+            "tls:127.0.0.1:5061",
+            [
+                "sw.toml:1: sip.tls_cert: required with a tls: listen address",
+                "sw.toml:1: sip.tls_key: required with a tls: listen address",
+            ],
+        ),
+        ("a_cert", None, "tls:127.0.0.1:5061", ["sw.toml:1: sip.tls_key: required with a tls: listen address"]),
+        ("a_cert", None, "tcp:127.0.0.1:5060", ["sw.toml:1: sip.tls_key: required with sip.tls_cert"]),
+        ("missing", "a_key", "tls:127.0.0.1:5061", ["sw.toml:3: sip.tls_cert: file '{missing}' does not exist"]),
+        ("a_key", "a_key", "tls:127.0.0.1:5061", ["sw.toml:3: sip.tls_cert: no PEM certificate found in '{a_key}'"]),
+        ("a_cert", "junk", "tls:127.0.0.1:5061", ["sw.toml:4: sip.tls_key: no PEM private key found in '{junk}'"]),
+        ("a_cert", "missing", "tls:127.0.0.1:5061", ["sw.toml:4: sip.tls_key: file '{missing}' does not exist"]),
+        (
+            "a_cert",
+            "b_key",
+            "tls:127.0.0.1:5061",
+            ["sw.toml:4: sip.tls_key: private key '{b_key}' does not match certificate '{a_cert}'"],
+        ),
+    ],
+)
+def test_config_tls_certificate_and_key_problems(pems, cert, key, listen, expected):
+    text = tls_sip(cert and pems[cert], key and pems[key], listen)
+    assert problems(text) == [e.format(**pems) for e in expected]
+
+
+def test_config_check_config_names_a_missing_certificate(tmp_path, pems):
+    path = tmp_path / "tls.toml"
+    path.write_text(tls_sip(pems["missing"], pems["a_key"]))
+    res = run_cli("check-config", str(path))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"{path}:3: sip.tls_cert: file '{pems['missing']}' does not exist"

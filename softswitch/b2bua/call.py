@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
+from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
 from softswitch.logs import event
 from softswitch.router import Target
 from softswitch.sip.auth import DigestClient, select_challenge
@@ -83,7 +84,8 @@ class Side:
     dialog: Dialog
     flow: object
     ok: InviteOkRetransmitter | None = None
-    timers: dict = field(default_factory=dict)
+    st: SessionTimer | None = None  # RFC 4028, once the dialog is confirmed
+    allows_update: bool = False
 
 
 class Call:
@@ -108,12 +110,19 @@ class Call:
         self.ringing_sent = False
         self.early_sdp_sent = False
         self.timers: dict[str, object] = {}
+        self.client_keys: list[object] = []  # in-dialog requests we sent, dropped from the tables at the end
         self.local = local
         self.caller_user = _user_of_from(invite)
         self.called_user = _user(invite)
 
     # -- routing -------------------------------------------------------------------------------------
     def start(self) -> None:
+        self.st_a, st_headers = as_uas(self.invite, self.sw.session_interval_s)
+        if self.st_a is None:
+            self.fail(422, "Session Interval Too Small", headers=st_headers)
+            return
+        self.st_headers_a = st_headers
+        self.a.allows_update = _allows_update(self.invite)
         try:
             self.b_offer = (
                 self.media.initial_offer("b") if self.late_offer else self.media.offer_from("a", self.invite.body)
@@ -220,7 +229,8 @@ class Call:
             self.fail(488, "Not Acceptable Here", detail=exc.reason)
             return
         self.sw.endpoint.send_stateless(dialog.create_ack(), fork.flow)
-        self.b = Side(dialog, fork.flow)
+        self.b = Side(dialog, fork.flow, st=as_uac(response, self.sw.session_interval_s))
+        self.b.allows_update = _allows_update(response)
         self.sw.add_dialog(dialog, self, "b")
         now = self.sw.wall()
         fork.leg.answered_at = now
@@ -233,7 +243,10 @@ class Call:
         self.record.answered_at = now
         self.record.legs[0].answered_at = now
         self.sw.cancel_timer(self, "ring")
-        self._answer_a(200, "OK", sdp_a)
+        self._answer_a(200, "OK", sdp_a, self.st_headers_a)
+        self.a.st = self.st_a
+        self._arm_session("a")
+        self._arm_session("b")
         self.sw.timer(self, "max_duration", self.sw.max_duration_s, self.on_max_duration)
         self.sw.save(self)
         self.sw.publish(self, "call.answered", {"answered_by": None})
@@ -306,8 +319,9 @@ class Call:
                 self.sw.endpoint.cancel(fork.key)
 
     # -- the caller -----------------------------------------------------------------------------------
-    def _answer_a(self, status: int, reason: str, sdp: bytes | None = None) -> None:
-        headers = [("Allow", ALLOW), ("Supported", "replaces, timer")] if status >= 200 else []
+    def _answer_a(self, status: int, reason: str, sdp: bytes | None = None, extra=()) -> None:
+        headers = [("Allow", ALLOW), ("Supported", "replaces, timer")] if 200 <= status < 300 else []
+        headers += list(extra)
         response = self.a.dialog.create_response(
             self.invite, status, reason, headers=headers, body=sdp or b"", content_type=SDP if sdp else None
         )
@@ -323,12 +337,14 @@ class Call:
         self._cancel_forks()
         self.fail(487, "Request Terminated", hangup_by="caller", status_name="canceled")
 
-    def fail(self, status: int, reason: str, *, detail: str = "", hangup_by: str = "callee", status_name=None) -> None:
+    def fail(
+        self, status: int, reason: str, *, detail: str = "", hangup_by: str = "callee", status_name=None, headers=()
+    ) -> None:
         """End an unanswered call with a final response to the caller."""
         if self.state == "ended":
             return
         status_name = status_name or _status_name(status)
-        self._answer_a(status, reason)
+        self._answer_a(status, reason, extra=headers)
         self.end(status, reason + (f" ({detail})" if detail else ""), hangup_by, status_name)
 
     # -- in-dialog requests ------------------------------------------------------------------------------
@@ -351,6 +367,12 @@ class Call:
             self.sw.endpoint.respond(key, this.dialog.create_response(request, 491 if method == "INVITE" else 481))
             return
         body, content_type, offer = request.body, request.content_type, False
+        if method in ("INVITE", "UPDATE"):
+            self._arm_session(side)  # any re-INVITE or UPDATE from the peer refreshes its session (RFC 4028 10)
+            sdp = body if content_type == SDP else b""
+            if (method == "UPDATE" and not sdp) or (sdp and self.media.is_refresh(side, sdp)):
+                self._answer_refresh(side, key, request)
+                return
         if method in ("INVITE", "UPDATE") and body and content_type == SDP:
             try:
                 body = self.media.offer_from(side, body)
@@ -360,11 +382,7 @@ class Call:
             offer = True
         elif method == "INVITE" and not body:
             # an offer-less re-INVITE asks for our offer (13.2.1); our last one stands
-            response = this.dialog.create_response(
-                request, 200, headers=[("Allow", ALLOW)], body=self.media.last_sent(side) or b"", content_type=SDP
-            )
-            self.sw.endpoint.respond(key, response)
-            self._retransmit(this, response)
+            self._answer_refresh(side, key, request)
             return
         headers = [(n, request.get(n)) for n in ("Event", "Subscription-State", "Reason") if request.get(n)]
         try:
@@ -375,6 +393,71 @@ class Call:
         client_key = self.sw.endpoint.send_request(forwarded, other.flow)
         self.pending[client_key] = Pending(side, request, key, offer)
         self.sw.track_request(client_key, self, OTHER[side])
+
+    def _answer_refresh(self, side: str, key, request: Request) -> None:
+        """A session refresh (same SDP version, or none for UPDATE): answered here, not sent across."""
+        this = self.a if side == "a" else self.b
+        headers = [("Allow", ALLOW), ("Supported", "replaces, timer")]
+        if this.st is not None:
+            headers.append(("Session-Expires", this.st.header(we_are_uac=this.dialog.role.value == "uac")))
+        sdp = self.media.last_sent(side) if request.body or request.method == "INVITE" else None
+        response = this.dialog.create_response(
+            request, 200, headers=headers, body=sdp or b"", content_type=SDP if sdp else None
+        )
+        self.sw.endpoint.respond(key, response)
+        if request.method == "INVITE":
+            self._retransmit(this, response)
+
+    # -- session timers (RFC 4028) ----------------------------------------------------------------------
+    def _arm_session(self, name: str) -> None:
+        side = self.a if name == "a" else self.b
+        if side is None or side.st is None or self.state != "answered":
+            return
+        self.sw.timer(self, f"st_{name}", side.st.due_in, lambda: self._session_due(name))
+
+    def _session_due(self, name: str) -> None:
+        side = self.a if name == "a" else self.b
+        if side is None or side.st is None:
+            return
+        if not side.st.we_refresh:
+            event(log, "call.session_expired", level=logging.INFO, call=self.id, side=name)
+            self.hangup("system", 408, "session timer expired")
+            return
+        st_header = ("Session-Expires", side.st.header(we_are_uac=side.dialog.role.value == "uac"))
+        try:
+            if side.allows_update:
+                request = side.dialog.create_request("UPDATE", headers=[st_header, ("Supported", "timer")])
+            else:
+                sdp = self.media.last_sent(name) or b""
+                request = side.dialog.create_request(
+                    "INVITE", headers=[st_header, ("Supported", "timer")], body=sdp, content_type=SDP
+                )
+        except DialogError:  # an INVITE of the peer's in progress: try again shortly
+            self.sw.timer(self, f"st_{name}", 2.0, lambda: self._session_due(name))
+            return
+        key = self.sw.endpoint.send_request(request, side.flow)
+        self.sw.track_request(key, self, f"refresh:{name}")
+
+    def on_refresh_response(self, name: str, response: Response | None) -> None:
+        """Our refresh came back: a 2xx re-arms; 491 retries soon; anything else ends the call (10)."""
+        side = self.a if name == "a" else self.b
+        if side is None or self.state != "answered":
+            return
+        status = 408 if response is None else response.status
+        if response is not None:
+            side.dialog.receive_response(response)
+        if status < 200:
+            return
+        if status < 300:
+            if response.cseq.method == "INVITE":
+                again = side.dialog.ack_for(response) or side.dialog.create_ack()
+                self.sw.endpoint.send_stateless(again, side.flow)
+            self._arm_session(name)
+        elif status == 491:
+            self.sw.timer(self, f"st_{name}", 2.0, lambda: self._session_due(name))
+        else:
+            event(log, "call.refresh_failed", level=logging.INFO, call=self.id, side=name, status=status)
+            self.hangup("system", status, "session refresh failed")
 
     def on_ack(self, side: str, ack: Request) -> None:
         this = self.a if side == "a" else self.b
@@ -391,24 +474,24 @@ class Call:
 
     def on_forwarded_response(self, client_key, side: str, response: Response) -> None:
         """A response from `side` to a request we forwarded there: the same answer to the requester."""
+        there = self.a if side == "a" else self.b
+        status = response.status
+        if 200 <= status < 300 and response.cseq.method == "INVITE" and there is not None:
+            again = there.dialog.ack_for(response)
+            if again is not None:  # a retransmitted 2xx: the same ACK again
+                self.sw.endpoint.send_stateless(again, there.flow)
+                return
         pending = self.pending.get(client_key)
         if pending is None:
             return
-        there = self.a if side == "a" else self.b
         here = self.a if pending.side == "a" else self.b
         if there is not None:
             there.dialog.receive_response(response)
-        status = response.status
         if status < 200:
             return
         if status < 300 and response.cseq.method == "INVITE" and there is not None:
-            again = there.dialog.ack_for(response)
-            if again is not None:
-                self.sw.endpoint.send_stateless(again, there.flow)
-                return
             self.sw.endpoint.send_stateless(there.dialog.create_ack(), there.flow)
         del self.pending[client_key]
-        self.sw.forget_request(client_key)
         body, content_type = response.body, response.content_type
         if pending.offer and status < 300:
             try:
@@ -535,6 +618,10 @@ def _status_name(code: int) -> str:
     if code in NO_ANSWER:
         return "no-answer"
     return "failed"
+
+
+def _allows_update(message) -> bool:
+    return any("UPDATE" in v.upper().replace(" ", "").split(",") for v in message.get_all("Allow"))
 
 
 def _bye_reason(request: Request) -> str:

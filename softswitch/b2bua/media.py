@@ -25,10 +25,12 @@ from softswitch.sip.offer_answer import (
     Capabilities,
     CodecSpec,
     NegotiatedMedia,
+    OriginChange,
     OriginTracker,
     build_answer,
     build_offer,
     negotiate,
+    origin_change,
 )
 from softswitch.sip.sdp import Direction, SdpError, SessionDescription
 
@@ -77,6 +79,7 @@ class CallMedia:
         self._their_offer: SessionDescription | None = None
         self._our_offer: SessionDescription | None = None
         self._answer_sent: SessionDescription | None = None  # our answer to the offerer, once given
+        self.remote: dict[str, SessionDescription] = {}  # the last description each side sent us
 
     # -- offers ------------------------------------------------------------------------------------
     def offer_from(self, side: str, body: bytes) -> bytes:
@@ -85,6 +88,7 @@ class CallMedia:
         index = _audio(offer)
         if index is None:
             raise MediaRefused("no audio stream offered")
+        self.remote[side] = offer
         codecs = self._usable(offer.media[index].codecs)
         if not any(c.name.lower() != TELEPHONE_EVENT for c in codecs):
             raise MediaRefused("no codec in common (PCMU, PCMA)")
@@ -118,6 +122,7 @@ class CallMedia:
         if ours is None:
             raise MediaRefused("the answer has no usable audio stream")
         self.negotiated[side] = ours
+        self.remote[side] = answer
         if self._offerer is None:
             return None
         offerer = self._offerer
@@ -155,7 +160,17 @@ class CallMedia:
         if agreed is None:
             raise MediaRefused("the answer has no usable audio stream")
         self.negotiated[side] = agreed
+        self.remote[side] = answer
         self._connect()
+
+    def is_refresh(self, side: str, body: bytes) -> bool:
+        """Whether `body` repeats the last description from `side` (same o= version: a session refresh,
+        RFC 3264 8 and RFC 4028), so nothing needs renegotiating."""
+        try:
+            sdp = SessionDescription.parse(body)
+        except SdpError:
+            return False
+        return origin_change(self.remote.get(side), sdp) is OriginChange.UNCHANGED
 
     def last_sent(self, side: str) -> bytes | None:
         """What `side` last had from us (to repeat in a 2xx after an early answer, 13.2.1)."""

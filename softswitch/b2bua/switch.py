@@ -21,6 +21,7 @@ from collections.abc import Callable
 from media.engine import MediaEngine, MediaEvent
 from softswitch.b2bua.call import ALLOW, SDP, Call, Fork, new_call_id
 from softswitch.b2bua.media import CallMedia
+from softswitch.b2bua.session_timer import DEFAULT_INTERVAL, request_headers
 from softswitch.events import EventBus, new_id
 from softswitch.logs import event
 from softswitch.registrar import Registrar
@@ -49,6 +50,7 @@ class B2bua:
         user_agent: str = "softswitch",
         ring_timeout_s: float = 60.0,
         max_duration_s: float = 4 * 3600.0,
+        session_interval_s: int = DEFAULT_INTERVAL,
         wall: Callable[[], float] = time.time,
     ):
         self.engine = engine
@@ -60,6 +62,7 @@ class B2bua:
         self.user_agent = user_agent
         self.ring_timeout_s = ring_timeout_s
         self.max_duration_s = max_duration_s
+        self.session_interval_s = session_interval_s
         self.wall = wall
         self.endpoint = None
         self.loop = asyncio.get_running_loop()
@@ -197,6 +200,7 @@ class B2bua:
             ("Allow", ALLOW),
             ("Supported", "replaces, timer"),
             ("User-Agent", self.user_agent),
+            *request_headers(self.session_interval_s),
         ]
         if call.b_offer:
             headers.append(("Content-Type", SDP))
@@ -223,11 +227,11 @@ class B2bua:
     def forget_fork(self, fork: Fork) -> None:
         self._forks.pop(fork.key, None)
 
-    def track_request(self, key, call: Call, side: str | None) -> None:
-        self._requests[key] = (call, side)
-
-    def forget_request(self, key) -> None:
-        self._requests.pop(key, None)
+    def track_request(self, key, call: Call, purpose: str | None) -> None:
+        """Route the responses of an in-dialog request we sent: `purpose` is the side a forwarded request
+        went to ("a"/"b"), "refresh:a"/"refresh:b" for our session refreshes, None for our BYEs."""
+        self._requests[key] = (call, purpose)
+        call.client_keys.append(key)
 
     def add_dialog(self, dialog: Dialog, call: Call, side: str) -> None:
         self._dialogs[dialog.id] = (call, side)
@@ -254,20 +258,22 @@ class B2bua:
                 call.on_fork_timeout(fork)
             return True
         entry = self._requests.get(key)
-        if entry is not None:
-            call, side = entry
-            if isinstance(ev, ResponseReceived):
-                if side is None:  # our own BYE: nothing waits for its answer
-                    if ev.response.status >= 200:
-                        self._requests.pop(key, None)
-                else:
-                    call.on_forwarded_response(key, side, ev.response)
-            elif isinstance(ev, (Timeout, TransportError)):
-                self._requests.pop(key, None)
-                if side is not None:
-                    call.on_forwarded_timeout(key)
-            return True
-        return False
+        if entry is None:
+            return False
+        call, purpose = entry
+        response = ev.response if isinstance(ev, ResponseReceived) else None
+        final = response is None or response.status >= 200
+        if purpose is None:  # our own BYE: nothing waits for its answer
+            pass
+        elif purpose.startswith("refresh:"):
+            call.on_refresh_response(purpose[8:], response)
+        elif response is not None:
+            call.on_forwarded_response(key, purpose, response)
+        else:
+            call.on_forwarded_timeout(key)
+        if final and (response is None or response.cseq.method != "INVITE"):
+            self._requests.pop(key, None)  # a 2xx to an INVITE may come again: kept until the call ends
+        return True
 
     def on_cancel(self, invite_key) -> bool:
         call = self._invites.get(invite_key)
@@ -331,6 +337,9 @@ class B2bua:
         call.timers.clear()
         for fork in call.forks:
             self._forks.pop(fork.key, None)
+        for key in call.client_keys:
+            if key in self._requests and self._requests[key][1] is not None:
+                self._requests.pop(key)  # our BYEs stay until answered (their entry ends itself)
         for side in (call.a, call.b):
             if side is not None:
                 self._dialogs.pop(side.dialog.id, None)

@@ -4,16 +4,24 @@
 each datagram or framed stream message it parses (a malformed request is answered 400 from the error's
 partial message, or dropped when nothing can be answered), stamps the top Via of requests with
 `received`/`rport` (RFC 3261 18.2.1, RFC 3581), works out where responses must go (18.2.2: back over
-the connection for TCP; for UDP to `received`, and `rport` or the Via port or 5060), and hands the
-message to the transaction layer. Events go to the transaction user (`handler`); transmissions go out
+the connection for TCP and TLS; for UDP to `received`, and `rport` or the Via port or 5060), and hands
+the message to the transaction layer. Events go to the transaction user (`handler`); transmissions go out
 through the flow they name. Nothing here raises on input: a bad packet costs one log line.
+
+TCP and TLS connections are one kind of thing (`_Tcp`), whether the peer opened them or we did
+(`connect`): the same framing, keep-alive pong and idle close, and a request or response may arrive on
+either. A transmission that cannot go out because its connection is gone ends its transaction with a
+`TransportError` (17.1.4, 17.2.4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +30,8 @@ from softswitch.logs import event
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.framer import PING, StreamFramer
 from softswitch.sip.message import Request, build_response, error_response, parse
-from softswitch.sip.transaction import TimerConfig, TransactionLayer, Transmit, new_branch
+from softswitch.sip.transaction import TimerConfig, TransactionLayer, Transmit, client_key, new_branch, server_key
+from softswitch.transport import tls
 from softswitch.transport.sockets import BindError, os_reason, udp_socket
 
 log = logging.getLogger("softswitch.sip")
@@ -30,12 +39,12 @@ log = logging.getLogger("softswitch.sip")
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """Where a message came from, or goes: a UDP address through one of our sockets, or a TCP connection."""
+    """Where a message came from, or goes: a UDP address through one of our sockets, or a TCP/TLS connection."""
 
-    transport: str  # "udp" or "tcp"
+    transport: str  # "udp", "tcp" or "tls"
     remote: tuple[str, int]
-    local: tuple[str, int]
-    connection: int = 0  # TCP: the connection's id; 0 for UDP
+    local: tuple[str, int]  # our address: the UDP socket's; a stream's listener (our Via sent-by, 18.1.1)
+    connection: int = 0  # TCP/TLS: the connection's id; 0 for UDP
 
     @property
     def reliable(self) -> bool:
@@ -64,8 +73,17 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    def __init__(self, endpoint: SipEndpoint, local: tuple[str, int]):
-        self.endpoint, self.local = endpoint, local
+    """One TCP or TLS connection (asyncio hands TLS over decrypted): accepted, or opened by `connect`."""
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        local: tuple[str, int] | None,
+        kind: str = "tcp",
+        target: tuple[str, int] | None = None,
+    ):
+        self.endpoint, self.local, self.kind = endpoint, local, kind
+        self.target = target  # the (host, port) `connect` was asked for, which may be a name, not the peer IP
         self.framer = StreamFramer(endpoint.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.flow: Flow | None = None
@@ -74,7 +92,12 @@ class _Tcp(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.flow = Flow("tcp", (peer[0], peer[1]), self.local, self.endpoint._register(self))
+        sock = transport.get_extra_info("sockname")
+        local = self.local or (sock[0], sock[1])  # no listener for this transport: the socket's own address
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(local[0]).is_unspecified:  # bound to 0.0.0.0 or ::, a useless sent-by
+                local = (sock[0], local[1])
+        self.flow = Flow(self.kind, (peer[0], peer[1]), local, self.endpoint._register(self))
         self.last_activity = self.endpoint.loop.time()
 
     def data_received(self, data: bytes) -> None:
@@ -105,10 +128,21 @@ class SipEndpoint:
         timers: TimerConfig | None = None,
         max_message_bytes: int = 65535,
         tcp_idle_s: float = 300.0,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_verify: bool = False,
     ):
+        """`tls_cert`/`tls_key` (PEM files) serve `tls:` listeners and are offered on connections we open;
+        `tls_verify` checks the certificate of servers we connect to, off by default because trunks often
+        present self-signed ones. `tcp_idle_s` closes TCP and TLS connections alike."""
         self.handler = handler
         self.max_message_bytes = max_message_bytes
         self.tcp_idle_s = tcp_idle_s
+        self.tls_cert, self.tls_key, self.tls_verify = tls_cert, tls_key, tls_verify
+        self._server_tls: ssl.SSLContext | None = None
+        self._client_tls: ssl.SSLContext | None = None
+        self._stream_local: dict[str, tuple[str, int]] = {}  # transport -> first listener, our sent-by
+        self._connecting: dict[tuple[str, str, int], asyncio.Task[Flow]] = {}
         self.loop = asyncio.get_running_loop()
         self.txns = TransactionLayer(timers or TimerConfig())
         self._udp: dict[tuple[str, int], asyncio.DatagramTransport] = {}
@@ -128,21 +162,48 @@ class SipEndpoint:
                     lambda: _Udp(self, local), sock=udp_socket(addr.host, addr.port)
                 )
                 self._udp[local] = transport
-            elif addr.transport == "tcp":
-                self._servers.append(await self.loop.create_server(lambda: _Tcp(self, local), addr.host, addr.port))
+            elif addr.transport in ("tcp", "tls"):
+                kind = addr.transport
+                extra = {} if kind == "tcp" else self._tls_options(self._server_context(addr))
+                server = await self.loop.create_server(lambda: _Tcp(self, local, kind), addr.host, addr.port, **extra)
+                self._servers.append(server)
+                self._stream_local.setdefault(kind, local)
             else:
                 raise BindError(f"cannot listen on {addr}: transport {addr.transport} is not available yet")
         except OSError as exc:
             raise BindError(f"cannot listen on {addr}: {os_reason(exc)}") from None
+        self._start_idle_check()
+        event(log, "sip.listening", addr=str(addr))
+
+    def _server_context(self, addr: ListenAddress) -> ssl.SSLContext:
+        if self._server_tls is None:
+            if not (self.tls_cert and self.tls_key):
+                raise BindError(f"cannot listen on {addr}: no TLS certificate and key configured")
+            try:
+                self._server_tls = tls.server_context(self.tls_cert, self.tls_key)
+            except tls.TlsFileError as exc:
+                raise BindError(f"cannot listen on {addr}: {exc}") from None
+        return self._server_tls
+
+    @staticmethod
+    def _tls_options(context: ssl.SSLContext) -> dict:
+        return {
+            "ssl": context,
+            "ssl_handshake_timeout": tls.HANDSHAKE_TIMEOUT_S,
+            "ssl_shutdown_timeout": tls.SHUTDOWN_TIMEOUT_S,
+        }
+
+    def _start_idle_check(self) -> None:
         if self._idle_task is None:
             self._idle_task = self.loop.create_task(self._close_idle())
-        event(log, "sip.listening", addr=str(addr))
 
     async def close(self) -> None:
         if self._timer:
             self._timer.cancel()
         if self._idle_task:
             self._idle_task.cancel()
+        for task in list(self._connecting.values()):
+            task.cancel()
         for transport in self._udp.values():
             transport.close()
         for conn in list(self._connections.values()):
@@ -249,11 +310,31 @@ class SipEndpoint:
                 conn = self._connections.get(flow.connection)
                 if conn is None or conn.transport.is_closing():
                     event(log, "sip.connection_gone", level=logging.DEBUG, peer=flow.remote)
+                    self._transport_error(tx)
                     return
                 conn.transport.write(data)
             self.counters["sent"] += 1
         except OSError as exc:  # no route (a documentation address, say): the peer's loss, not ours
             event(log, "sip.send_failed", level=logging.DEBUG, peer=flow.remote, reason=os_reason(exc))
+            if flow.reliable:
+                self._transport_error(tx)
+
+    def _transport_error(self, tx: Transmit) -> None:
+        """17.1.4, 17.2.4: the transaction whose message could not go out ends with a `TransportError`.
+        Reported on the next loop turn, so that a TU calling `send_request` holds the returned key first."""
+        message = tx.message
+        try:
+            if isinstance(message, Request):
+                key = client_key(message)  # an ACK matches no client transaction: nothing to tell
+            else:  # the server transaction by its request's key; an RFC 2543 one cannot be found from a response
+                key = server_key(Request(message.cseq.method, "", message.headers))
+        except SipParseError:
+            return
+        self.loop.call_soon(self._fail, key)
+
+    def _fail(self, key: object) -> None:
+        self.txns.transport_error(key, self.loop.time())
+        self._pump()
 
     def _arm_timer(self) -> None:
         when = self.txns.get_timer()
@@ -269,7 +350,67 @@ class SipEndpoint:
         self.txns.handle_timer(self.loop.time())
         self._pump()
 
-    # -- TCP connections -----------------------------------------------------------------------------
+    # -- TCP and TLS connections ---------------------------------------------------------------------
+    async def connect(self, transport: str, host: str, port: int, *, timeout: float = 5.0) -> Flow:
+        """A flow to send requests we originate over (`send_request`). TCP/TLS: a live connection to that
+        address if there is one, whoever opened it (RFC 3261 18.1.1, RFC 5923: one connection per peer),
+        else a new one, which then serves like an accepted one (responses and requests arriving on it are
+        received, idle close applies). TLS checks the server's certificate only with `tls_verify`. UDP:
+        `flow_to`. ConnectionError (an OSError) with a readable reason when no connection can be had."""
+        transport = transport.lower()
+        host = host.strip("[]")
+        if transport == "udp":
+            flow = self.flow_to("udp", host, port)
+            if flow is None:
+                raise ConnectionError(f"cannot send to udp:{host}:{port}: no UDP listener to send from")
+            return flow
+        if transport not in ("tcp", "tls"):
+            raise ValueError(f"cannot connect over {transport!r}: expected udp, tcp or tls")
+        flow = self.flow_to(transport, host, port)
+        if flow is not None:
+            return flow
+        target = (transport, host, port)
+        task = self._connecting.get(target)
+        if task is None:  # concurrent callers share one attempt, so a burst of requests opens one connection
+            task = self._connecting[target] = self.loop.create_task(self._open(transport, host, port, timeout))
+            task.add_done_callback(functools.partial(self._connected, target))
+        return await asyncio.shield(task)  # one caller giving up does not cancel the others' attempt
+
+    def _connected(self, target: tuple[str, str, int], task: asyncio.Task[Flow]) -> None:
+        if self._connecting.get(target) is task:
+            del self._connecting[target]
+        if not task.cancelled():
+            task.exception()  # marked retrieved: a failure whose callers all gave up is not logged as lost
+
+    async def _open(self, transport: str, host: str, port: int, timeout: float) -> Flow:
+        where = f"{transport}:{host}:{port}"
+        try:
+            extra = self._tls_options(self._client_context()) if transport == "tls" else {}
+        except tls.TlsFileError as exc:
+            raise ConnectionError(f"cannot connect to {where}: {exc}") from None
+        local = self._stream_local.get(transport)
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await self.loop.create_connection(
+                    lambda: _Tcp(self, local, transport, (host, port)), host, port, **extra
+                )
+        except TimeoutError:
+            raise ConnectionError(f"cannot connect to {where}: no answer within {timeout:g} s") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectionError(f"cannot connect to {where}: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise ConnectionError(f"cannot connect to {where}: TLS handshake failed ({exc.reason or exc})") from None
+        except OSError as exc:
+            raise ConnectionError(f"cannot connect to {where}: {os_reason(exc)}") from None
+        self._start_idle_check()
+        event(log, "sip.connected", peer=where, connection=conn.flow.connection)
+        return conn.flow
+
+    def _client_context(self) -> ssl.SSLContext:
+        if self._client_tls is None:
+            self._client_tls = tls.client_context(self.tls_verify, self.tls_cert, self.tls_key)
+        return self._client_tls
+
     def _register(self, conn: _Tcp) -> int:
         ident = self._next_connection
         self._next_connection += 1
@@ -298,16 +439,18 @@ class SipEndpoint:
         self._pump()
 
     def flow_to(self, transport: str, host: str, port: int) -> Flow | None:
-        """A flow for a request we originate: UDP from our first UDP socket; TCP over a live connection to
-        that address (one the peer opened, so NAT keeps working, RFC 5626 spirit), else None."""
+        """A flow for a request we originate: UDP from our first UDP socket; TCP/TLS over a live connection
+        to that address (one the peer opened, so NAT keeps working, RFC 5626 spirit, or one `connect`
+        opened, found by the address asked for too), else None (`connect` opens one)."""
         transport = transport.lower()
         if transport == "udp":
             local = next(iter(self._udp), None)
             return None if local is None else Flow("udp", (host, port), local)
+        address = (host.strip("[]"), port)
         for conn in self._connections.values():
             flow = conn.flow
             live = flow is not None and not conn.transport.is_closing()
-            if live and flow.transport == transport and flow.remote == (host, port):
+            if live and flow.transport == transport and address in (flow.remote, conn.target):
                 return flow
         return None
 

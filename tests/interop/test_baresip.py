@@ -9,7 +9,7 @@ import pytest
 from interop.baresip import Baresip, account_line, available, dominant_hz, tone_power_ratio
 from interop.switch import Softswitch
 
-pytestmark = pytest.mark.skipif(not available(), reason="baresip is installed by .ci/run")
+assert available(), "baresip is installed by .ci/run"
 
 SIP = 15500
 USERS = '[[users]]\nname = "alice"\npassword = "alice-pw"\n[[users]]\nname = "bob"\npassword = "bob-pw"\n'
