@@ -42,6 +42,7 @@ class SipConfig(_Section):
     tls_cert: str = ""  # PEM certificate chain for tls: listeners (and offered to TLS peers we connect to)
     tls_key: str = ""  # its unencrypted PEM private key
     auth_algorithms: list[str] = msgspec.field(default_factory=lambda: ["SHA-256", "MD5"])  # challenge order
+    contact_ping_s: float = 0.0  # OPTIONS keep-alive to registered contacts (NAT bindings); 0 disables
 
 
 class CallsConfig(_Section):
@@ -80,6 +81,9 @@ class Trunk(_Section):
     inbound_from: list[str] = msgspec.field(default_factory=list)
     username: str = ""
     password: str = ""
+    ping_interval_s: float = 30.0  # OPTIONS pings marking the trunk up/down; 0 disables them
+    register: bool = False  # keep a registration at the trunk (username/password) for inbound calls
+    register_expires_s: int = 3600
 
 
 class Route(_Section):
@@ -185,6 +189,8 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
     for i, name in enumerate(cfg.sip.auth_algorithms):
         if name.upper() not in AUTH_ALGORITHMS:
             yield ("sip", "auth_algorithms", i), f"unknown digest algorithm {name!r}: use {', '.join(AUTH_ALGORITHMS)}"
+    if cfg.sip.contact_ping_s < 0:
+        yield ("sip", "contact_ping_s"), "must be 0 (off) or positive"
     if not cfg.sip.auth_algorithms:
         yield ("sip", "auth_algorithms"), "must name at least one algorithm"
     for key in ("ring_timeout_s", "max_duration_s"):
@@ -217,6 +223,12 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
             yield ("trunks", i, "address"), f"bad address {trunk.address!r}: {exc}"
         if trunk.transport not in TRUNK_TRANSPORTS:
             yield ("trunks", i, "transport"), f"must be one of {', '.join(TRUNK_TRANSPORTS)}"
+        if trunk.ping_interval_s < 0:
+            yield ("trunks", i, "ping_interval_s"), "must be 0 (off) or positive"
+        if trunk.register and not trunk.username:
+            yield ("trunks", i, "register"), "registering needs username (and password)"
+        if trunk.register_expires_s < 60:
+            yield ("trunks", i, "register_expires_s"), "must be at least 60"
         for j, net in enumerate(trunk.inbound_from):
             try:
                 ipaddress.ip_network(net, strict=False)

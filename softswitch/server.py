@@ -18,6 +18,7 @@ from softswitch import __version__
 from softswitch.b2bua.switch import B2bua
 from softswitch.config import Config, parse_hostport, parse_listen
 from softswitch.events import EventBus
+from softswitch.keepalive import ContactKeepalive
 from softswitch.logs import event
 from softswitch.registrar import Registrar
 from softswitch.router import Router
@@ -25,6 +26,7 @@ from softswitch.sip.transaction import TimerConfig
 from softswitch.store import Store
 from softswitch.transport.endpoint import SipEndpoint
 from softswitch.transport.sockets import BindError, os_reason
+from softswitch.trunks import Trunks
 from softswitch.uas import BasicUas
 
 log = logging.getLogger("softswitch")
@@ -72,6 +74,7 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
         max_duration_s=cfg.calls.max_duration_s,
         session_interval_s=cfg.calls.session_expires_s,
     )
+    calls.close_orphans()
     uas = BasicUas(cfg.sip.user_agent, registrar, calls=calls)
     sip = SipEndpoint(
         uas,
@@ -82,9 +85,16 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
     )
     calls.endpoint = sip
     runner: web.AppRunner | None = None
+    trunks: Trunks | None = None
+    keepalive: ContactKeepalive | None = None
     try:
         for item in cfg.sip.listen:
             await sip.listen(parse_listen(item))
+        trunks = Trunks(sip, cfg.trunks, domain=cfg.sip.domain, user_agent=cfg.sip.user_agent)
+        calls.trunks = trunks
+        trunks.start()
+        keepalive = ContactKeepalive(sip, store, [u.name for u in cfg.users], cfg.sip.contact_ping_s)
+        keepalive.start()
         runner = await _start_api(cfg)
         event(log, "softswitch.started", version=__version__)
         await stop.wait()
@@ -93,6 +103,10 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
         try:
             async with asyncio.timeout(SHUTDOWN_BUDGET_S):
                 calls.shutdown()
+                if trunks is not None:
+                    await trunks.close()
+                if keepalive is not None:
+                    await keepalive.close()
                 await asyncio.sleep(0.05)  # let the BYEs leave
                 if runner is not None:
                     await runner.cleanup()

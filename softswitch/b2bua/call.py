@@ -138,6 +138,8 @@ class Call:
         while self.targets:
             target = self.targets.pop(0)
             forks = self.sw.fork(self, target)
+            if forks is None:  # waiting for a connection: the fork (or the next target) follows
+                return
             if forks:
                 self.forks.extend(forks)
                 return

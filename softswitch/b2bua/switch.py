@@ -65,6 +65,7 @@ class B2bua:
         self.session_interval_s = session_interval_s
         self.wall = wall
         self.endpoint = None
+        self.trunks = None  # softswitch.trunks.Trunks once started: which trunks answer their pings
         self.loop = asyncio.get_running_loop()
         self.calls: dict[str, Call] = {}
         self._invites: dict[object, Call] = {}  # the caller's INVITE server transaction
@@ -161,8 +162,10 @@ class B2bua:
         return response
 
     # -- forks ---------------------------------------------------------------------------------------------
-    def fork(self, call: Call, target: Target) -> list[Fork]:
-        """Send the call's INVITE(s) for one target; [] when it has nowhere to go (not registered...)."""
+    def fork(self, call: Call, target: Target) -> list[Fork] | None:
+        """Send the call's INVITE(s) for one target; [] when it has nowhere to go (not registered, trunk
+        down...); None when a TCP/TLS trunk needs a connection first (the fork follows, or the next
+        target is tried if the connection fails)."""
         destinations: list[tuple[str, object, object]] = []  # (request uri, flow, trunk)
         if target.kind == "user":
             for binding in self.registrar.contacts(target.name, self.wall()):
@@ -172,8 +175,14 @@ class B2bua:
                     destinations.append((binding.contact, flow, None))
         elif target.kind == "trunk":
             trunk = self.router.trunks[target.name]
+            if self.trunks is not None and not self.trunks.is_up(trunk.name):
+                event(log, "call.trunk_down", level=logging.INFO, call=call.id, trunk=trunk.name)
+                return []
             host, port = self.router.trunk_address(trunk)
             flow = self.endpoint.flow_to(trunk.transport, host, port)
+            if flow is None and trunk.transport != "udp":
+                self.loop.create_task(self._connect_then_fork(call, target, trunk, host, port))
+                return None
             if flow is not None:
                 destinations.append((f"sip:{call.called_user}@{host}:{port}", flow, trunk))
         else:
@@ -184,6 +193,19 @@ class B2bua:
         if not destinations:
             event(log, "call.target_unreachable", level=logging.INFO, call=call.id, target=str(target))
         return forks
+
+    async def _connect_then_fork(self, call: Call, target: Target, trunk, host: str, port: int) -> None:
+        try:
+            flow = await self.endpoint.connect(trunk.transport, host, port)
+        except (ConnectionError, OSError) as exc:
+            event(log, "call.trunk_unreachable", level=logging.INFO, call=call.id, trunk=trunk.name, reason=str(exc))
+            flow = None
+        if call.state not in ("routing", "ringing"):
+            return
+        if flow is None:
+            call.next_target()
+            return
+        call.forks.append(self._send_fork(call, target, f"sip:{call.called_user}@{host}:{port}", flow, trunk))
 
     def _send_fork(self, call: Call, target: Target, uri: str, flow, trunk) -> Fork:
         call_id, tag = new_call_id(), new_tag()
@@ -345,6 +367,21 @@ class B2bua:
                 self._dialogs.pop(side.dialog.id, None)
         self.counters["answered" if call.record.answered_at else "failed"] += 1
         self.save(call)
+
+    def close_orphans(self) -> int:
+        """Records of calls that were live when the process died: closed as ended by the system now."""
+        now = self.wall()
+        orphans = self.store.open_calls()
+        for rec in orphans:
+            rec.ended_at = now
+            rec.status = "completed" if rec.answered_at else "failed"
+            rec.hangup_code, rec.hangup_reason, rec.hangup_by = 500, "softswitch restarted", "system"
+            for leg in rec.legs:
+                leg.ended_at = leg.ended_at or now
+            self.store.save_call(rec)
+        if orphans:
+            event(log, "call.orphans_closed", level=logging.WARNING, count=len(orphans))
+        return len(orphans)
 
     def shutdown(self) -> None:
         """End every call (BYE or final response) so records are closed before the process exits."""

@@ -30,11 +30,22 @@ from softswitch.logs import event
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.framer import PING, StreamFramer
 from softswitch.sip.message import Request, build_response, error_response, parse
-from softswitch.sip.transaction import TimerConfig, TransactionLayer, Transmit, client_key, new_branch, server_key
+from softswitch.sip.transaction import (
+    ResponseReceived,
+    Timeout,
+    TimerConfig,
+    TransactionLayer,
+    Transmit,
+    TransportError,
+    client_key,
+    new_branch,
+    server_key,
+)
 from softswitch.transport import tls
 from softswitch.transport.sockets import BindError, os_reason, udp_socket
 
 log = logging.getLogger("softswitch.sip")
+_CLIENT_EVENTS = (ResponseReceived, Timeout, TransportError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +163,8 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._idle_task: asyncio.Task | None = None
+        self._pumping = False
+        self._callbacks: dict[object, Callable[[object], None]] = {}
         self.counters = {"received": 0, "sent": 0, "malformed": 0, "answered_400": 0}
 
     async def listen(self, addr: ListenAddress) -> None:
@@ -273,17 +286,33 @@ class SipEndpoint:
 
     # -- output ----------------------------------------------------------------------------------
     def _pump(self) -> None:
-        """Deliver the layer's events to the TU, send what it queued, and re-arm the timer."""
-        while True:
+        """Deliver the layer's events to the TU, send what it queued, and re-arm the timer. Not re-entrant:
+        when the TU sends from inside its handler, only the transmissions go out; the outer loop delivers
+        any new event after the handler returns, so the TU never sees events nested inside each other."""
+        if self._pumping:
             for tx in self.txns.transmits():
                 self._send(tx)
-            ev = self.txns.next_event()
-            if ev is None:
-                break
-            try:
-                self.handler(self, ev)
-            except SipParseError as exc:  # the TU read a malformed header: the request deserves a 400
-                self._reject(ev, exc)
+            return
+        self._pumping = True
+        try:
+            while True:
+                for tx in self.txns.transmits():
+                    self._send(tx)
+                ev = self.txns.next_event()
+                if ev is None:
+                    break
+                callback = self._callbacks.pop(ev.key, None) if isinstance(ev, _CLIENT_EVENTS) else None
+                try:
+                    if callback is not None:
+                        if isinstance(ev, ResponseReceived) and ev.response.status < 200:
+                            self._callbacks[ev.key] = callback  # still waiting for the final response
+                        callback(ev)
+                    else:
+                        self.handler(self, ev)
+                except SipParseError as exc:  # the TU read a malformed header: the request deserves a 400
+                    self._reject(ev, exc)
+        finally:
+            self._pumping = False
         self._arm_timer()
 
     def _reject(self, ev: object, exc: SipParseError) -> None:
@@ -459,6 +488,16 @@ class SipEndpoint:
         address and transport. Returns the transaction key (responses arrive as `ResponseReceived`)."""
         self._put_via(request, flow)
         key = self.txns.send_request(request, flow, self.loop.time(), reliable=flow.reliable)
+        self._pump()
+        return key
+
+    def request(self, request: Request, flow: Flow, callback: Callable[[object], None]) -> object:
+        """`send_request` for a request whose outcome goes to `callback` instead of the TU: every response
+        (`ResponseReceived`) up to the final one, or the `Timeout` / `TransportError` that ends it. For
+        the softswitch's own requests (OPTIONS pings, REGISTER to a trunk)."""
+        self._put_via(request, flow)
+        key = self.txns.send_request(request, flow, self.loop.time(), reliable=flow.reliable)
+        self._callbacks[key] = callback
         self._pump()
         return key
 
