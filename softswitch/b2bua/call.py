@@ -26,6 +26,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
+from softswitch.b2bua import transfer
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
 from softswitch.logs import event
@@ -33,7 +34,7 @@ from softswitch.router import Target
 from softswitch.sip.auth import DigestClient, select_challenge
 from softswitch.sip.dialog import Dialog, DialogError, DialogSet, DialogState, new_tag
 from softswitch.sip.dialog_timers import AckTimeout, InviteOkRetransmitter
-from softswitch.sip.message import Request, Response
+from softswitch.sip.message import Request, Response, build_response
 from softswitch.store import CallRecord, LegRecord
 
 log = logging.getLogger("softswitch.call")
@@ -61,6 +62,7 @@ class Fork:
     status: int | None = None  # the final response (408 for a timeout or ring timeout)
     reason: str = ""
     provisional: bool = False  # a 1xx came, so a CANCEL can go now
+    transfer: object | None = None  # the transfer this INVITE serves (None: the call's own routing)
 
     @property
     def done(self) -> bool:
@@ -86,6 +88,7 @@ class Side:
     ok: InviteOkRetransmitter | None = None
     st: SessionTimer | None = None  # RFC 4028, once the dialog is confirmed
     allows_update: bool = False
+    leg: LegRecord | None = None  # its part of the call record
 
 
 class Call:
@@ -101,7 +104,7 @@ class Call:
         self.media = media
         self.state = "routing"
         local = flow.local
-        self.a = Side(Dialog.uas(invite, sw.contact_for(flow, _user(invite))), flow)
+        self.a = Side(Dialog.uas(invite, sw.contact_for(flow, _user(invite))), flow, leg=record.legs[0])
         self.b: Side | None = None
         self.forks: list[Fork] = []
         self.pending: dict[object, Pending] = {}
@@ -110,6 +113,8 @@ class Call:
         self.ringing_sent = False
         self.early_sdp_sent = False
         self.timers: dict[str, object] = {}
+        self.transfer = None  # a blind transfer in progress (softswitch.b2bua.transfer)
+        self.dialog_ids: list[object] = []  # every dialog of ours in the B2BUA's table, dropped at the end
         self.client_keys: list[object] = []  # in-dialog requests we sent, dropped from the tables at the end
         self.local = local
         self.caller_user = _user_of_from(invite)
@@ -138,10 +143,7 @@ class Call:
         while self.targets:
             target = self.targets.pop(0)
             forks = self.sw.fork(self, target)
-            if forks is None:  # waiting for a connection: the fork (or the next target) follows
-                return
-            if forks:
-                self.forks.extend(forks)
+            if forks is None or forks:  # sent (or waiting for a connection: the fork or next target follows)
                 return
         best = self.best_failure()
         self.fail(*best)
@@ -159,7 +161,13 @@ class Call:
         return failed[-1].status, failed[-1].reason
 
     # -- responses to our INVITEs ----------------------------------------------------------------------
+    def side(self, name: str) -> Side | None:
+        return self.a if name == "a" else self.b
+
     def on_fork_response(self, fork: Fork, response: Response) -> None:
+        if fork.transfer is not None and fork.transfer is self.transfer:
+            transfer.on_fork_response(self, self.transfer, fork, response)
+            return
         status = response.status
         if status < 200:
             self._fork_provisional(fork, response)
@@ -231,7 +239,7 @@ class Call:
             self.fail(488, "Not Acceptable Here", detail=exc.reason)
             return
         self.sw.endpoint.send_stateless(dialog.create_ack(), fork.flow)
-        self.b = Side(dialog, fork.flow, st=as_uac(response, self.sw.session_interval_s))
+        self.b = Side(dialog, fork.flow, st=as_uac(response, self.sw.session_interval_s), leg=fork.leg)
         self.b.allows_update = _allows_update(response)
         self.sw.add_dialog(dialog, self, "b")
         now = self.sw.wall()
@@ -300,6 +308,9 @@ class Call:
         return True
 
     def on_fork_timeout(self, fork: Fork) -> None:
+        if fork.transfer is not None and fork.transfer is self.transfer:
+            transfer.on_fork_timeout(self, self.transfer, fork)
+            return
         self._fork_failed(fork, 408, "Request Timeout", None)
 
     def on_ring_timeout(self) -> None:
@@ -351,6 +362,9 @@ class Call:
 
     # -- in-dialog requests ------------------------------------------------------------------------------
     def on_request(self, side: str, key, request: Request) -> None:
+        if side == "old":  # a transferor's dialog after the transfer: only its goodbye is expected
+            self.sw.endpoint.respond(key, build_response(request, 200 if request.method == "BYE" else 481))
+            return
         this = self.a if side == "a" else self.b
         problem = this.dialog.receive_request(request)
         if problem is not None:
@@ -367,6 +381,9 @@ class Call:
         other = self.b if side == "a" else self.a
         if other is None or self.state != "answered":
             self.sw.endpoint.respond(key, this.dialog.create_response(request, 491 if method == "INVITE" else 481))
+            return
+        if method == "REFER":
+            transfer.on_refer(self, side, key, request)
             return
         body, content_type, offer = request.body, request.content_type, False
         if method in ("INVITE", "UPDATE"):
@@ -539,6 +556,45 @@ class Call:
     def on_max_duration(self) -> None:
         self.hangup("system", 200, "max call duration")
 
+    def send_bye(self, dialog: Dialog, flow) -> None:
+        self._send_in_dialog(Side(dialog, flow), "BYE")
+
+    def replace_side(self, name: str, dialog: Dialog, flow, response: Response) -> None:
+        """A transfer target answered: it takes `name`'s place; the transferor is sent away with a BYE."""
+        old = self.side(name)
+        self.sw.drop_dialog(old.dialog)
+        self.sw.add_dialog(old.dialog, self, "old")
+        self.sw.cancel_timer(self, f"ok_{name}")
+        self.sw.cancel_timer(self, f"st_{name}")
+        self._send_in_dialog(old, "BYE")
+        if old.leg is not None:
+            old.leg.ended_at = self.sw.wall()
+            old.leg.media = self.media.leg_stats(name)
+        new = Side(dialog, flow, st=as_uac(response, self.sw.session_interval_s), leg=self._fork_leg(dialog))
+        new.allows_update = _allows_update(response)
+        if name == "a":
+            self.a = new
+        else:
+            self.b = new
+        self.sw.add_dialog(dialog, self, name)
+        self._arm_session(name)
+        keep = OTHER[name]
+        offer = self.media.unhold_offer(keep)
+        if offer is not None:  # the transferor had put the other party on hold: take it off
+            this = self.side(keep)
+            try:
+                request = this.dialog.create_request("INVITE", body=offer, content_type=SDP)
+            except DialogError:
+                return
+            key = self.sw.endpoint.send_request(request, this.flow)
+            self.sw.track_request(key, self, f"refresh:{keep}")
+
+    def _fork_leg(self, dialog: Dialog) -> LegRecord | None:
+        for fork in self.forks:
+            if dialog in fork.dialogs:
+                return fork.leg
+        return None
+
     def _send_in_dialog(self, side: Side, method: str) -> None:
         try:
             request = side.dialog.create_request(method)
@@ -580,11 +636,11 @@ class Call:
         stats = self.media.close()
         for leg in rec.legs:
             leg.ended_at = leg.ended_at or now
-        rec.legs[0].media = stats.get("a", {})
         rec.legs[0].status_code = rec.legs[0].status_code or (200 if rec.answered_at else code)
-        for fork in self.forks:
-            if self.b is not None and fork.dialogs.dialogs.get(self.b.dialog.remote_tag) is self.b.dialog:
-                fork.leg.media = stats.get("b", {})
+        for name in ("a", "b"):
+            side = self.side(name)
+            if side is not None and side.leg is not None:
+                side.leg.media = stats.get(name, {})
         self.sw.finish(self)
         self.sw.publish(
             self,

@@ -124,6 +124,7 @@ class CallMedia:
         self.negotiated[side] = ours
         self.remote[side] = answer
         if self._offerer is None:
+            self._connect()  # our own offer (a transfer target, a late-offer callee): nothing to answer
             return None
         offerer = self._offerer
         offer = self._their_offer
@@ -142,6 +143,41 @@ class CallMedia:
         self._answer_sent = reply
         self._connect()
         return reply.serialize()
+
+    def transfer_offer(self, side: str) -> bytes:
+        """Our offer to a transfer target that will take `side`'s place: a new session on the same engine
+        leg, carrying only the codec the remaining party uses (so the bridge can keep relaying)."""
+        keep = self.negotiated[OTHER[side]]
+        codecs = [CodecSpec(keep.codec.name, keep.codec.clock_rate), CodecSpec(TELEPHONE_EVENT, 8000)]
+        self.origins[side] = OriginTracker(secrets.randbelow(2**31), self.legs[side].host)
+        self._offerer, self._their_offer, self._answer_sent = None, None, None
+        caps = self._caps(side, codecs, Direction.SENDRECV)
+        self._our_offer = self.origins[side].stamp(build_offer(caps, self.legs[side].port))
+        return self._our_offer.serialize()
+
+    def unhold_offer(self, side: str) -> bytes | None:
+        """A fresh sendrecv offer for `side` if its stream is not sendrecv now (held), else None."""
+        agreed = self.negotiated.get(side)
+        if agreed is None or agreed.direction is Direction.SENDRECV:
+            return None
+        codecs = [CodecSpec(agreed.codec.name, agreed.codec.clock_rate), CodecSpec(TELEPHONE_EVENT, 8000)]
+        caps = self._caps(side, codecs, Direction.SENDRECV)
+        return self.origins[side].stamp(build_offer(caps, self.legs[side].port)).serialize()
+
+    def leg_stats(self, side: str) -> dict:
+        """Media statistics of `side`'s engine leg so far (for a party leaving the call)."""
+        s = self.engine.stats(self.legs[side])
+        if s is None:
+            return {}
+        return {
+            "rx_packets": s.rx_packets,
+            "tx_packets": s.tx_packets,
+            "lost": max(s.lost, 0),
+            "loss_pct": round(s.loss_pct, 3),
+            "jitter_ms": round(s.jitter_ms, 2),
+            "mos": round(s.mos, 2) if s.rx_packets else None,
+            "codec": self.negotiated[side].codec.name if side in self.negotiated else None,
+        }
 
     def late_offer_for(self, side: str) -> bytes:
         """Our offer to a caller that sent none, once the callee has answered ours: the callee's codec."""
@@ -193,19 +229,7 @@ class CallMedia:
 
     def close(self) -> dict[str, dict]:
         """Tear both legs down; returns each side's media statistics for the call record."""
-        stats = {}
-        for side, leg in self.legs.items():
-            s = self.engine.stats(leg)
-            if s is not None:
-                stats[side] = {
-                    "rx_packets": s.rx_packets,
-                    "tx_packets": s.tx_packets,
-                    "lost": max(s.lost, 0),
-                    "loss_pct": round(s.loss_pct, 3),
-                    "jitter_ms": round(s.jitter_ms, 2),
-                    "mos": round(s.mos, 2) if s.rx_packets else None,
-                    "codec": self.negotiated[side].codec.name if side in self.negotiated else None,
-                }
+        stats = {side: self.leg_stats(side) for side in self.legs}
         if self.bridge is not None:
             self.engine.unbridge(self.bridge)
             self.bridge = None

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from media.engine import MediaEngine, MediaEvent
+from softswitch.b2bua import transfer
 from softswitch.b2bua.call import ALLOW, SDP, Call, Fork, new_call_id
 from softswitch.b2bua.media import CallMedia
 from softswitch.b2bua.session_timer import DEFAULT_INTERVAL, request_headers
@@ -162,7 +163,9 @@ class B2bua:
         return response
 
     # -- forks ---------------------------------------------------------------------------------------------
-    def fork(self, call: Call, target: Target) -> list[Fork] | None:
+    def fork(
+        self, call: Call, target: Target, *, body: bytes | None = None, caller: str | None = None, called=None
+    ) -> list[Fork] | None:
         """Send the call's INVITE(s) for one target; [] when it has nowhere to go (not registered, trunk
         down...); None when a TCP/TLS trunk needs a connection first (the fork follows, or the next
         target is tried if the connection fails)."""
@@ -181,40 +184,45 @@ class B2bua:
             host, port = self.router.trunk_address(trunk)
             flow = self.endpoint.flow_to(trunk.transport, host, port)
             if flow is None and trunk.transport != "udp":
-                self.loop.create_task(self._connect_then_fork(call, target, trunk, host, port))
+                uri = f"sip:{called or call.called_user}@{host}:{port}"
+                self.loop.create_task(self._connect_then_fork(call, target, trunk, uri, host, port, body, caller))
                 return None
             if flow is not None:
-                destinations.append((f"sip:{call.called_user}@{host}:{port}", flow, trunk))
+                destinations.append((f"sip:{called or call.called_user}@{host}:{port}", flow, trunk))
         else:
             event(log, "call.target_unsupported", call=call.id, target=str(target))
-        forks = []
-        for uri, flow, trunk in destinations:
-            forks.append(self._send_fork(call, target, uri, flow, trunk))
+        forks = [self._send_fork(call, target, uri, flow, trunk, body, caller) for uri, flow, trunk in destinations]
         if not destinations:
             event(log, "call.target_unreachable", level=logging.INFO, call=call.id, target=str(target))
         return forks
 
-    async def _connect_then_fork(self, call: Call, target: Target, trunk, host: str, port: int) -> None:
+    async def _connect_then_fork(self, call: Call, target: Target, trunk, uri, host, port, body, caller) -> None:
         try:
             flow = await self.endpoint.connect(trunk.transport, host, port)
         except (ConnectionError, OSError) as exc:
             event(log, "call.trunk_unreachable", level=logging.INFO, call=call.id, trunk=trunk.name, reason=str(exc))
             flow = None
-        if call.state not in ("routing", "ringing"):
+        transferring = body is not None
+        if call.state not in (("answered",) if transferring else ("routing", "ringing")):
             return
         if flow is None:
-            call.next_target()
+            if transferring:
+                transfer.on_unreachable(call, call.transfer)
+            else:
+                call.next_target()
             return
-        call.forks.append(self._send_fork(call, target, f"sip:{call.called_user}@{host}:{port}", flow, trunk))
+        self._send_fork(call, target, uri, flow, trunk, body, caller)
 
-    def _send_fork(self, call: Call, target: Target, uri: str, flow, trunk) -> Fork:
+    def _send_fork(self, call: Call, target: Target, uri: str, flow, trunk, body=None, caller=None) -> Fork:
+        """One INVITE of the call (or of its transfer, when `body` is the transfer's offer)."""
         call_id, tag = new_call_id(), new_tag()
-        display = call.invite.from_.display
-        caller = f'"{display}" ' if display else ""
+        name = call.invite.from_.display if caller is None else None
+        display = f'"{name}" ' if name else ""
+        body = call.b_offer if body is None else body
         mf = call.invite.max_forwards
         headers = [
             ("Max-Forwards", str(69 if mf is None else min(mf - 1, 69))),
-            ("From", f"{caller}<sip:{call.caller_user}@{self.domain}>;tag={tag}"),
+            ("From", f"{display}<sip:{caller or call.caller_user}@{self.domain}>;tag={tag}"),
             ("To", f"<{uri}>"),
             ("Call-ID", call_id),
             ("CSeq", "1 INVITE"),
@@ -224,9 +232,9 @@ class B2bua:
             ("User-Agent", self.user_agent),
             *request_headers(self.session_interval_s),
         ]
-        if call.b_offer:
+        if body:
             headers.append(("Content-Type", SDP))
-        invite = Request("INVITE", uri, headers, call.b_offer or b"")
+        invite = Request("INVITE", uri, headers, body or b"")
         now = self.wall()
         leg = LegRecord(
             idx=len(call.record.legs),
@@ -239,6 +247,10 @@ class B2bua:
         )
         call.record.legs.append(leg)
         fork = Fork(target, uri, flow, invite, None, DialogSet(invite), leg, trunk)
+        if body is not call.b_offer and call.transfer is not None:
+            fork.transfer = call.transfer
+            call.transfer.forks.append(fork)
+        call.forks.append(fork)
         fork.key = self.endpoint.send_request(invite, flow)
         self.track_fork(fork, call)
         return fork
@@ -257,6 +269,10 @@ class B2bua:
 
     def add_dialog(self, dialog: Dialog, call: Call, side: str) -> None:
         self._dialogs[dialog.id] = (call, side)
+        call.dialog_ids.append(dialog.id)
+
+    def drop_dialog(self, dialog: Dialog) -> None:
+        self._dialogs.pop(dialog.id, None)
 
     def contact_for(self, flow, user: str) -> str:
         host, port = flow.local
@@ -362,9 +378,8 @@ class B2bua:
         for key in call.client_keys:
             if key in self._requests and self._requests[key][1] is not None:
                 self._requests.pop(key)  # our BYEs stay until answered (their entry ends itself)
-        for side in (call.a, call.b):
-            if side is not None:
-                self._dialogs.pop(side.dialog.id, None)
+        for dialog_id in call.dialog_ids:
+            self._dialogs.pop(dialog_id, None)
         self.counters["answered" if call.record.answered_at else "failed"] += 1
         self.save(call)
 

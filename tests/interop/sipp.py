@@ -1,8 +1,9 @@
 """SIPp harness for interop tests: run a SIPp caller to completion, or keep a SIPp callee running meanwhile.
 
 Import it in tests as `from interop.sipp import run_uac, uas` (tests/ is on pytest's pythonpath). The scenarios
-live in tests/interop/scenarios/ (README.md there lists them and their pairs). Every SIPp run is bounded twice:
-by SIPp's own `-timeout` (with `-timeout_error`, so a stuck call fails) and by a subprocess deadline past it.
+live in tests/interop/scenarios/; tests/interop/README.md lists them, their pairs and SIPp 3.6.1's quirks. Every
+SIPp run is bounded twice: by SIPp's own `-timeout` (with `-timeout_error`, so a stuck call fails) and by a
+subprocess deadline past it. Each run gets a fresh temp dir as working directory, for its logs and tone file.
 
 SIPp binds more than its SIP port: the media port (`-mp`) and media port + 2 (both fatal if taken) and a
 control port (`-cp`, UDP). All of them are bound on 127.0.0.1; a caller that does not name them gets free
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import math
 import re
 import shutil
@@ -47,16 +49,23 @@ class SippResult:
     messages: str = ""  # -trace_msg: every SIP message sent and received
     logs: str = ""  # -trace_logs: the scenario's <log> actions
     failures: dict[str, int] = field(default_factory=dict)  # non-zero Failed*(C) counters of the stat file
+    in_progress: int = 0  # calls not ended when SIPp exited (CurrentCall of the stat file)
+
+    @property
+    def timed_out(self) -> bool:
+        """True when SIPp's global -timeout (or the harness deadline) ended the run: calls may be unfinished."""
+        return "timed out after" in self.stderr or "[harness] sipp killed" in self.stderr
 
     @property
     def ok(self) -> bool:
-        """True when SIPp exited 0 with at least one call and none failed."""
-        return self.returncode == 0 and self.successful > 0 and self.failed == 0
+        """True when SIPp exited 0 with at least one call, none failed and none left unfinished."""
+        return self.returncode == 0 and self.successful > 0 and self.failed == 0 and self.in_progress == 0
 
     def summary(self) -> str:
         """A short text for assertion messages: counts, failure reasons, the end of the logs."""
         return (
-            f"rc={self.returncode} successful={self.successful} failed={self.failed} failures={self.failures}\n"
+            f"rc={self.returncode} successful={self.successful} failed={self.failed} failures={self.failures} "
+            f"in_progress={self.in_progress} timed_out={self.timed_out}\n"
             f"--- stderr\n{self.stderr[-2000:]}\n--- errors\n{self.errors[-3000:]}\n"
             f"--- messages\n{self.messages[-4000:]}"
         )
@@ -100,7 +109,7 @@ def free_udp_port(pair: bool = False) -> int:
     raise RuntimeError("no free UDP port")
 
 
-def make_ulaw_tone(path: Path, *, seconds: float = 3.0, freq_hz: float = 1000.0, level: float = 0.25) -> Path:
+def make_ulaw_tone(path: Path | str, *, seconds: float = 3.0, freq_hz: float = 1000.0, level: float = 0.25) -> Path:
     """Write raw 8 kHz mu-law (no header, what SIPp's rtp_stream plays) of a sine tone; made at run time."""
     import numpy as np
 
@@ -156,7 +165,7 @@ _SCREEN = {
 
 def _result(workdir: Path, returncode: int, stdout: str, stderr: str) -> SippResult:
     """Counts from the last row of the stat file (SIPp writes one at exit), else from the last screen printed."""
-    successful = failed = 0
+    successful = failed = in_progress = 0
     failures: dict[str, int] = {}
     try:
         with (workdir / _STATS).open(newline="") as f:
@@ -167,6 +176,7 @@ def _result(workdir: Path, returncode: int, stdout: str, stderr: str) -> SippRes
         last = dict(zip(rows[0], rows[-1], strict=False))
         successful = int(last.get("SuccessfulCall(C)", "0") or 0)
         failed = int(last.get("FailedCall(C)", "0") or 0)
+        in_progress = int(last.get("CurrentCall", "0") or 0)
         for key, value in last.items():
             if key.startswith("Failed") and key.endswith("(C)") and key != "FailedCall(C)" and value not in ("", "0"):
                 failures[key.removesuffix("(C)")] = int(value)
@@ -184,6 +194,7 @@ def _result(workdir: Path, returncode: int, stdout: str, stderr: str) -> SippRes
         messages=_read(workdir / _MESSAGES),
         logs=_read(workdir / _LOGS),
         failures=failures,
+        in_progress=in_progress,
     )
 
 
@@ -251,7 +262,7 @@ class SippServer:
 
     @property
     def target(self) -> str:
-        """ "host:port" to give a caller (or a softswitch route) that should reach this callee."""
+        """The "host:port" to give a caller (or a softswitch route) that should reach this callee."""
         return f"{HOST}:{self.port}"
 
     def running(self) -> bool:
@@ -265,20 +276,20 @@ class SippServer:
         return self.stop()
 
     def stop(self, grace_s: float = 5) -> SippResult:
-        """End SIPp and return its counts: SIGUSR1 (SIPp's soft exit, calls in progress may end), then kill.
+        """End SIPp and return its counts: SIGUSR1 (SIPp's soft exit: no new calls, calls in progress may end),
+        then after `grace_s` SIGTERM (SIPp exits at once, still writing its stats), then kill.
 
-        A call still in progress after `grace_s` is lost: only calls that ended are counted.
+        Calls still in progress at the SIGTERM are in neither count: see `in_progress`.
         """
         if self._result is not None:
             return self._result
-        if self.proc.poll() is None:
+        for sig, wait_s in ((signal.SIGUSR1, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                break
             with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGUSR1)
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+                self.proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=wait_s)
         self._result = _result(
             self.workdir, self.proc.returncode, _read(self.workdir / "stdout.txt"), _read(self.workdir / "stderr.txt")
         )
@@ -301,7 +312,8 @@ def uas(
 
     Yields once SIPp listens. `rtp_echo` sends the media received on `media_port` back to its source;
     `calls` makes SIPp exit by itself after that many calls (else it runs until stop() or `timeout_s`).
-    At exit the process is stopped (soft, then killed); the counts are from `server.stop()`.
+    At exit the process is stopped if still running (see `SippServer.stop`); its counts come from `server.stop()`
+    or `server.wait()` called inside the block.
     """
     if media_port is None:
         media_port = free_udp_port(pair=True)
@@ -337,14 +349,87 @@ def uas(
                 proc.wait(timeout=5)
 
 
+_DIGEST_PARAM = re.compile(r'([A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]+)')
+_PROXY_AUTH_LOG = re.compile(r"^proxy-authorization (\S+) (\S+) ?(.*)$", re.MULTILINE)
+
+
+def digest_params(header: str) -> dict[str, str]:
+    """The parameters of a `Digest k=v, k="v"` credentials header value, unquoted, keys lower-cased."""
+    rest = header.strip()
+    if rest[:7].lower() == "digest ":
+        rest = rest[7:]
+    return {k.lower(): v[1:-1] if v.startswith('"') else v for k, v in _DIGEST_PARAM.findall(rest)}
+
+
+def digest_problems(
+    header: str, *, method: str, username: str, password: str, request_uri: str | None = None
+) -> list[str]:
+    """What is wrong with Digest credentials (RFC 2617/7616, MD5, qop auth or none); empty when they verify.
+
+    Written here with hashlib, independent of the softswitch's own digest code, so it can judge it.
+    """
+    if not header.strip().lower().startswith("digest "):
+        return [f"not Digest credentials: {header!r}"]
+    p = digest_params(header)
+    problems = [f"missing {k}" for k in ("username", "realm", "nonce", "uri", "response") if k not in p]
+    if problems:
+        return problems
+    if p["username"] != username:
+        problems.append(f"username {p['username']!r} != {username!r}")
+    if p.get("algorithm", "MD5").upper() != "MD5":
+        problems.append(f"algorithm {p['algorithm']!r} is not MD5")
+    if request_uri is not None and p["uri"] != request_uri:
+        problems.append(f"uri {p['uri']!r} != Request-URI {request_uri!r}")
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    ha1 = md5(f"{p['username']}:{p['realm']}:{password}")
+    ha2 = md5(f"{method}:{p['uri']}")
+    qop = p.get("qop")
+    if qop is None:
+        want = md5(f"{ha1}:{p['nonce']}:{ha2}")
+    elif qop == "auth" and "nc" in p and "cnonce" in p:
+        want = md5(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:{qop}:{ha2}")
+    else:
+        return [*problems, f"qop {qop!r} without nc/cnonce, or not 'auth'"]
+    if p["response"].lower() != want:
+        problems.append(f"response {p['response']!r} does not verify with the password (expected {want})")
+    return problems
+
+
+def proxy_auth_problems(result: SippResult, *, username: str, password: str, check_uri: bool = True) -> list[str]:
+    """Check every Proxy-Authorization that uas_407.xml logged; empty when each verifies.
+
+    SIPp 3.6.1's <verifyauth> only reads "Authorization:", so uas_407.xml checks the header's shape and logs
+    it; the digest response is verified here. `check_uri` also requires uri= to be the Request-URI.
+    """
+    found = _PROXY_AUTH_LOG.findall(result.logs)
+    if not found:
+        return ["no Proxy-Authorization logged (uas_407.xml, run through interop.sipp with -trace_logs)"]
+    problems: list[str] = []
+    for method, request_uri, header in found:
+        if not header:
+            problems.append(f"{method} {request_uri}: no Proxy-Authorization")
+            continue
+        for problem in digest_problems(
+            header, method=method, username=username, password=password, request_uri=request_uri if check_uri else None
+        ):
+            problems.append(f"{method} {request_uri}: {problem}")
+    return problems
+
+
 __all__ = [
     "HOST",
     "SCENARIOS",
     "TONE_FILE",
     "SippResult",
     "SippServer",
+    "digest_params",
+    "digest_problems",
     "free_udp_port",
     "make_ulaw_tone",
+    "proxy_auth_problems",
     "run_uac",
     "scenario_path",
     "sipp_binary",

@@ -1,0 +1,176 @@
+"""Blind transfer (RFC 3515 REFER, RFC 5589 call-transfer best practice) inside the B2BUA.
+
+Party X (either side of an answered call) sends REFER with `Refer-To: <sip:C@...>`. We accept it (202),
+keep the implicit subscription (RFC 3515 2.4.4) by sending NOTIFYs with `message/sipfrag` bodies
+("SIP/2.0 100 Trying", then the final status), and place the new call to C ourselves, through the router,
+exactly as a call from the remaining party Y would be routed. The engine leg that served X is reused for
+C, offered only Y's codec so the relay stays a relay. When C answers, C takes X's place in the call (same
+side label, same media leg), X gets the final NOTIFY and our BYE, and Y, usually put on hold by X before
+the REFER, is taken off hold with a re-INVITE. When C cannot be reached, X hears the failure in the NOTIFY
+and the original call goes on (X may take Y off hold).
+
+A REFER with `Replaces` in its Refer-To (attended transfer) is not handled yet: 501.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from softswitch.b2bua.media import OTHER, MediaRefused
+from softswitch.logs import event
+from softswitch.sip.dialog import DialogError
+from softswitch.sip.errors import SipParseError
+from softswitch.sip.headers import parse_address
+from softswitch.sip.message import Request, Response
+
+log = logging.getLogger("softswitch.transfer")
+
+SIPFRAG = "message/sipfrag;version=2.0"
+
+
+@dataclass(eq=False)
+class Transfer:
+    """A transfer in progress: X (`side`) asked us to connect its peer to `target_uri`."""
+
+    side: str
+    target_uri: str
+    targets: list = field(default_factory=list)
+    forks: list = field(default_factory=list)
+    done: bool = False
+
+
+def on_refer(call, side: str, key, request: Request) -> None:
+    """REFER from `side` of an answered call: 202 and the new call, or a final refusal."""
+    this = call.side(side)
+    try:
+        refer_to = parse_address(request.get("Refer-To") or "")
+        user = getattr(refer_to.uri, "user", None) or ""
+    except SipParseError:
+        call.sw.endpoint.respond(key, this.dialog.create_response(request, 400, "Bad Refer-To"))
+        return
+    if "replaces" in str(refer_to.uri).lower():
+        call.sw.endpoint.respond(key, this.dialog.create_response(request, 501, "Attended Transfer Not Supported"))
+        return
+    targets = call.sw.router.targets(user)
+    if not targets or call.transfer is not None:
+        status = 603 if not targets else 491
+        call.sw.endpoint.respond(key, this.dialog.create_response(request, status))
+        return
+    call.sw.endpoint.respond(key, this.dialog.create_response(request, 202))
+    transfer = Transfer(side, str(refer_to.uri), list(targets))
+    call.transfer = transfer
+    _notify(call, side, "SIP/2.0 100 Trying", terminated=False)
+    event(log, "call.transfer", call=call.id, by=side, to=transfer.target_uri)
+    call.record.data.setdefault("transfers", []).append({"by": side, "to": transfer.target_uri})
+    _next_target(call, transfer)
+
+
+def _next_target(call, transfer: Transfer) -> None:
+    keep = OTHER[transfer.side]
+    try:
+        offer = call.media.transfer_offer(transfer.side)
+    except (KeyError, MediaRefused):
+        _failed(call, transfer, 488, "Not Acceptable Here")
+        return
+    caller = getattr(call.side(keep).dialog.remote_uri, "user", None) or "anonymous"
+    while transfer.targets:
+        target = transfer.targets.pop(0)
+        forks = call.sw.fork(call, target, body=offer, caller=caller, called=_user_of(transfer.target_uri))
+        if forks is None or forks:  # sent (they joined transfer.forks), or waiting for a connection
+            return
+    _failed(call, transfer, 480, "Temporarily Unavailable")
+
+
+def on_unreachable(call, transfer: Transfer | None) -> None:
+    """The connection a transfer target needed could not be made: the next target, or failure."""
+    if transfer is not None and not transfer.done:
+        _next_target(call, transfer)
+
+
+def on_fork_response(call, transfer: Transfer, fork, response: Response) -> None:
+    status = response.status
+    if status < 200:
+        fork.dialogs.receive_response(response)
+        if status in (180, 183) and not fork.provisional:
+            fork.provisional = True
+            _notify(call, transfer.side, f"SIP/2.0 {status} {response.reason}", terminated=False)
+        return
+    if status >= 300:
+        fork.status, fork.reason = status, response.reason
+        fork.leg.status_code = status
+        if all(f.done for f in transfer.forks):
+            if transfer.targets and status in (408, 500, 502, 503, 504):
+                _next_target(call, transfer)
+            else:
+                _failed(call, transfer, status, response.reason)
+        return
+    dialog = fork.dialogs.receive_response(response)
+    if dialog is None:
+        return
+    again = dialog.ack_for(response)
+    if again is not None:
+        call.sw.endpoint.send_stateless(again, fork.flow)
+        return
+    fork.status, fork.reason = status, response.reason
+    fork.leg.status_code = status
+    fork.leg.answered_at = call.sw.wall()
+    call.sw.endpoint.send_stateless(dialog.create_ack(), fork.flow)
+    if transfer.done or call.state != "answered":
+        call.send_bye(dialog, fork.flow)
+        return
+    try:
+        call.media.answer_from(transfer.side, response.body)
+    except MediaRefused:
+        call.send_bye(dialog, fork.flow)
+        _failed(call, transfer, 488, "Not Acceptable Here")
+        return
+    for other in transfer.forks:
+        if other is not fork and not other.done:
+            other.status = 487
+            call.sw.endpoint.cancel(other.key)
+    transfer.done = True
+    _notify(call, transfer.side, "SIP/2.0 200 OK", terminated=True)
+    call.replace_side(transfer.side, dialog, fork.flow, response)
+    call.transfer = None
+    event(log, "call.transferred", call=call.id, side=transfer.side, to=transfer.target_uri)
+
+
+def on_fork_timeout(call, transfer: Transfer, fork) -> None:
+    fork.status, fork.reason = 408, "Request Timeout"
+    if all(f.done for f in transfer.forks):
+        if transfer.targets:
+            _next_target(call, transfer)
+        else:
+            _failed(call, transfer, 408, "Request Timeout")
+
+
+def _failed(call, transfer: Transfer, status: int, reason: str) -> None:
+    transfer.done = True
+    call.transfer = None
+    _notify(call, transfer.side, f"SIP/2.0 {status} {reason}", terminated=True)
+    event(log, "call.transfer_failed", level=logging.INFO, call=call.id, status=status)
+
+
+def _notify(call, side: str, frag: str, *, terminated: bool) -> None:
+    """NOTIFY the transferor of the new call's progress (RFC 3515 2.4.5)."""
+    this = call.side(side)
+    if this is None:
+        return
+    state = "terminated;reason=noresource" if terminated else "active;expires=60"
+    try:
+        notify = this.dialog.create_request(
+            "NOTIFY",
+            headers=[("Event", "refer"), ("Subscription-State", state)],
+            body=(frag + "\r\n").encode(),
+            content_type=SIPFRAG,
+        )
+    except DialogError:
+        return
+    key = call.sw.endpoint.send_request(notify, this.flow)
+    call.sw.track_request(key, call, None)
+
+
+def _user_of(uri: str) -> str:
+    user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
+    return user.split(";", 1)[0]

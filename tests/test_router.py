@@ -1,0 +1,54 @@
+"""Routing: every matching route in order (for failover), and trunks recognised by source address."""
+
+from __future__ import annotations
+
+from softswitch.config import parse
+from softswitch.router import Router, Target
+
+CONFIG = """
+[[users]]
+name = "alice"
+password = "pw"
+[[trunks]]
+name = "a"
+address = "127.0.0.1:5070"
+inbound_from = ["10.0.0.0/8", "192.0.2.7"]
+[[trunks]]
+name = "b"
+address = "127.0.0.1:5080"
+inbound_from = ["2001:db8::/32"]
+[[routes]]
+match = "^alice$"
+to = "user:alice"
+[[routes]]
+match = "^\\\\+?[0-9]{6,15}$"
+to = "trunk:a"
+[[routes]]
+match = "^\\\\+?[0-9]+$"
+to = "trunk:b"
+"""
+
+
+def router() -> Router:
+    return Router(parse(CONFIG))
+
+
+def test_router_targets_in_config_order_for_failover():
+    assert router().targets("+33123456789") == [Target("trunk", "a", 1), Target("trunk", "b", 2)]
+    assert router().targets("123") == [Target("trunk", "b", 2)]
+    assert router().targets("alice") == [Target("user", "alice", 0)]
+    assert router().targets("bob") == []
+
+
+def test_router_trunk_for_source_by_network():
+    r = router()
+    assert r.trunk_for_source("10.1.2.3").name == "a"
+    assert r.trunk_for_source("192.0.2.7").name == "a"
+    assert r.trunk_for_source("192.0.2.8") is None
+    assert r.trunk_for_source("[2001:db8::1]").name == "b"
+    assert r.trunk_for_source("not-an-ip") is None
+
+
+def test_router_trunk_address():
+    r = router()
+    assert r.trunk_address(r.trunks["b"]) == ("127.0.0.1", 5080)
