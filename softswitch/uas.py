@@ -83,8 +83,9 @@ class BasicUas:
             invite_key = endpoint.txns.find_invite_for_cancel(request)
             if invite_key is None:
                 status = 481
-            elif calls is not None and calls.on_cancel(invite_key):
-                endpoint.respond(ev.key, self._response(request, 200))
+            elif calls is not None and calls.owns(invite_key):
+                endpoint.respond(ev.key, self._response(request, 200))  # 9.2: the CANCEL's 200 first, then 487
+                calls.on_cancel(invite_key)
                 return
             else:
                 endpoint.respond(ev.key, self._response(request, 200))

@@ -313,6 +313,10 @@ class B2bua:
             self._requests.pop(key, None)  # a 2xx to an INVITE may come again: kept until the call ends
         return True
 
+    def owns(self, invite_key) -> bool:
+        """Whether the INVITE server transaction `invite_key` is the start of one of our calls."""
+        return invite_key in self._invites
+
     def on_cancel(self, invite_key) -> bool:
         call = self._invites.get(invite_key)
         if call is None:

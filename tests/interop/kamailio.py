@@ -26,6 +26,7 @@ listen=udp:127.0.0.1:{port}
 mpath="{mpath}"
 {loads}
 request_route {{
+    xlog("L_INFO", "in $rm $ru from $si:$sp route=$hdr(Route)\n");
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
         if (loose_route()) {{ t_relay(); exit; }}

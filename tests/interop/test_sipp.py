@@ -1,0 +1,198 @@
+"""SIPp on both sides of the softswitch: a carrier's caller (UAC) and a trunk's callee (UAS), with the
+switch between them, for each call flow a carrier expects; every result is read back from the call
+record the switch wrote."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from interop.sipp import proxy_auth_problems, run_uac, sipp_binary, uas
+from interop.switch import Softswitch
+
+assert sipp_binary(), "SIPp (sip-tester) is installed by .ci/run"
+
+SWITCH = 14500
+TARGET = f"127.0.0.1:{SWITCH}"
+CALLER = {"port": 14010, "media_port": 14100, "control_port": 14012}
+CALLEES = {
+    name: {"port": 14020 + 10 * i, "media_port": 14200 + 100 * i, "control_port": 14022 + 10 * i}
+    for i, name in enumerate(("a", "b", "c"))
+}
+
+CONFIG = f"""
+[calls]
+ring_timeout_s = 2
+[[trunks]]
+name = "a"
+address = "127.0.0.1:{CALLEES["a"]["port"]}"
+inbound_from = ["127.0.0.1/32"]
+username = "trunkuser"
+password = "trunkpass"
+ping_interval_s = 0
+[[trunks]]
+name = "b"
+address = "127.0.0.1:{CALLEES["b"]["port"]}"
+ping_interval_s = 0
+[[trunks]]
+name = "c"
+address = "127.0.0.1:{CALLEES["c"]["port"]}"
+ping_interval_s = 0
+[[routes]]
+match = "^1000$"
+to = "trunk:a"
+[[routes]]
+match = "^2000$"
+to = "trunk:a"
+[[routes]]
+match = "^2000$"
+to = "trunk:b"
+[[routes]]
+match = "^3000$"
+to = "trunk:c"
+"""
+
+
+@pytest.fixture
+def switch(tmp_path):
+    with Softswitch(tmp_path, sip_port=SWITCH, api_port=14501, rtp=(14600, 14699), body=CONFIG) as sw:
+        yield sw
+        assert sw.alive(), "the switch must survive every test"
+
+
+def call(scenario: str, service: str = "1000", timeout_s: float = 20):
+    return run_uac(scenario, TARGET, service=service, timeout_s=timeout_s, **CALLER)
+
+
+def test_sipp_basic_call_with_rtp_anchored_through_the_switch(switch):
+    with uas("uas_answer", calls=1, rtp_echo=True, **CALLEES["a"]) as callee:
+        caller = call("uac_basic_rtp")
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()
+    assert done.successful == 1, done.summary()
+    (rec,) = switch.wait_calls(1)
+    assert rec["direction"] == "inbound" and rec["trunk"] == "a" and rec["status"] == "completed"
+    assert rec["hangup_by"] == "caller" and rec["ended_at"] - rec["answered_at"] > 2.5
+    inbound, outbound = rec["legs"]
+    # 3 s of 20 ms packets from the caller, echoed by the callee: both legs carried them
+    assert inbound["media"]["rx_packets"] >= 140 and outbound["media"]["tx_packets"] >= 140
+    assert outbound["media"]["rx_packets"] >= 140 and inbound["media"]["tx_packets"] >= 140
+    assert inbound["media"]["loss_pct"] < 1 and inbound["media"]["mos"] > 4
+    assert inbound["sip_call_id"] != outbound["sip_call_id"]  # two dialogs, not one proxied
+    events = [e["event"] for e in switch.events() if e["call"] == rec["id"]]
+    assert events == ["call.initiated", "call.ringing", "call.answered", "call.completed"]
+
+
+def test_sipp_caller_cancels_while_ringing(switch):
+    with uas("uas_ring", calls=1, **CALLEES["a"]) as callee:
+        caller = call("uac_cancel")
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()
+    assert done.successful == 1, done.summary()  # the CANCEL reached the callee
+    (rec,) = switch.wait_calls(1)
+    assert (rec["status"], rec["hangup_code"], rec["hangup_by"]) == ("canceled", 487, "caller")
+
+
+def test_sipp_callee_busy_is_mapped_back(switch):
+    with uas("uas_busy", calls=1, **CALLEES["a"]) as callee:
+        caller = call("uac_expect_486")
+        callee.wait(5)
+    assert caller.ok, caller.summary()
+    (rec,) = switch.wait_calls(1)
+    assert (rec["status"], rec["hangup_code"]) == ("busy", 486)
+
+
+def test_sipp_callee_never_answers_ring_timeout_cancels_and_caller_gets_480(switch):
+    with uas("uas_ring", calls=1, **CALLEES["a"]) as callee:
+        started = time.monotonic()
+        caller = call("uac_expect_480")
+        took = time.monotonic() - started
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()
+    assert done.successful == 1, done.summary()  # the switch CANCELled the ringing callee
+    assert 1.8 < took < 6
+    (rec,) = switch.wait_calls(1)
+    assert (rec["status"], rec["hangup_code"], rec["hangup_by"]) == ("no-answer", 480, "system")
+
+
+def test_sipp_reinvite_hold_and_unhold_pass_through_with_sdp_rewritten(switch):
+    with uas("uas_hold", calls=1, **CALLEES["a"]) as callee:
+        caller = call("uac_hold")
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()  # sendonly answered recvonly, then sendrecv answered sendrecv
+    assert done.successful == 1, done.summary()
+    # the callee saw the switch's own address in every offer, never the caller's
+    assert "c=IN IP4 127.0.0.1" in done.messages and f"m=audio {CALLER['media_port']}" not in done.messages
+
+
+def test_sipp_bye_from_callee_ends_both_sides(switch):
+    with uas("uas_bye", calls=1, **CALLEES["a"]) as callee:
+        caller = call("uac_wait_bye")
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()
+    assert done.successful == 1, done.summary()
+    (rec,) = switch.wait_calls(1)
+    assert (rec["status"], rec["hangup_by"]) == ("completed", "callee")
+
+
+def test_sipp_trunk_challenge_407_is_answered_with_trunk_credentials(switch):
+    with uas("uas_407", calls=1, **CALLEES["a"]) as callee:
+        caller = call("uac_basic_rtp")
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()
+    assert done.successful == 1, done.summary()
+    assert proxy_auth_problems(done, username="trunkuser", password="trunkpass") == []
+
+
+def test_sipp_trunk_503_fails_over_to_the_next_route(switch):
+    with (
+        uas("uas_503", calls=1, **CALLEES["a"]) as first,
+        uas("uas_answer", calls=1, rtp_echo=True, **CALLEES["b"]) as second,
+    ):
+        caller = call("uac_basic_rtp", service="2000")
+        first.stop()
+        done = second.wait(10)
+    assert caller.ok, caller.summary()
+    assert done.successful == 1, done.summary()
+    (rec,) = switch.wait_calls(1)
+    assert rec["status"] == "completed"
+    assert [(leg["role"], leg["status_code"]) for leg in rec["legs"]] == [
+        ("inbound", 200),
+        ("outbound", 503),
+        ("outbound", 200),
+    ]
+
+
+def test_sipp_no_route_is_404(switch):
+    caller = call("uac_expect_404", service="99")
+    assert caller.ok, caller.summary()
+
+
+def test_sipp_malformed_requests_get_400_and_the_switch_keeps_serving(switch):
+    bad = call("uac_malformed")
+    assert bad.ok, bad.summary()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # junk that cannot be answered: dropped
+        s.sendto(b"\x00\xff garbage \r\n\r\n", ("127.0.0.1", SWITCH))
+    with uas("uas_answer", calls=1, rtp_echo=True, **CALLEES["a"]) as callee:
+        caller = call("uac_basic_rtp")
+        callee.wait(10)
+    assert caller.ok, caller.summary()
+
+
+def test_sipp_blind_transfer_by_refer_connects_the_caller_to_the_target(switch):
+    with (
+        uas("uas_refer", calls=1, **CALLEES["a"]) as transferor,
+        uas("uas_answer", calls=1, rtp_echo=True, **CALLEES["c"]) as target,
+    ):
+        caller = call("uac_basic_rtp")
+        moved = transferor.wait(10)
+        done = target.wait(10)
+    assert caller.ok, caller.summary()
+    assert moved.successful == 1, moved.summary()  # 202, NOTIFYs up to "200 OK", then our BYE
+    assert done.successful == 1, done.summary()  # the target was called, then hung up by the caller's BYE
+    (rec,) = switch.wait_calls(1)
+    assert rec["status"] == "completed"
+    roles = [(leg["role"], leg["status_code"]) for leg in rec["legs"]]
+    assert roles == [("inbound", 200), ("outbound", 200), ("outbound", 200)]
+    assert rec["legs"][2]["media"]["rx_packets"] > 50  # the caller's tone reached the target and came back
