@@ -32,6 +32,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, REGISTE
 ACCEPT = "application/sdp"
 SUPPORTED = "replaces, timer"
 KNOWN_EXTENSIONS = frozenset(s.strip() for s in SUPPORTED.split(","))
+SDP_METHODS = frozenset(("INVITE", "UPDATE", "PRACK", "OPTIONS"))
 IN_DIALOG = frozenset(("BYE", "INFO", "UPDATE", "REFER", "NOTIFY", "PRACK"))
 
 
@@ -106,8 +107,8 @@ class BasicUas:
         unknown = [ext for ext in request.get_all("Require") if ext not in KNOWN_EXTENSIONS]
         if unknown and request.method not in ("CANCEL", "ACK"):
             return 420, [("Unsupported", ", ".join(unknown))]  # 8.2.2.3
-        if request.body and request.content_type not in (None, ACCEPT):
-            return 415, [("Accept", ACCEPT)]  # 8.2.3
+        if request.method in SDP_METHODS and request.body and request.content_type not in (None, ACCEPT):
+            return 415, [("Accept", ACCEPT)]  # 8.2.3: bodies we read; INFO, NOTIFY... pass through a call
         accept = request.get_all("Accept")
         if (
             request.method == "INVITE"

@@ -4,6 +4,7 @@ record the switch wrote."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -196,3 +197,48 @@ def test_sipp_blind_transfer_by_refer_connects_the_caller_to_the_target(switch):
     roles = [(leg["role"], leg["status_code"]) for leg in rec["legs"]]
     assert roles == [("inbound", 200), ("outbound", 200), ("outbound", 200)]
     assert rec["legs"][2]["media"]["rx_packets"] > 50  # the caller's tone reached the target and came back
+
+
+def test_sipp_info_dtmf_is_relayed_to_the_other_dialog(switch):
+    with uas("uas_info", calls=1, **CALLEES["a"]) as callee:
+        caller = call("uac_info")
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()
+    assert done.successful == 1, done.summary()  # it got the INFO with Signal=5 and its Content-Type
+
+
+def test_sipp_early_media_183_with_sdp_reaches_the_caller_before_the_answer(switch):
+    with uas("uas_early", calls=1, rtp_echo=True, **CALLEES["a"]) as callee:
+        caller = call("uac_basic_rtp")
+        callee.wait(10)
+    assert caller.ok, caller.summary()
+    early = caller.messages.split("SIP/2.0 183 Session Progress", 1)[1].split("-----", 1)[0]
+    port = re.search(r"m=audio (\d+) ", early)
+    assert port and 14600 <= int(port.group(1)) <= 14699  # our engine's port, not the callee's
+    assert "c=IN IP4 127.0.0.1" in early and "a=sendrecv" in early
+
+
+def test_sipp_caller_over_tcp_callee_over_udp(switch):
+    with uas("uas_answer", calls=1, rtp_echo=True, **CALLEES["a"]) as callee:
+        caller = run_uac("uac_basic_rtp", TARGET, service="1000", timeout_s=20, extra=["-t", "t1"], **CALLER)
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()
+    assert done.successful == 1, done.summary()
+    (rec,) = switch.wait_calls(1)
+    assert rec["legs"][0]["media"]["rx_packets"] >= 140
+
+
+def test_sipp_max_duration_ends_both_sides(tmp_path):
+    body = CONFIG.replace("ring_timeout_s = 2", "ring_timeout_s = 2\nmax_duration_s = 1")
+    with (
+        Softswitch(tmp_path, sip_port=SWITCH, api_port=14501, rtp=(14600, 14699), body=body) as sw,
+        uas("uas_answer", calls=1, **CALLEES["a"]) as callee,
+    ):
+        started = time.monotonic()
+        caller = call("uac_wait_bye")
+        done = callee.wait(10)
+        (rec,) = sw.wait_calls(1)
+    assert caller.ok, caller.summary()  # the caller got our BYE
+    assert done.successful == 1, done.summary()  # and so did the callee
+    assert time.monotonic() - started < 5
+    assert (rec["status"], rec["hangup_by"], rec["hangup_reason"]) == ("completed", "system", "max call duration")
