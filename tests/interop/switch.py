@@ -30,6 +30,7 @@ class Softswitch:
         body: str = "",
         sip_extra: str = "",
         transports: tuple[str, ...] = ("udp", "tcp"),
+        t1_ms: int = 100,
     ):
         self.dir = tmp_path
         self.sip_port = sip_port
@@ -38,7 +39,7 @@ class Softswitch:
         listen = ", ".join(f'"{t}:127.0.0.1:{sip_port}"' for t in transports)
         self.config = tmp_path / "sw.toml"
         self.config.write_text(
-            f'[sip]\nlisten = [{listen}]\ndomain = "example.test"\nt1_ms = 100\n{sip_extra}\n'
+            f'[sip]\nlisten = [{listen}]\ndomain = "example.test"\nt1_ms = {t1_ms}\n{sip_extra}\n'
             f'[media]\nrtp_ports = "{rtp[0]}-{rtp[1]}"\nrecordings_dir = "{tmp_path / "rec"}"\n'
             f'[api]\nlisten = "127.0.0.1:{api_port}"\n'
             f'[store]\npath = "{self.db}"\n'
@@ -85,6 +86,16 @@ class Softswitch:
             except ValueError:
                 continue
         return out
+
+    def wait_log(self, event: str, timeout: float = 10.0) -> dict:
+        """The first log record of `event`, waiting for it to appear."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.log_records():
+                if record.get("event") == event:
+                    return record
+            time.sleep(0.05)
+        raise AssertionError(f"no {event} in the log")
 
     def events(self, prefix: str = "call.") -> list[dict]:
         """The bus events the switch logged, in order (each with `event` and `call`)."""

@@ -242,3 +242,22 @@ def test_sipp_max_duration_ends_both_sides(tmp_path):
     assert done.successful == 1, done.summary()  # and so did the callee
     assert time.monotonic() - started < 5
     assert (rec["status"], rec["hangup_by"], rec["hangup_reason"]) == ("completed", "system", "max call duration")
+
+
+def test_sipp_trunk_marked_down_by_pings_is_skipped_at_once(tmp_path):
+    body = CONFIG + (
+        '[[trunks]]\nname = "dead"\naddress = "127.0.0.1:14090"\nping_interval_s = 0.3\n'
+        '[[routes]]\nmatch = "^4000$"\nto = "trunk:dead"\n[[routes]]\nmatch = "^4000$"\nto = "trunk:b"\n'
+    )
+    with Softswitch(tmp_path, sip_port=SWITCH, api_port=14501, rtp=(14600, 14699), body=body, t1_ms=10) as sw:
+        down = sw.wait_log("trunk.down", timeout=5)  # nothing answers at 14090: Timer F after 0.64 s
+        assert down["trunk"] == "dead"
+        with uas("uas_answer", calls=1, rtp_echo=True, **CALLEES["b"]) as callee:
+            started = time.monotonic()
+            caller = call("uac_basic_rtp", service="4000")
+            took = time.monotonic() - started
+            callee.wait(10)
+        (rec,) = sw.wait_calls(1)
+    assert caller.ok, caller.summary()
+    assert took < 4.5  # 3 s of media, no wait for the dead trunk
+    assert [leg["remote_addr"] for leg in rec["legs"][1:]] == [f"127.0.0.1:{CALLEES['b']['port']}"]
