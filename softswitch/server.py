@@ -36,15 +36,86 @@ SHUTDOWN_BUDGET_S = 1.5
 
 async def _start_api(cfg: Config) -> web.AppRunner:
     host, port = parse_hostport(cfg.api.listen)
-    runner = web.AppRunner(create_app(), handle_signals=False, access_log=None)
+    runner = web.AppRunner(create_app(), handle_signals=False, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, shutdown_timeout=0.5).start()
+        await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         await runner.cleanup()
         raise BindError(f"cannot listen on api:{cfg.api.listen}: {os_reason(exc)}") from None
     event(log, "api.listening", addr=cfg.api.listen)
     return runner
+
+
+class Services:
+    """Everything one softswitch runs, wired together; `start()` binds it all, `close()` releases it.
+
+    `run` drives it from the CLI; tests and embedders can hold one directly (its `calls`, `store` and
+    `bus` are the call control, the records and the events)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.store = Store.open(cfg.store.path)
+        event(log, "store.opened", path=cfg.store.path, schema=self.store.version)
+        timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
+        passwords = {u.name: u.password for u in cfg.users}
+        self.registrar = Registrar(self.store, passwords.get, cfg.sip.domain, algorithms=cfg.sip.auth_algorithms)
+        media_host = parse_listen(cfg.sip.listen[0]).host if cfg.sip.listen else "127.0.0.1"
+        self.engine = MediaEngine(cfg.rtp_port_range(), host=media_host)
+        self.bus = EventBus()
+        self.bus.subscribe(_log_event)
+        self.calls = B2bua(
+            engine=self.engine,
+            store=self.store,
+            bus=self.bus,
+            router=Router(cfg),
+            registrar=self.registrar,
+            domain=cfg.sip.domain,
+            user_agent=cfg.sip.user_agent,
+            ring_timeout_s=cfg.calls.ring_timeout_s,
+            max_duration_s=cfg.calls.max_duration_s,
+            session_interval_s=cfg.calls.session_expires_s,
+        )
+        self.calls.close_orphans()
+        self.sip = SipEndpoint(
+            BasicUas(cfg.sip.user_agent, self.registrar, calls=self.calls),
+            timers=timers,
+            max_message_bytes=cfg.sip.max_message_bytes,
+            tls_cert=cfg.sip.tls_cert or None,
+            tls_key=cfg.sip.tls_key or None,
+        )
+        self.calls.endpoint = self.sip
+        self.trunks = Trunks(self.sip, cfg.trunks, domain=cfg.sip.domain, user_agent=cfg.sip.user_agent)
+        self.calls.trunks = self.trunks
+        names = [u.name for u in cfg.users]
+        self.keepalive = ContactKeepalive(self.sip, self.store, names, cfg.sip.contact_ping_s)
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Bind the SIP listeners and the API, start the background tasks; BindError if a port is taken."""
+        for item in self.cfg.sip.listen:
+            await self.sip.listen(parse_listen(item))
+        self.trunks.start()
+        self.keepalive.start()
+        self.runner = await _start_api(self.cfg)
+        event(log, "softswitch.started", version=__version__)
+
+    async def close(self) -> None:
+        """End every call, stop the tasks and listeners (bounded), then the media engine and the store."""
+        try:
+            async with asyncio.timeout(SHUTDOWN_BUDGET_S):
+                self.calls.shutdown()
+                await self.trunks.close()
+                await self.keepalive.close()
+                await asyncio.sleep(0.05)  # let the BYEs leave
+                if self.runner is not None:
+                    await self.runner.cleanup()
+                await self.sip.close()
+        except TimeoutError:
+            event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
+        finally:
+            self.engine.close()
+            self.store.close()
 
 
 async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
@@ -53,71 +124,15 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    store = Store.open(cfg.store.path)
-    event(log, "store.opened", path=cfg.store.path, schema=store.version)
-    timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
-    passwords = {u.name: u.password for u in cfg.users}
-    registrar = Registrar(store, passwords.get, cfg.sip.domain, algorithms=cfg.sip.auth_algorithms)
-    media_host = parse_listen(cfg.sip.listen[0]).host if cfg.sip.listen else "127.0.0.1"
-    engine = MediaEngine(cfg.rtp_port_range(), host=media_host)
-    bus = EventBus()
-    bus.subscribe(_log_event)
-    calls = B2bua(
-        engine=engine,
-        store=store,
-        bus=bus,
-        router=Router(cfg),
-        registrar=registrar,
-        domain=cfg.sip.domain,
-        user_agent=cfg.sip.user_agent,
-        ring_timeout_s=cfg.calls.ring_timeout_s,
-        max_duration_s=cfg.calls.max_duration_s,
-        session_interval_s=cfg.calls.session_expires_s,
-    )
-    calls.close_orphans()
-    uas = BasicUas(cfg.sip.user_agent, registrar, calls=calls)
-    sip = SipEndpoint(
-        uas,
-        timers=timers,
-        max_message_bytes=cfg.sip.max_message_bytes,
-        tls_cert=cfg.sip.tls_cert or None,
-        tls_key=cfg.sip.tls_key or None,
-    )
-    calls.endpoint = sip
-    runner: web.AppRunner | None = None
-    trunks: Trunks | None = None
-    keepalive: ContactKeepalive | None = None
+    services = Services(cfg)
     try:
-        for item in cfg.sip.listen:
-            await sip.listen(parse_listen(item))
-        trunks = Trunks(sip, cfg.trunks, domain=cfg.sip.domain, user_agent=cfg.sip.user_agent)
-        calls.trunks = trunks
-        trunks.start()
-        keepalive = ContactKeepalive(sip, store, [u.name for u in cfg.users], cfg.sip.contact_ping_s)
-        keepalive.start()
-        runner = await _start_api(cfg)
-        event(log, "softswitch.started", version=__version__)
+        await services.start()
         await stop.wait()
         event(log, "softswitch.stopping")
     finally:
-        try:
-            async with asyncio.timeout(SHUTDOWN_BUDGET_S):
-                calls.shutdown()
-                if trunks is not None:
-                    await trunks.close()
-                if keepalive is not None:
-                    await keepalive.close()
-                await asyncio.sleep(0.05)  # let the BYEs leave
-                if runner is not None:
-                    await runner.cleanup()
-                await sip.close()
-        except TimeoutError:
-            event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
-        finally:
-            engine.close()
-            store.close()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        await services.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     event(log, "softswitch.stopped")
 
 

@@ -1,0 +1,114 @@
+"""Call control in-process (the switch's own objects in this test's event loop), with SIPp on both sides:
+what needs time is driven by firing the call's timers explicitly instead of waiting for them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from interop.sipp import run_uac, uas
+
+from softswitch.b2bua.session_timer import SessionTimer
+from softswitch.config import parse
+from softswitch.server import Services
+
+SWITCH = 14800
+CALLER = {"port": 14810, "media_port": 14820, "control_port": 14812}
+CALLEE = {"port": 14830, "media_port": 14840, "control_port": 14832}
+
+
+def config(tmp_path) -> str:
+    return f"""
+[sip]
+listen = ["udp:127.0.0.1:{SWITCH}"]
+t1_ms = 100
+[media]
+rtp_ports = "14900-14999"
+[api]
+listen = "127.0.0.1:14801"
+[store]
+path = "{tmp_path / "sw.db"}"
+[[trunks]]
+name = "carrier"
+address = "127.0.0.1:{CALLEE["port"]}"
+inbound_from = ["127.0.0.1/32"]
+ping_interval_s = 0
+[[routes]]
+match = "^1000$"
+to = "trunk:carrier"
+"""
+
+
+@pytest.fixture
+async def services(tmp_path):
+    svc = Services(parse(config(tmp_path)))
+    await svc.start()
+    yield svc
+    await svc.close()
+
+
+async def answered_call(svc: Services):
+    for _ in range(200):
+        calls = [c for c in svc.calls.calls.values() if c.state == "answered"]
+        if calls:
+            return calls[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no call was answered")
+
+
+async def ended(svc: Services, call_id: str):
+    for _ in range(200):
+        record = svc.store.get_call(call_id)
+        if record is not None and record.ended_at:
+            return record
+        await asyncio.sleep(0.02)
+    raise AssertionError("the call did not end")
+
+
+async def test_call_we_refresh_the_session_of_a_peer_without_timer_support(services):
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered_call(services)
+        # neither SIPp side supports RFC 4028: we are the refresher on both sides, at half the interval
+        assert call.a.st == SessionTimer(1800, we_refresh=True) and call.b.st == SessionTimer(1800, we_refresh=True)
+        assert call.timers["st_b"].when() - services.calls.now() == pytest.approx(900, abs=1)
+        call.timers.pop("st_b").cancel()
+        call._session_due("b")  # the refresh is due now: a re-INVITE with the same SDP to the callee
+        for _ in range(100):
+            if "st_b" in call.timers:
+                break
+            await asyncio.sleep(0.02)
+        assert "st_b" in call.timers and call.state == "answered"  # the 200 came back: re-armed
+        call.hangup("system", 200, "test over")
+        result = await caller
+        done = await asyncio.to_thread(callee.wait, 10)
+    assert result.ok, result.summary()
+    assert done.successful == 1, done.summary()
+    assert "CSeq: " in done.messages and done.messages.count("INVITE sip:") >= 2  # the refresh reached it
+
+
+async def test_call_ends_when_the_peer_refresher_stays_silent(services):
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered_call(services)
+        call.a.st = SessionTimer(90, we_refresh=False)  # as if the caller had taken the refresher role
+        call.timers.pop("st_a").cancel()
+        call._session_due("a")  # interval - min(32, interval/3) passed without its refresh
+        record = await ended(services, call.id)
+        result = await caller
+        done = await asyncio.to_thread(callee.wait, 10)
+    assert (record.hangup_by, record.hangup_reason, record.status) == ("system", "session timer expired", "completed")
+    assert result.ok, result.summary()  # both sides got our BYE
+    assert done.successful == 1, done.summary()
+
+
+async def test_call_events_are_published_in_order_on_the_bus(services):
+    seen = []
+    services.bus.subscribe(lambda ev: seen.append((ev.type, ev.call_id)), types=["call.*"])
+    with uas("uas_answer", calls=1, rtp_echo=True, **CALLEE) as callee:
+        result = await asyncio.to_thread(run_uac, "uac_basic_rtp", f"127.0.0.1:{SWITCH}", **CALLER)
+        await asyncio.to_thread(callee.wait, 10)
+    assert result.ok, result.summary()
+    types = [t for t, _ in seen]
+    assert types == ["call.initiated", "call.ringing", "call.answered", "call.completed"]
+    assert len({c for _, c in seen}) == 1 and seen[0][1].startswith("call_")
