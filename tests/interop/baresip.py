@@ -67,8 +67,9 @@ def account_line(
     answermode: str = "auto",
     codecs: str = "PCMU,PCMA",
     display: str | None = None,
+    transport: str = "udp",
 ) -> str:
-    """One line of baresip's `accounts` file.
+    """One line of baresip's `accounts` file (`transport` of the outbound proxy: udp or tcp).
 
     `domain` is the AOR's host part (the REGISTER Request-URI); with `proxy_port` every request (REGISTER and
     INVITE) is sent to 127.0.0.1:proxy_port as an outbound proxy (baresip adds a Route header for it) whatever the
@@ -79,7 +80,7 @@ def account_line(
         aor = f'"{display}" {aor}'
     params = [f"answermode={answermode}", f"audio_codecs={codecs}", "dtmfmode=rtpevent", f"regint={regint}"]
     if proxy_port is not None:
-        params.append(f'outbound="sip:{HOST}:{proxy_port};transport=udp"')
+        params.append(f'outbound="sip:{HOST}:{proxy_port};transport={transport}"')
     if auth_user is not None:
         params.append(f"auth_user={auth_user}")
     if auth_pass is not None:

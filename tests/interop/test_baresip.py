@@ -16,8 +16,8 @@ USERS = '[[users]]\nname = "alice"\npassword = "alice-pw"\n[[users]]\nname = "bo
 ROUTES = '[[routes]]\nmatch = "^alice$"\nto = "user:alice"\n[[routes]]\nmatch = "^bob$"\nto = "user:bob"\n'
 
 
-def _phone(name: str, tmp_path, index: int, tone: int) -> Baresip:
-    account = account_line(name, "example.test", proxy_port=SIP, auth_pass=f"{name}-pw", regint=60)
+def _phone(name: str, tmp_path, index: int, tone: int, transport: str) -> Baresip:
+    account = account_line(name, "example.test", proxy_port=SIP, auth_pass=f"{name}-pw", regint=60, transport=transport)
     base = 15600 + 100 * index
     return Baresip(
         name,
@@ -31,7 +31,10 @@ def _phone(name: str, tmp_path, index: int, tone: int) -> Baresip:
     )
 
 
-def test_baresip_register_and_call_each_other_with_audio_through_the_switch(tmp_path):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_baresip_register_and_call_each_other_with_audio_through_the_switch(tmp_path, transport):
+    """Over TCP the call to bob must reuse the connection his REGISTER came on (he listens on no TCP port
+    the switch could know: the registered flow is the only way back, as behind a NAT)."""
     sw = Softswitch(
         tmp_path,
         sip_port=SIP,
@@ -40,7 +43,7 @@ def test_baresip_register_and_call_each_other_with_audio_through_the_switch(tmp_
         body=USERS + ROUTES,
         sip_extra='auth_algorithms = ["MD5"]',  # libre 1.1 gives up on a SHA-256 challenge instead of using MD5
     )
-    alice, bob = _phone("alice", tmp_path, 1, 440), _phone("bob", tmp_path, 2, 1000)
+    alice, bob = _phone("alice", tmp_path, 1, 440, transport), _phone("bob", tmp_path, 2, 1000, transport)
     with sw, alice, bob:
         alice.wait_registered(10)
         bob.wait_registered(10)
@@ -66,3 +69,5 @@ def test_baresip_register_and_call_each_other_with_audio_through_the_switch(tmp_
     for leg in (inbound, outbound):
         assert leg["media"]["rx_packets"] > 100 and leg["media"]["codec"] in ("PCMU", "PCMA")
     assert events == ["call.initiated", "call.ringing", "call.answered", "call.completed"]
+    if transport == "tcp":  # bob was reached over his own connection: its source port is not his SIP port
+        assert outbound["remote_addr"] != "127.0.0.1:15800"
