@@ -769,7 +769,7 @@ class Bench:
 HEADER = (
     f"{'system':<11}{'step':<5}{'target':>7}{'calls':>7}{'failed%':>9}{'p50ms':>7}{'p99ms':>7}{'placed':>8}"
     f"{'peak':>6}{'retr':>6}{'unexp':>6}{'loss%':>7}{'rtp%':>6}{'cpu%':>7}{'main%':>7}{'sipp%':>7}"
-    f"{'kern%':>6}{'othr%':>6}{'mach%':>6}  result"
+    f"{'kern%':>6}{'othr%':>6}{'mach%':>6}  wall result"
 )
 
 
@@ -781,7 +781,7 @@ def row(step: Step) -> str:
     target = f"{step.calls}" if step.kind == "conc" else f"{step.rate}/s"
     rtp = step.rtp
     why = step.reasons()
-    verdict = "held" if not why else "FAILED: " + "; ".join(why)
+    verdict = f"{step.wall_s:3.0f}s " + ("held" if not why else "FAILED: " + "; ".join(why))
     return (
         f"{step.system:<11}{step.kind:<5}{target:>7}{step.calls:>7}{step.failed_pct:>9.3f}{fmt(step.p50_ms, '.0f'):>7}"
         f"{fmt(step.p99_ms, '.0f'):>7}{step.placed_cps:>8.0f}{step.peak_calls:>6}{step.retrans:>6}{step.unexpected:>6}"
@@ -892,7 +892,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the headline rate must hold (60)")
     ap.add_argument("--probe-seconds", type=float, help="rate steps of the search (10; 8 with --quick)")
     ap.add_argument("--hold-ms", type=int, default=1000, help="call length in rate steps, RTP flowing (1000)")
-    ap.add_argument("--plateau", type=float, help="seconds all N calls are up in concurrency steps (20; 4 quick)")
+    ap.add_argument("--plateau", type=float, help="seconds all N calls are up in concurrency steps (20; 3 quick)")
     ap.add_argument("--ramp-cps", type=int, default=200, help="call rate that builds up concurrency steps (200)")
     ap.add_argument("--rates", help="switch rate ladder, comma-separated")
     ap.add_argument("--ref-rates", help="Kamailio rate ladder, comma-separated")
@@ -908,7 +908,7 @@ def main() -> int:
     quick = args.quick
     probe_s = args.probe_seconds or (8.0 if quick else 10.0)
     confirm_s = None if quick else args.seconds
-    plateau = args.plateau or (4.0 if quick else 20.0)
+    plateau = args.plateau or (3.0 if quick else 20.0)
     budget = args.budget or (75.0 if quick else 840.0)
     sw_ladder = ladder_arg(args.rates, QUICK_SWITCH if quick else SWITCH_LADDER)
     ref_ladder = ladder_arg(args.ref_rates, QUICK_PROXY if quick else PROXY_LADDER)
