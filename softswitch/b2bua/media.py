@@ -50,6 +50,11 @@ def _audio(sdp: SessionDescription) -> int | None:
     return next((i for i, m in enumerate(sdp.media) if m.media.lower() == "audio" and m.port != 0), None)
 
 
+def _same_codec(agreed: NegotiatedMedia) -> list[CodecSpec]:
+    """An offer that keeps a stream on the codec already agreed (so the bridge can stay a relay)."""
+    return [CodecSpec(agreed.codec.name, agreed.codec.clock_rate), CodecSpec(TELEPHONE_EVENT, 8000)]
+
+
 def parse_sdp(body: bytes) -> SessionDescription:
     try:
         return SessionDescription.parse(body)
@@ -147,8 +152,7 @@ class CallMedia:
     def transfer_offer(self, side: str) -> bytes:
         """Our offer to a transfer target that will take `side`'s place: a new session on the same engine
         leg, carrying only the codec the remaining party uses (so the bridge can keep relaying)."""
-        keep = self.negotiated[OTHER[side]]
-        codecs = [CodecSpec(keep.codec.name, keep.codec.clock_rate), CodecSpec(TELEPHONE_EVENT, 8000)]
+        codecs = _same_codec(self.negotiated[OTHER[side]])
         self.origins[side] = OriginTracker(secrets.randbelow(2**31), self.legs[side].host)
         self._offerer, self._their_offer, self._answer_sent = None, None, None
         caps = self._caps(side, codecs, Direction.SENDRECV)
@@ -160,8 +164,7 @@ class CallMedia:
         agreed = self.negotiated.get(side)
         if agreed is None or agreed.direction is Direction.SENDRECV:
             return None
-        codecs = [CodecSpec(agreed.codec.name, agreed.codec.clock_rate), CodecSpec(TELEPHONE_EVENT, 8000)]
-        caps = self._caps(side, codecs, Direction.SENDRECV)
+        caps = self._caps(side, _same_codec(agreed), Direction.SENDRECV)
         return self.origins[side].stamp(build_offer(caps, self.legs[side].port)).serialize()
 
     def leg_stats(self, side: str) -> dict:
@@ -181,8 +184,7 @@ class CallMedia:
 
     def late_offer_for(self, side: str) -> bytes:
         """Our offer to a caller that sent none, once the callee has answered ours: the callee's codec."""
-        callee = self.negotiated[OTHER[side]]
-        codecs = [CodecSpec(callee.codec.name, callee.codec.clock_rate), CodecSpec(TELEPHONE_EVENT, 8000)]
+        codecs = _same_codec(self.negotiated[OTHER[side]])
         self._offerer, self._their_offer = None, None
         self._our_offer = self.origins[side].stamp(
             build_offer(self._caps(side, codecs, Direction.SENDRECV), self.legs[side].port)
@@ -191,13 +193,7 @@ class CallMedia:
 
     def late_answer(self, side: str, body: bytes) -> None:
         """The caller's answer (in its ACK) to `late_offer_for`: set its leg up and bridge."""
-        answer = parse_sdp(body)
-        agreed = negotiate(self._our_offer, answer, _audio(self._our_offer) or 0, we_offered=True)
-        if agreed is None:
-            raise MediaRefused("the answer has no usable audio stream")
-        self.negotiated[side] = agreed
-        self.remote[side] = answer
-        self._connect()
+        self.answer_from(side, body)  # our own offer was answered: nothing to relay back
 
     def is_refresh(self, side: str, body: bytes) -> bool:
         """Whether `body` repeats the last description from `side` (same o= version: a session refresh,
