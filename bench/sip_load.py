@@ -15,6 +15,7 @@ Criteria, per step (one fresh switch, one fresh callee, one caller run each):
     `--plateau` seconds; the step holds when < 0.1 % of the calls failed, SIPp saw N calls up at once, and
     the RTP loss the switch measured on its legs (sequence gaps, its call records `call_legs.media`) is
     < 0.1 % with media on every leg.
+A step that has failed already (too many failed or slow calls to be undone) is stopped there.
 The reference is SIPp through Kamailio as a minimal stateful proxy (tm, record_route, t_relay to the same
 callee), call-rate criteria only, signalling only by default (its ceiling as a proxy: RTP would not pass
 through it anyway; --ref-media adds the same RTP, end to end between the SIPp peers).
@@ -29,8 +30,13 @@ ref_proxy_cps=N`, where cps is the largest rate held for the confirmation window
 --quick), failed_pct and p99 are that step's, and concurrent the largest N held.
 
 CPU figures are % of one core over the step's steady window, from /proc/PID/stat utime + stime: the
-switch process (all threads), its main thread (the Python event loop: SIP, call control), the SIPp pair,
-Kamailio (all its processes), and the whole machine (both cores, so up to 200 %).
+switch process (all threads; its main thread is the Python event loop: SIP, call control, the store; the
+media engine runs in its own thread), the SIPp pair, Kamailio (all its processes), kernel threads, and the
+whole machine (from /proc/stat idle time: 100 % per core); "others" is the rest (other users of the
+machine: nothing is pinned or isolated, so a busy neighbour shows there). Datagrams dropped by full receive
+buffers (/proc/net/udp, per socket) are reported per step: they tell loss at the switch from loss at SIPp.
+The load generators are kept from deciding the result: SIPp's SIP sockets get 4 MB buffers (-buff_size)
+and the callee's RTP echo socket an 8 MB one (set from here, see start_uas).
 Ports: SIP and SIPp on 16000-16999, the switch's RTP on 20000-29999.
 """
 
@@ -77,8 +83,8 @@ PACKETS_PER_S = 50  # 20 ms packets
 SIPP_SIP_BUFFER = 4 << 20  # SIPp's SIP socket buffers (-buff_size): the load generators must not drop
 
 SWITCH_LADDER = (100, 200, 250, 300, 350, 400, 500, 600, 700, 800, 1000, 1200, 1500)
-PROXY_LADDER = (400, 800, 1200, 1400, 1600, 1800, 2000, 2400, 2800)
-CONC_LADDER = (200, 400, 600, 800, 1000, 1200, 1500, 1800)
+PROXY_LADDER = (400, 800, 1200, 1600, 2000, 2400, 2800, 3200, 3600, 4000)
+CONC_LADDER = (200, 400, 600, 800, 1000, 1200, 1500, 1800, 2100, 2400)
 QUICK_SWITCH, QUICK_PROXY, QUICK_CONC = (250, 500), (1000,), (600,)
 
 KAMAILIO_CFG = """#!KAMAILIO
@@ -220,7 +226,10 @@ def force_rcvbuf(pid: int, port: int, size: int) -> str:
             if fd < 0:
                 return f"pidfd_getfd: {os.strerror(ctypes.get_errno())}"
             with socket.socket(fileno=fd) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                except PermissionError:  # without CAP_NET_ADMIN: as much as net.core.rmem_max allows
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         finally:
             os.close(pidfd)
     except (OSError, AttributeError) as exc:
@@ -337,8 +346,16 @@ class Sampler(threading.Thread):
         for entry in os.listdir("/proc"):
             if entry.isdigit() and (st := _stat(f"/proc/{entry}/stat")) and int(st[2]) in by_pgid:
                 vals[by_pgid[int(st[2])]] += (int(st[11]) + int(st[12])) / TICK
-        if self.thread and (st := _stat(f"/proc/{self.thread[0]}/task/{self.thread[1]}/stat")):
-            vals["main"] = (int(st[11]) + int(st[12])) / TICK
+        if self.thread:  # the switch's threads: its main thread, the others by name
+            pid = self.thread[0]
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(OSError, ValueError):
+                        raw = Path(f"/proc/{pid}/task/{tid}/stat").read_bytes()
+                        name = raw[raw.index(b"(") + 1 : raw.rindex(b")")].decode(errors="replace")
+                        st = raw[raw.rindex(b")") + 2 :].split()
+                        key = "main" if int(tid) == self.thread[1] else f"thread:{name}"
+                        vals[key] = vals.get(key, 0.0) + (int(st[11]) + int(st[12])) / TICK
         if st := _stat("/proc/self/stat"):
             vals["self"] = (int(st[11]) + int(st[12])) / TICK
         vals["machine"] = time.monotonic() * CORES - machine_idle_s()
@@ -506,6 +523,7 @@ def start_uas(sipp: str, workdir: Path, timeout_s: float) -> Managed:
     cmd += ["-mi", HOST, "-mp", str(UAS_MEDIA), "-rtp_echo", "-ci", HOST, "-cp", str(UAS_CTRL), "-nostdin"]
     cmd += ["-timeout", f"{math.ceil(timeout_s)}s", "-trace_stat", "-stf", "uas_stat.csv", "-fd", "1"]
     cmd += ["-trace_err", "-error_file", "uas_errors.log", "-buff_size", str(SIPP_SIP_BUFFER)]
+    cmd += ["-aa"]  # answers OPTIONS (200), like a live carrier: the switch pings its trunks
     uas = Managed("sipp-uas", cmd, workdir, workdir / "uas.out")
     wait_ready(uas, lambda: udp_bound(UAS_PORT) and udp_bound(UAS_MEDIA), "SIP and media ports bound", 10.0)
     # SIPp's echo socket keeps the kernel's default receive buffer (-rtp_buffsize does not reach it): about
@@ -555,10 +573,11 @@ def epoch(stamp: str) -> float:
 
 
 def placed_from_stats(rows: list[dict[str, str]], calls: int) -> float:
+    """Calls placed per second until the last was placed (or until the last row, for a step stopped early)."""
     for r in rows:
-        if count(r, "OutgoingCall(C)") >= calls:
+        if count(r, "OutgoingCall(C)") >= calls or r is rows[-1]:
             elapsed = epoch(r.get("CurrentTime", "")) - epoch(r.get("StartTime", ""))
-            return calls / elapsed if elapsed > 0 else 0.0
+            return count(r, "OutgoingCall(C)") / elapsed if elapsed > 0 else 0.0
     return 0.0
 
 
@@ -584,6 +603,47 @@ def percentile(values: list[float], pct: float) -> float:
 # ---------------------------------------------------------------------------------------------- steps
 
 
+class Verdict:
+    """Watches a running caller's files: has the step failed already, whatever the rest of it does?
+
+    More failed calls than the allowed 0.1 % of the step's calls, or (rate steps) more than 1 % of its calls
+    slower than 100 ms to the 180, cannot be undone; a step that failed is stopped there."""
+
+    def __init__(self, workdir: Path, calls: int, kind: str) -> None:
+        self.workdir = workdir
+        self.max_failed = MAX_FAILED_PCT / 100 * calls
+        self.max_slow = None if kind != "cps" else calls / 100
+        self.slow = 0
+        self._rtt: Path | None = None
+        self._offset = 0
+        self._partial = b""
+
+    def decided(self) -> str:
+        rows = read_stats(self.workdir / "uac_stat.csv")
+        failed = count(rows[-1], "FailedCall(C)") if rows else 0
+        if failed > self.max_failed:
+            return f"{failed} calls failed"
+        if self.max_slow is None:
+            return ""
+        if self._rtt is None:
+            self._rtt = next(iter(self.workdir.glob("*_rtt.csv")), None)
+            if self._rtt is None:
+                return ""
+        with contextlib.suppress(OSError), self._rtt.open("rb") as f:
+            f.seek(self._offset)
+            data = self._partial + f.read()
+            self._offset = f.tell()
+            *lines, self._partial = data.split(b"\n")
+            for line in lines:
+                parts = line.split(b";")
+                with contextlib.suppress(ValueError, IndexError):
+                    if parts[2].strip() == b"1" and float(parts[1]) >= MAX_P99_MS:
+                        self.slow += 1
+        if self.slow > self.max_slow:
+            return f"{self.slow} calls took >= {MAX_P99_MS:g} ms to the 180"
+        return ""
+
+
 @dataclass
 class Step:
     system: str
@@ -607,11 +667,17 @@ class Step:
     rtp: dict[str, float] = field(default_factory=dict)
     problems: Counter = field(default_factory=Counter)
     drops: dict[str, int] = field(default_factory=dict)
+    aborted: str = ""  # why the step was stopped before SIPp finished (it had failed already)
+    placed: int = 0  # calls SIPp placed
     error: str = ""
     wall_s: float = 0.0
 
     @property
     def failed_pct(self) -> float:
+        """Calls that did not complete; for a step stopped early, SIPp's failed calls among those placed
+        (a lower bound)."""
+        if self.aborted:
+            return 100.0 * self.sipp_failed / self.placed if self.placed else 100.0
         return 100.0 * (self.calls - self.successful) / self.calls if self.calls else 100.0
 
     def reasons(self) -> list[str]:
@@ -619,6 +685,8 @@ class Step:
         why = []
         if self.error:
             why.append(self.error)
+        if self.aborted:
+            why.append(f"stopped early: {self.aborted}")
         if self.failed_pct >= MAX_FAILED_PCT:
             why.append(f"failed {self.failed_pct:.2f} %")
         if self.kind == "cps":
@@ -691,10 +759,15 @@ class Bench:
             sampler = Sampler(groups, main)
             sampler.start()
             t0 = time.monotonic()
-            try:
-                uac.proc.wait(run_s + 45)
-            except subprocess.TimeoutExpired:
-                step.error = "SIPp caller past its deadline"
+            watch = Verdict(workdir, calls, kind)
+            while uac.alive():
+                if time.monotonic() - t0 > run_s + 45:
+                    step.error = "SIPp caller past its deadline"
+                    break
+                step.aborted = watch.decided()
+                if step.aborted:
+                    break  # the step has failed whatever happens next: spare the time
+                time.sleep(1.0)
             t_end = time.monotonic()
             sampler.sample_drops()
             if not target.proc.alive():
@@ -710,6 +783,7 @@ class Bench:
                 "main": cpu.get("main", math.nan),
                 "sipp": cpu.get("uac", 0.0) + cpu.get("uas", 0.0),
                 "machine": cpu.get("machine", math.nan),
+                **{k: v for k, v in cpu.items() if k.startswith("thread:")},
             }
             step.cpu["other"] = step.cpu["machine"] - sum(
                 cpu.get(k, 0.0) for k in ("target", "uac", "uas", "self", "kernel")
@@ -734,6 +808,7 @@ class Bench:
             step.successful = count(last, "SuccessfulCall(C)")
             step.sipp_failed = count(last, "FailedCall(C)")
             step.retrans = count(last, "Retransmissions(C)")
+            step.placed = count(last, "OutgoingCall(C)")
             step.peak_calls = max(count(r, "CurrentCall") for r in rows)
             step.failures = {
                 k.removesuffix("(C)"): count(last, k)
@@ -750,7 +825,7 @@ class Bench:
         rtts = [r for _, r in samples]
         step.p50_ms, step.p99_ms = percentile(rtts, 50), percentile(rtts, 99)
         sent = [t - r for t, r in samples]
-        if len(sent) >= max(2, 0.9 * calls) and max(sent) > min(sent):
+        if not step.aborted and len(sent) >= max(2, 0.9 * calls) and max(sent) > min(sent):
             step.placed_cps = (calls - 1) / ((max(sent) - min(sent)) / 1000)
         elif calls == 1 or (len(sent) >= 2 and max(sent) == min(sent)):
             step.placed_cps = float(rate)
@@ -878,12 +953,27 @@ def ladder_arg(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip()) if text else default
 
 
+def threads_text(cpu: dict[str, float]) -> str:
+    """The switch's CPU by thread: main, then the other threads by name (% of one core)."""
+    parts = [f"main {fmt(cpu.get('main', math.nan), '.0f')}"]
+    others = sorted(
+        ((k.removeprefix("thread:"), v) for k, v in cpu.items() if k.startswith("thread:")), key=lambda x: -x[1]
+    )
+    parts += [f"{name} {v:.0f}" for name, v in others if v >= 0.5]
+    return "threads %: " + ", ".join(parts)
+
+
 def headline_figures(best: Step | None, steps: list[Step], system: str) -> tuple[int, float, float]:
+    """(rate, failed %, p99) of the headline step; when no rate held, cps 0 with the figures of the lowest
+    rate tried for the longest window (what failed)."""
     if best is not None:
         return best.rate, best.failed_pct, best.p99_ms
     tried = [s for s in steps if s.system == system and s.kind == "cps"]
-    first = tried[0] if tried else None
-    return 0, (first.failed_pct if first else 100.0), (first.p99_ms if first else math.nan)
+    if not tried:
+        return 0, 100.0, math.nan
+    longest = max(s.seconds for s in tried)
+    lowest = min((s for s in tried if s.seconds == longest), key=lambda s: s.rate)
+    return 0, lowest.failed_pct, lowest.p99_ms
 
 
 def main() -> int:
@@ -930,6 +1020,7 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="sip_load_"))
     bench = Bench(sipp, kamailio, tmp, args.hold_ms, args.ref_media, time.monotonic() + budget)
     cores = os.cpu_count() or 1
@@ -938,7 +1029,7 @@ def main() -> int:
         f"rate steps {probe_s:g} s"
         + (f", the best confirmed for {confirm_s:g} s" if confirm_s else "")
         + f", calls held {args.hold_ms} ms with RTP both ways;\n"
-        f"concurrency steps: N calls placed at {args.ramp_cps}/s, all up for {plateau:g} s; "
+        f"concurrency steps: N calls placed at 3/4 of the best rate (at most {args.ramp_cps}/s), all up for {plateau:g} s;\n"
         f"held = failed < {MAX_FAILED_PCT} % and p99 INVITE->180 < {MAX_P99_MS:g} ms (rates), "
         f"RTP loss < {MAX_LOSS_PCT} % (concurrency)"
     )
@@ -979,7 +1070,7 @@ def main() -> int:
         if not args.skip_conc:
             # placed well below the switch's call-rate ceiling, so that the calls, not their set-up, are measured
             top = sw_best.rate if sw_best else (sw_passing[-1].rate if sw_passing else 0)
-            ramp = max(25, min(args.ramp_cps, top // 2)) if top else args.ramp_cps
+            ramp = min(args.ramp_cps, max(25, round(top * 0.75))) if top else args.ramp_cps
             conc_best = conc_search(bench, conc_ladder, ramp, plateau, reserve=ref_reserve)
         if kamailio:
             ref_best, _ = cps_search(bench, "kamailio", ref_ladder, probe_s, confirm_s)
@@ -1013,17 +1104,20 @@ def main() -> int:
         rtp = sw_best.rtp
         print(
             f"at {sw_best.rate} cps the switch used {fmt(c.get('target'), '.0f')} % of a core (main thread "
-            f"{fmt(c.get('main'), '.0f')} %), SIPp {fmt(c.get('sipp'), '.0f')} %, the machine "
-            f"{fmt(c.get('machine'), '.0f')} % of {100 * cores}; RTP loss {fmt(rtp.get('loss_pct'), '.3f')} %, "
+            f"{fmt(c.get('main'), '.0f')} %, {fmt(10 * c.get('main', math.nan) / sw_best.rate, '.2f')} ms of CPU "
+            f"per call; all threads {fmt(10 * c.get('target', math.nan) / sw_best.rate, '.2f')} ms), "
+            f"SIPp {fmt(c.get('sipp'), '.0f')} %, the machine {fmt(c.get('machine'), '.0f')} % of {100 * cores} "
+            f"(others {fmt(c.get('other'), '.0f')} %); RTP loss {fmt(rtp.get('loss_pct'), '.3f')} %, "
             f"jitter mean {fmt(rtp.get('jitter_ms'), '.2f')} ms"
         )
+        print(f"  switch {threads_text(c)}")
     fails = [s for s in bench.steps if not s.held and s.system == "softswitch"]
     for s in fails[:3]:
         c = s.cpu
         print(
             f"switch {s.kind} {s.rate if s.kind == 'cps' else s.calls} failed: {'; '.join(s.reasons())}; "
             f"switch {fmt(c.get('target'), '.0f')} % (main {fmt(c.get('main'), '.0f')} %), "
-            f"machine {fmt(c.get('machine'), '.0f')} %"
+            f"machine {fmt(c.get('machine'), '.0f')} %; {threads_text(c)}"
         )
     if conc_best is not None:
         c, rtp = conc_best.cpu, conc_best.rtp
@@ -1033,12 +1127,20 @@ def main() -> int:
             f"{fmt(rtp.get('loss_pct'), '.3f')} %, jitter mean {fmt(rtp.get('jitter_ms'), '.2f')} ms, "
             f"max {fmt(rtp.get('jitter_max_ms'), '.1f')} ms"
         )
+        print(f"  switch {threads_text(c)}")
     if ref_best is not None:
-        print(f"at {ref_best.rate} cps Kamailio used {fmt(ref_best.cpu.get('target'), '.0f')} % of a core")
+        c = ref_best.cpu
+        print(
+            f"at {ref_best.rate} cps Kamailio used {fmt(c.get('target'), '.0f')} % of a core (all its processes; "
+            f"{fmt(10 * c.get('target', math.nan) / ref_best.rate, '.2f')} ms per call), SIPp "
+            f"{fmt(c.get('sipp'), '.0f')} %, the machine {fmt(c.get('machine'), '.0f')} % "
+            f"(others {fmt(c.get('other'), '.0f')} %)"
+        )
     for note in bench.skipped:
         print(f"skipped: {note}")
     if interrupted:
         print(f"run interrupted ({interrupted}): figures are from the steps that finished")
+    print(f"{len(bench.steps)} steps in {time.monotonic() - started:.0f} s")
     print(
         f"sip_load cps={cps} failed_pct={failed_pct:.3f} p99_invite_180_ms={p99:g} "
         f"concurrent={concurrent} ref_proxy_cps={ref_cps}"

@@ -261,3 +261,11 @@ def test_sipp_trunk_marked_down_by_pings_is_skipped_at_once(tmp_path):
     assert caller.ok, caller.summary()
     assert took < 4.5  # 3 s of media, no wait for the dead trunk
     assert [leg["remote_addr"] for leg in rec["legs"][1:]] == [f"127.0.0.1:{CALLEES['b']['port']}"]
+
+
+def test_sipp_update_hold_passes_through_with_sdp_rewritten(switch):
+    with uas("uas_update", calls=1, **CALLEES["a"]) as callee:
+        caller = call("uac_update")
+        done = callee.wait(10)
+    assert caller.ok, caller.summary()  # sendonly answered recvonly
+    assert done.successful == 1, done.summary()  # the callee got the UPDATE with sendonly
