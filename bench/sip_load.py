@@ -359,6 +359,9 @@ class Sampler(threading.Thread):
         if st := _stat("/proc/self/stat"):
             vals["self"] = (int(st[11]) + int(st[12])) / TICK
         vals["machine"] = time.monotonic() * CORES - machine_idle_s()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            status = Path(f"/proc/{self.groups['target']}/status").read_text()
+            vals["rss_mb"] = int(status.split("VmRSS:", 1)[1].split()[0]) / 1024
         self.samples.append((time.monotonic(), vals))
 
     def run(self) -> None:
@@ -668,6 +671,8 @@ class Step:
     problems: Counter = field(default_factory=Counter)
     drops: dict[str, int] = field(default_factory=dict)
     aborted: str = ""  # why the step was stopped before SIPp finished (it had failed already)
+    timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (start s, p99 ms, calls) per 10 s
+    rss_mb: list[float] = field(default_factory=list)  # the target's resident memory every 10 s of the step
     placed: int = 0  # calls SIPp placed
     error: str = ""
     wall_s: float = 0.0
@@ -790,6 +795,10 @@ class Bench:
             )
             step.cpu["kernel"] = cpu.get("kernel", math.nan)
             step.drops = sampler.drop_totals()
+            rss = [(t, v["rss_mb"]) for t, v in sampler.samples if "rss_mb" in v and t >= t0]
+            step.rss_mb = [
+                m for k, (t, m) in enumerate(rss) if k == 0 or int((t - t0) // 10) > int((rss[k - 1][0] - t0) // 10)
+            ]
         except BenchError as exc:
             step.error = str(exc)
         finally:
@@ -825,6 +834,12 @@ class Bench:
         rtts = [r for _, r in samples]
         step.p50_ms, step.p99_ms = percentile(rtts, 50), percentile(rtts, 99)
         sent = [t - r for t, r in samples]
+        if kind == "cps" and sent and seconds >= 30:  # INVITE -> 180 by 10 s of the step: does it drift?
+            first = min(sent)
+            buckets: dict[int, list[float]] = {}
+            for (_, r), s in zip(samples, sent, strict=True):
+                buckets.setdefault(int((s - first) // 10_000), []).append(r)
+            step.timeline = [(10.0 * k, percentile(v, 99), len(v)) for k, v in sorted(buckets.items())]
         if not step.aborted and len(sent) >= max(2, 0.9 * calls) and max(sent) > min(sent):
             step.placed_cps = (calls - 1) / ((max(sent) - min(sent)) / 1000)
         elif calls == 1 or (len(sent) >= 2 and max(sent) == min(sent)):
@@ -870,7 +885,7 @@ def row(step: Step) -> str:
 def show(bench: Bench, step: Step) -> Step:
     bench.steps.append(step)
     print(row(step), flush=True)
-    dropped = {k: n for k, n in step.drops.items() if n and k != "caller_rtp"}
+    dropped = {k: n for k, n in step.drops.items() if n}
     if dropped:
         print(f"{'':16}UDP datagrams dropped (receive buffers full): {dropped}", flush=True)
     if not step.held:
@@ -878,6 +893,11 @@ def show(bench: Bench, step: Step) -> Step:
             print(f"{'':16}SIPp failures: {step.failures}", flush=True)
         for what, n in step.problems.most_common(4):
             print(f"{'':16}{step.system} log: {n} x {what}", flush=True)
+    if step.timeline:
+        drift = ", ".join(f"{p99:.0f}" for _, p99, _ in step.timeline)
+        rss = ", ".join(f"{m:.0f}" for m in step.rss_mb)
+        print(f"{'':16}p99 INVITE->180 by 10 s of the step (ms): {drift}", flush=True)
+        print(f"{'':16}{step.system} resident memory every 10 s (MB): {rss}", flush=True)
     return step
 
 
@@ -900,13 +920,22 @@ def cps_search(
         passing.append(step)
     if not confirm_s:
         return (passing[-1] if passing else None), passing
-    for probe in reversed(passing):
+    # from the top passing probe down; after a failed confirmation, once the midpoint of the gap to the
+    # next passing probe (to a multiple of 25), then that probe
+    rates = [p.rate for p in passing]
+    rate, midpoint = (rates[-1] if rates else 0), False
+    while rate:
         if bench.left() - reserve < confirm_s + hold / 1000 + 10:
-            bench.skipped.append(f"{system} {probe.rate} cps for {confirm_s:g} s: not enough time left")
+            bench.skipped.append(f"{system} {rate} cps for {confirm_s:g} s: not enough time left")
             break
-        step = show(bench, bench.run(system, "cps", probe.rate, round(probe.rate * confirm_s), hold, confirm_s))
+        step = show(bench, bench.run(system, "cps", rate, round(rate * confirm_s), hold, confirm_s))
         if step.held:
             return step, passing
+        lower = [r for r in rates if r < rate]
+        if not lower:
+            break
+        mid = round((lower[-1] + rate) / 2 / 25) * 25
+        rate, midpoint = (mid, True) if not midpoint and lower[-1] < mid < rate else (lower[-1], False)
     return None, passing
 
 
@@ -1029,7 +1058,8 @@ def main() -> int:
         f"rate steps {probe_s:g} s"
         + (f", the best confirmed for {confirm_s:g} s" if confirm_s else "")
         + f", calls held {args.hold_ms} ms with RTP both ways;\n"
-        f"concurrency steps: N calls placed at 3/4 of the best rate (at most {args.ramp_cps}/s), all up for {plateau:g} s;\n"
+        f"concurrency steps: N calls placed at 3/4 of the best rate (at most {args.ramp_cps}/s), "
+        f"all up for {plateau:g} s;\n"
         f"held = failed < {MAX_FAILED_PCT} % and p99 INVITE->180 < {MAX_P99_MS:g} ms (rates), "
         f"RTP loss < {MAX_LOSS_PCT} % (concurrency)"
     )

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 from softswitch.registrar import Registrar
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, Response, build_response
-from softswitch.sip.transaction import RequestReceived, ResponseReceived, StrayResponse, Timeout, TransportError
+from softswitch.sip.transaction import RequestReceived, ResponseReceived, State, StrayResponse, Timeout, TransportError
 from softswitch.sip.uri import AbsoluteUri
 from softswitch.transport.endpoint import SipEndpoint
 
@@ -90,7 +90,9 @@ class BasicUas:
                 return
             else:
                 endpoint.respond(ev.key, self._response(request, 200))
-                endpoint.respond(invite_key, self._response(endpoint.txns.get(invite_key).request, 487))
+                invite = endpoint.txns.get(invite_key)
+                if invite.state is State.PROCEEDING:  # 9.2: after a final response the CANCEL changes nothing
+                    endpoint.respond(invite_key, self._response(invite.request, 487))
                 return
         endpoint.respond(ev.key, self._response(request, status, extra))
 

@@ -204,3 +204,31 @@ async def test_endpoint_lazily_parsed_garbage_still_gets_400(endpoint, extra):
     assert resp.status == 400
     (ok,) = await udp_exchange(port, request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKl2;rport"))
     assert ok.status == 200
+
+
+async def test_endpoint_cancel_after_the_final_response_gets_200_and_changes_nothing(endpoint):
+    ep, port = endpoint
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+    via = "SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKlate1;rport"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        await loop.sock_sendto(
+            sock, request("INVITE", via, extra="Contact: <sip:a@127.0.0.1>\r\n"), ("127.0.0.1", port)
+        )
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            statuses.append(parse(await asyncio.wait_for(loop.sock_recv(sock, 65535), 2)).status)
+        assert statuses[-1] == 404  # no call control here: the INVITE is over
+        await loop.sock_sendto(sock, request("CANCEL", via), ("127.0.0.1", port))
+        cancel = parse(await asyncio.wait_for(loop.sock_recv(sock, 65535), 2))
+        assert (cancel.status, cancel.cseq.method) == (200, "CANCEL")
+        with pytest.raises(TimeoutError):  # no 487 follows the 404
+            await asyncio.wait_for(loop.sock_recv(sock, 65535), 0.3)
+    finally:
+        sock.close()
+        loop.set_exception_handler(None)
+    assert errors == []
