@@ -19,6 +19,7 @@ process still sort in creation order, because the random part then steps up from
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 import threading
@@ -39,12 +40,13 @@ _last_ms = 0
 _last_random = 0
 
 
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+
+
 def _base32(value: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        value, digit = divmod(value, 32)
-        chars.append(_CROCKFORD[digit])
-    return "".join(reversed(chars))
+    """`value` as `width` Crockford base32 digits (width <= 32): the C base32 encoder on 20 bytes, whose
+    160 bits split into 32 digits on the same 5-bit boundaries, with the alphabet translated."""
+    return base64.b32encode(value.to_bytes(20, "big")).translate(_FROM_RFC4648)[-width:].decode()
 
 
 def new_id(prefix: str) -> str:

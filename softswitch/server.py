@@ -7,6 +7,7 @@ exits within two seconds of the signal.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -98,6 +99,7 @@ class Services:
         self.trunks.start()
         self.keepalive.start()
         self.runner = await _start_api(self.cfg)
+        _tune_gc()
         event(log, "softswitch.started", version=__version__)
 
     async def close(self) -> None:
@@ -114,6 +116,7 @@ class Services:
         except TimeoutError:
             event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
         finally:
+            self.calls.flush()
             self.engine.close()
             self.store.close()
 
@@ -134,6 +137,16 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     event(log, "softswitch.stopped")
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a process that holds every transaction for 32 s (64*T1):
+    the start-up objects are frozen out of the collector's scans, and the young generation is allowed to
+    grow far past CPython's default 700 before a collection, so short-lived message objects die young
+    instead of being promoted and rescanned in full collections (which showed as p99 latency spikes)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _log_event(ev) -> None:

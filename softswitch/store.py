@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -298,7 +299,23 @@ class Store:
         """Write the call and its legs exactly as `record` has them, in one transaction, so a crash
         never leaves a call without its legs. Saving the same record again changes nothing; legs no
         longer in `record.legs` are deleted."""
-        _check_call(record)
+        self.save_calls([record])
+
+    def save_calls(self, records: Iterable[CallRecord]) -> None:
+        """`save_call` for many records in one transaction (one commit: what a busy switch needs)."""
+        records = list(records)
+        for record in records:
+            _check_call(record)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for record in records:
+                self._write_call(record)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _write_call(self, record: CallRecord) -> None:
         call_row = (
             record.id,
             record.direction,
@@ -334,35 +351,29 @@ class Store:
             for leg in record.legs
         ]
         keep = [leg.idx for leg in record.legs]
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute(
-                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)}) ON CONFLICT (id) DO UPDATE SET "
-                "direction = excluded.direction, from_uri = excluded.from_uri, to_uri = excluded.to_uri, "
-                "status = excluded.status, created_at = excluded.created_at, answered_at = excluded.answered_at, "
-                "ended_at = excluded.ended_at, hangup_code = excluded.hangup_code, "
-                "hangup_reason = excluded.hangup_reason, hangup_by = excluded.hangup_by, trunk = excluded.trunk, "
-                "user = excluded.user, data = excluded.data",
-                call_row,
-            )
-            self._db.execute(
-                f"DELETE FROM call_legs WHERE call_id = ? AND idx NOT IN ({', '.join('?' * len(keep))})",
-                (record.id, *keep),
-            )
-            self._db.executemany(
-                f"INSERT INTO call_legs ({_LEG_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
-                "ON CONFLICT (call_id, idx) DO UPDATE SET "
-                "role = excluded.role, sip_call_id = excluded.sip_call_id, local_tag = excluded.local_tag, "
-                "remote_tag = excluded.remote_tag, remote_uri = excluded.remote_uri, "
-                "remote_addr = excluded.remote_addr, status_code = excluded.status_code, "
-                "created_at = excluded.created_at, answered_at = excluded.answered_at, "
-                "ended_at = excluded.ended_at, media = excluded.media",
-                leg_rows,
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        self._db.execute(
+            f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)}) ON CONFLICT (id) DO UPDATE SET "
+            "direction = excluded.direction, from_uri = excluded.from_uri, to_uri = excluded.to_uri, "
+            "status = excluded.status, created_at = excluded.created_at, answered_at = excluded.answered_at, "
+            "ended_at = excluded.ended_at, hangup_code = excluded.hangup_code, "
+            "hangup_reason = excluded.hangup_reason, hangup_by = excluded.hangup_by, trunk = excluded.trunk, "
+            "user = excluded.user, data = excluded.data",
+            call_row,
+        )
+        self._db.execute(
+            f"DELETE FROM call_legs WHERE call_id = ? AND idx NOT IN ({', '.join('?' * len(keep))})",
+            (record.id, *keep),
+        )
+        self._db.executemany(
+            f"INSERT INTO call_legs ({_LEG_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+            "ON CONFLICT (call_id, idx) DO UPDATE SET "
+            "role = excluded.role, sip_call_id = excluded.sip_call_id, local_tag = excluded.local_tag, "
+            "remote_tag = excluded.remote_tag, remote_uri = excluded.remote_uri, "
+            "remote_addr = excluded.remote_addr, status_code = excluded.status_code, "
+            "created_at = excluded.created_at, answered_at = excluded.answered_at, "
+            "ended_at = excluded.ended_at, media = excluded.media",
+            leg_rows,
+        )
 
     def get_call(self, call_id: str) -> CallRecord | None:
         row = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,)).fetchone()
