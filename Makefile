@@ -35,6 +35,7 @@ bench: build
 	$(BIN)/python bench/g711.py --quick
 	$(BIN)/python bench/sip_parse.py --quick
 	$(BIN)/python bench/media_load.py --quick
+	bench/sip_load.sh --quick
 
 clean:
 	rm -rf build cext/*.c cext/*.so .pytest_cache .ruff_cache
