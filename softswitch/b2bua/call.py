@@ -247,6 +247,7 @@ class Call:
         for other in self.forks:
             if other is not fork and not other.done:
                 other.status, other.reason = 487, "Request Terminated"
+                other.leg.status_code = 487
                 self.sw.endpoint.cancel(other.key)
         self.state = "answered"
         self.record.status = "answered"

@@ -12,6 +12,8 @@ import pytest
 from interop.sipp import proxy_auth_problems, run_uac, sipp_binary, uas
 from interop.switch import Softswitch
 
+from softswitch.store import Binding, Store
+
 assert sipp_binary(), "SIPp (sip-tester) is installed by .ci/run"
 
 SWITCH = 14500
@@ -269,3 +271,40 @@ def test_sipp_update_hold_passes_through_with_sdp_rewritten(switch):
         done = callee.wait(10)
     assert caller.ok, caller.summary()  # sendonly answered recvonly
     assert done.successful == 1, done.summary()  # the callee got the UPDATE with sendonly
+
+
+def test_sipp_caller_outside_every_trunk_with_a_wrong_password_gets_403(tmp_path):
+    body = (
+        CONFIG.replace('inbound_from = ["127.0.0.1/32"]', 'inbound_from = ["10.0.0.0/8"]')
+        + '[[users]]\nname = "alice"\npassword = "right"\n'
+    )
+    md5 = 'auth_algorithms = ["MD5"]'  # SIPp answers only MD5 challenges, and only the first one it gets
+    with Softswitch(tmp_path, sip_port=SWITCH, api_port=14501, rtp=(14600, 14699), body=body, sip_extra=md5) as sw:
+        auth = ["-au", "alice", "-ap", "wrong", "-auth_uri", f"1000@127.0.0.1:{SWITCH}"]
+        caller = run_uac("uac_auth_403", TARGET, service="1000", timeout_s=20, extra=auth, **CALLER)
+        assert sw.calls() == []  # refused before any call existed
+    assert caller.ok, caller.summary()  # 407, then 403 for the wrong answer
+
+
+def test_sipp_user_with_two_contacts_rings_both_and_the_first_answer_wins(tmp_path):
+    store = Store.open(tmp_path / "sw.db")
+    for name in ("a", "b"):
+        port = CALLEES[name]["port"]
+        store.save_binding(Binding("bob", f"sip:bob@127.0.0.1:{port}", 4e9, f"127.0.0.1:{port}", "udp", "r", 1))
+    store.close()
+    body = CONFIG + '[[users]]\nname = "bob"\npassword = "pw"\n[[routes]]\nmatch = "^bob$"\nto = "user:bob"\n'
+    with (
+        Softswitch(tmp_path, sip_port=SWITCH, api_port=14501, rtp=(14600, 14699), body=body) as sw,
+        uas("uas_ring", calls=1, **CALLEES["a"]) as ringing,
+        uas("uas_answer", calls=1, rtp_echo=True, **CALLEES["b"]) as answering,
+    ):
+        caller = call("uac_basic_rtp", service="bob")
+        cancelled = ringing.wait(10)
+        answered = answering.wait(10)
+        (rec,) = sw.wait_calls(1)
+    assert caller.ok, caller.summary()
+    assert cancelled.successful == 1, cancelled.summary()  # it rang, then got our CANCEL
+    assert answered.successful == 1, answered.summary()
+    legs = sorted((leg["remote_addr"], leg["status_code"]) for leg in rec["legs"][1:])
+    assert legs == [(f"127.0.0.1:{CALLEES['a']['port']}", 487), (f"127.0.0.1:{CALLEES['b']['port']}", 200)]
+    assert rec["direction"] == "inbound" and rec["status"] == "completed"
