@@ -386,6 +386,10 @@ class Call:
         if method == "REFER":
             transfer.on_refer(self, side, key, request)
             return
+        if method == "INFO" and content_type_of(request) == DTMF_RELAY:
+            digit = parse_dtmf_relay(request.body)
+            if digit is not None:
+                self.on_dtmf(side, digit[0], "info", digit[1])
         body, content_type, offer = request.body, request.content_type, False
         if method in ("INVITE", "UPDATE"):
             self._arm_session(side)  # any re-INVITE or UPDATE from the peer refreshes its session (RFC 4028 10)
@@ -557,6 +561,14 @@ class Call:
     def on_max_duration(self) -> None:
         self.hangup("system", 200, "max call duration")
 
+    def on_dtmf(self, side: str, digit: str, source: str, duration_ms: int) -> None:
+        """A key pressed on `side` (RFC 4733 from the engine, SIP INFO from signalling): `call.dtmf`."""
+        if self.state == "ended":
+            return
+        party = "caller" if side == "a" else "callee"
+        data = {"digit": digit, "source": source, "duration_ms": duration_ms, "from": party}
+        self.sw.publish(self, "call.dtmf", data)
+
     def send_bye(self, dialog: Dialog, flow) -> None:
         self._send_in_dialog(Side(dialog, flow), "BYE")
 
@@ -677,6 +689,28 @@ def _status_name(code: int) -> str:
     if code in NO_ANSWER:
         return "no-answer"
     return "failed"
+
+
+DTMF_RELAY = "application/dtmf-relay"
+_RELAY_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def content_type_of(message) -> str:
+    return (message.content_type or "").split(";")[0].strip().lower()
+
+
+def parse_dtmf_relay(body: bytes) -> tuple[str, int] | None:
+    """`Signal=5` / `Duration=160` (the de facto application/dtmf-relay body): (digit, ms), or None."""
+    fields = {}
+    for line in body.decode("ascii", "replace").splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    digit = fields.get("signal", "").upper()
+    if len(digit) != 1 or digit not in _RELAY_DIGITS:
+        return None
+    duration = fields.get("duration", "")
+    return digit, int(duration) if duration.isdigit() and duration.isascii() else 0
 
 
 def _allows_update(message) -> bool:

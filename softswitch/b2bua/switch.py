@@ -75,6 +75,7 @@ class B2bua:
         self._forks: dict[object, tuple[Call, Fork]] = {}  # our INVITE client transactions
         self._requests: dict[object, tuple[Call, str | None]] = {}  # forwarded in-dialog requests
         self._dialogs: dict[object, tuple[Call, str]] = {}
+        self._media_legs: dict[int, tuple[Call, str]] = {}  # engine leg id -> its call and side
         self._dirty: dict[str, CallRecord] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self.counters = {"calls": 0, "answered": 0, "failed": 0, "rejected": 0}
@@ -156,6 +157,8 @@ class B2bua:
         record.legs[0].local_tag = call.a.dialog.local_tag
         self.calls[call.id] = call
         self._invites[ev.key] = call
+        for side, leg in media.legs.items():
+            self._media_legs[leg.id] = (call, side)
         self.counters["calls"] += 1
         self.save(call)
         self.publish(call, "call.initiated", {})
@@ -340,8 +343,13 @@ class B2bua:
         return True
 
     def on_media_events(self, events: list[MediaEvent]) -> None:
+        """Media events in a batch: RFC 4733 digits become `call.dtmf` on the bus for their call."""
         for ev in events:
-            if ev.kind not in ("leg_closed", "latched"):
+            owner = self._media_legs.get(ev.leg)
+            if ev.kind == "dtmf" and owner is not None:
+                call, side = owner
+                call.on_dtmf(side, ev.detail["digit"], "rfc4733", ev.detail["duration_ms"])
+            elif ev.kind not in ("leg_closed", "latched"):
                 event(log, "media.event", level=logging.DEBUG, kind=ev.kind, leg=ev.leg)
 
     # -- timers, records, events ---------------------------------------------------------------------------
@@ -393,6 +401,9 @@ class B2bua:
         """The call ended: drop it from every table, stop its timers, write its record."""
         self.calls.pop(call.id, None)
         self._invites.pop(call.key, None)
+        for leg in call.media.legs.values():
+            if self._media_legs.get(leg.id, (None,))[0] is call:
+                del self._media_legs[leg.id]
         for handle in call.timers.values():
             handle.cancel()
         call.timers.clear()

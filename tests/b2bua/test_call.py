@@ -4,10 +4,14 @@ what needs time is driven by firing the call's timers explicitly instead of wait
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 import pytest
+from helpers import rtp
 from interop.sipp import run_uac, uas
 
+from softswitch.b2bua.call import parse_dtmf_relay
 from softswitch.b2bua.session_timer import SessionTimer
 from softswitch.config import parse
 from softswitch.server import Services
@@ -112,3 +116,36 @@ async def test_call_events_are_published_in_order_on_the_bus(services):
     types = [t for t, _ in seen]
     assert types == ["call.initiated", "call.ringing", "call.answered", "call.completed"]
     assert len({c for _, c in seen}) == 1 and seen[0][1].startswith("call_")
+
+
+def test_call_dtmf_relay_body_parsing():
+    assert parse_dtmf_relay(b"Signal=5\r\nDuration=160\r\n") == ("5", 160)
+    assert parse_dtmf_relay(b"signal= #\nduration=abc") == ("#", 0)
+    assert parse_dtmf_relay(b"Signal=55\r\n") is None
+    assert parse_dtmf_relay(b"Duration=100") is None
+
+
+async def test_call_rfc4733_digits_from_the_caller_become_call_dtmf_events(services):
+    seen = []
+    services.bus.subscribe(seen.append, types=["call.dtmf"])
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered_call(services)
+        leg = call.media.legs["a"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+            phone.bind(("127.0.0.1", CALLER["media_port"] + 4))
+            for seq, (event, end, duration) in enumerate([(9, False, 160), (9, False, 320), (9, True, 640)]):
+                payload = struct.pack("!BBH", event, 0x80 | 10 if end else 10, duration)
+                phone.sendto(rtp(100 + seq, 8000, 0x4242, pt=101, payload=payload), ("127.0.0.1", leg.port))
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+        call.hangup("system", 200, "test over")
+        await caller
+        await asyncio.to_thread(callee.wait, 10)
+    assert len(seen) == 1
+    (ev,) = seen
+    assert ev.call_id == call.id
+    assert (ev.data["digit"], ev.data["source"], ev.data["from"]) == ("9", "rfc4733", "caller")
+    assert ev.data["duration_ms"] == 80  # 640 timestamp units at 8 kHz

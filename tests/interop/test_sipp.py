@@ -207,6 +207,8 @@ def test_sipp_info_dtmf_is_relayed_to_the_other_dialog(switch):
         done = callee.wait(10)
     assert caller.ok, caller.summary()
     assert done.successful == 1, done.summary()  # it got the INFO with Signal=5 and its Content-Type
+    dtmf = [e for e in switch.events() if e["event"] == "call.dtmf"]
+    assert [(e["digit"], e["source"], e["duration_ms"], e["from"]) for e in dtmf] == [("5", "info", 160, "caller")]
 
 
 def test_sipp_early_media_183_with_sdp_reaches_the_caller_before_the_answer(switch):
