@@ -36,6 +36,7 @@ bench: build
 	$(BIN)/python bench/sip_parse.py --quick
 	$(BIN)/python bench/media_load.py --quick
 	bench/sip_load.sh --quick
+	$(BIN)/python bench/dtmf.py --quick
 
 clean:
 	rm -rf build cext/*.c cext/*.so .pytest_cache .ruff_cache

@@ -1,14 +1,19 @@
-"""The `softswitch` command line: serve, check-config (more subcommands arrive with their issues)."""
+"""The `softswitch` command line: serve, check-config, media dtmf (more subcommands arrive with their issues)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from softswitch import __version__, config, logs
 from softswitch.store import SchemaTooNew
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +56,72 @@ def _parser() -> argparse.ArgumentParser:
         "'FILE:LINE: field: problem' line per problem and exits 2.",
     )
     check.add_argument("file", metavar="FILE", help="TOML config file to check")
+
+    media = sub.add_parser("media", help="offline media analysis tools", description="Offline media analysis.")
+    media_sub = media.add_subparsers(dest="media_command", required=True, metavar="TOOL")
+    dtmf = media_sub.add_parser(
+        "dtmf",
+        help="detect DTMF digits in WAV files",
+        description="Detect DTMF digits in 8 kHz mono PCM16 or G.711 (mu-law/A-law) WAV files. Prints one JSON "
+        'line per file: {"file", "digits", "events": [{"digit", "start_ms", "end_ms"}]}. A file that cannot be '
+        "read is reported on stderr and the others are still processed (exit code 1).",
+    )
+    dtmf.add_argument("files", nargs="+", metavar="FILE", help="WAV file(s)")
     return p
+
+
+def _read_8k_wav(path: str) -> np.ndarray:
+    """The file's samples as 8 kHz mono PCM16; ValueError naming the file and the reason otherwise.
+
+    Strict on purpose: the detectors are specified on telephone audio, so a file at another rate or with two
+    channels is refused rather than silently converted (media.audio.load_wav converts, for the player).
+    """
+    import numpy as np
+
+    from media import audio, g711
+
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    fmt, data = audio.parse_wav(blob, path)
+    if fmt.tag == audio.WAVE_FORMAT_PCM and fmt.bits == 16:
+        kind = "pcm"
+    elif fmt.tag in (audio.WAVE_FORMAT_MULAW, audio.WAVE_FORMAT_ALAW):
+        kind = "g711"
+    else:
+        raise ValueError(f"{path}: unsupported encoding (format tag {fmt.tag}, {fmt.bits} bits); need PCM16 or G.711")
+    if fmt.channels != 1:
+        raise ValueError(f"{path}: {fmt.channels} channels; need mono")
+    if fmt.rate != 8000:
+        raise ValueError(f"{path}: sample rate {fmt.rate} Hz; need 8000 Hz")
+    if kind == "g711":
+        decode = g711.ulaw_decode if fmt.tag == audio.WAVE_FORMAT_MULAW else g711.alaw_decode
+        return np.frombuffer(decode(data), dtype=np.int16)
+    return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+
+def cmd_media_dtmf(args: argparse.Namespace) -> int:
+    """One JSON line per readable file on stdout, one `softswitch: FILE: reason` line per other on stderr."""
+    from media import dtmf
+
+    status = 0
+    for path in args.files:
+        try:
+            pcm = _read_8k_wav(path)
+        except ValueError as exc:
+            print(f"softswitch: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        events = dtmf.detect(pcm)
+        line = {
+            "file": path,
+            "digits": "".join(e.digit for e in events),
+            "events": [{"digit": e.digit, "start_ms": e.start_ms, "end_ms": e.end_ms} for e in events],
+        }
+        print(json.dumps(line), flush=True)
+    return status
 
 
 def _load_or_report(path: str) -> config.Config | None:
@@ -96,5 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "media":
+        return {"dtmf": cmd_media_dtmf}[args.media_command](args)
     handler = {"serve": cmd_serve, "check-config": cmd_check_config}[args.command]
     return handler(args)
