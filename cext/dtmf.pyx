@@ -20,7 +20,9 @@ cdef extern from "native/dtmf.h" nogil:
         pass
     int DTMF_RATE, DTMF_SUB, DTMF_K, DTMF_N, DTMF_MIN_TONE, DTMF_MIN_PAUSE
     double DTMF_DBM0_OVERLOAD, DTMF_MIN_LEVEL_DBM0, DTMF_FWD_TWIST_DB, DTMF_REV_TWIST_DB, DTMF_REL_PEAK_DB
-    double DTMF_TONE_RATIO, DTMF_FLAT_RATIO
+    double DTMF_FREQ_MARGIN_DB
+    double DTMF_TONE_RATIO, DTMF_FLAT_RATIO, DTMF_CAND_LEVEL, DTMF_CAND_RATIO
+    int DTMF_HARM_LAG
     void dtmf_init(dtmf_state_t *st)
     size_t dtmf_max_events(size_t n)
     size_t dtmf_process(dtmf_state_t *st, const int16_t *x, size_t n, dtmf_event_t *out)
@@ -38,8 +40,12 @@ MIN_LEVEL_DBM0 = DTMF_MIN_LEVEL_DBM0
 FWD_TWIST_DB = DTMF_FWD_TWIST_DB
 REV_TWIST_DB = DTMF_REV_TWIST_DB
 REL_PEAK_DB = DTMF_REL_PEAK_DB
+FREQ_MARGIN_DB = DTMF_FREQ_MARGIN_DB
 TONE_RATIO = DTMF_TONE_RATIO
 FLAT_RATIO = DTMF_FLAT_RATIO
+CAND_LEVEL = DTMF_CAND_LEVEL
+CAND_RATIO = DTMF_CAND_RATIO
+HARM_LAG = DTMF_HARM_LAG
 
 
 cdef list _events(dtmf_event_t *ev, size_t n):

@@ -5,15 +5,18 @@ receiver to take the 16 Q.23 keys at 1.5 % frequency deviation and refuse them a
 -25 to -3 dBm0 per tone with 4 dB forward / 8 dB reverse twist, to accept 40 ms tones and 40 ms pauses and
 refuse tones of 20 ms, and not to be fooled by speech, music or a lone tone. The detector computes sliding
 20 ms (160-sample) Goertzel windows every 2.5 ms on 40 bins (each key frequency at -5, -1.5, 0, +1.5, +5 %);
-a window is a hit for a key when the two group peaks are loud enough, nearer nominal than 5 % off, within
-the twist limits, clear of the other tones of their group, hold most of the window's power and fill every
-2.5 ms of it. Runs of hit windows become tones with a start and an end (a 25 ms gap ends a tone, a 30 ms run
+the 32 off-nominal bins are only needed for candidate windows, whose nominal peaks are loud and hold enough
+of the power. A window is a hit for a key when the two group peaks are loud enough, clearly nearer nominal
+than 5 % off (1.5 dB margin), within the twist limits (+6 / -9 dB), clear of the other tones of their group,
+hold 0.7 of the window's power, fill every 2.5 ms of it, and (keys 2, 6, C) are not a note and its second
+harmonic. Runs of hit windows become tones with a start and an end (a 25 ms gap ends a tone, a 30 ms run
 is a digit); each digit is reported once, when it ends.
 
 Levels: 0 dBm0 is a sine of peak 32768 * 10^(-3.14/20) (about 22 900): G.711's full-scale sine is +3.14 dBm0.
 
-`detect_reference` is the same algorithm in numpy (direct DFT sums instead of the Goertzel recursion, the
-same thresholds and state machine), slow but readable; tests require both to report the same events.
+`detect_reference` is the same algorithm in numpy (direct DFT sums instead of the Goertzel recursion, all
+40 bins for every window, the same candidate test, thresholds and state machine), slow but readable; tests
+require both to report the same events.
 """
 
 from __future__ import annotations
@@ -107,26 +110,33 @@ def _thresholds() -> dict[str, float]:
         "fwd": 10.0 ** (_k.FWD_TWIST_DB / 10.0),
         "rev": 10.0 ** (_k.REV_TWIST_DB / 10.0),
         "rel": 10.0 ** (-_k.REL_PEAK_DB / 10.0),
+        "freq": 10.0 ** (_k.FREQ_MARGIN_DB / 10.0),
     }
 
 
-def window_powers(pcm: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(power[window, 40 bins], total mean square[window], sub-block energies[window, 8]) by direct DFT sums."""
+def window_powers(pcm: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(power[window, 40 bins], total mean square[window], sub-block energies[window, 8], z[window, 8]) by
+    direct DFT sums; z is each nominal bin's late part-window times the conjugate of its early one."""
     x = np.frombuffer(pcm_bytes(pcm), dtype=np.int16).astype(np.float64)
-    sub, k = _k.SUB, _k.WINDOW_SUBS
+    sub, k, lag = _k.SUB, _k.WINDOW_SUBS, _k.HARM_LAG
     nsub = len(x) // sub
     if nsub < k:
-        return np.zeros((0, 40)), np.zeros(0), np.zeros((0, k))
+        return np.zeros((0, 40)), np.zeros(0), np.zeros((0, k)), np.zeros((0, 8), dtype=complex)
     xs = x[: nsub * sub].reshape(nsub, sub)
     w = _omegas()
     corr = xs @ np.exp(-1j * np.outer(np.arange(sub), w))  # each sub-block's DFT, phase at its first sample
     energy = (xs * xs).sum(axis=1)
     nwin = nsub - k + 1
     phase = np.exp(-1j * np.outer(sub * np.arange(k), w))
-    spec = sum(corr[i : i + nwin] * phase[i] for i in range(k))
+    parts = [corr[i : i + nwin] * phase[i] for i in range(k)]
+    early, mid, late = sum(parts[:lag]), sum(parts[lag : k - lag]), sum(parts[k - lag :])
+    spec = early + mid + late
     power = 2.0 * np.abs(spec) ** 2 / float(_k.WINDOW) ** 2
+    nominal = np.arange(8) * 5 + 2
+    a, b = (early + mid)[:, nominal], (mid + late)[:, nominal]
+    z = (b.real * a.real + b.imag * a.imag) + 1j * (b.imag * a.real - b.real * a.imag)
     subs = sliding_window_view(energy, k)
-    return power, subs.sum(axis=1) / _k.WINDOW, subs
+    return power, subs.sum(axis=1) / _k.WINDOW, subs, z
 
 
 def _pick(power: np.ndarray, f0: int, th: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -137,30 +147,52 @@ def _pick(power: np.ndarray, f0: int, th: dict[str, float]) -> tuple[np.ndarray,
     mine = p[rows, best]
     level = np.maximum(np.maximum(mine[:, 2], mine[:, 1]), mine[:, 3])
     ok = level >= th["min_power"]
-    ok &= (mine[:, 2] > mine[:, 0]) & (mine[:, 2] > mine[:, 4])
+    ok &= (mine[:, 2] > mine[:, 0] * th["freq"]) & (mine[:, 2] > mine[:, 4] * th["freq"])
     others = p[:, :, 2].copy()
     others[rows, best] = -np.inf
     ok &= (others <= (level * th["rel"])[:, None]).all(axis=1)
     return np.where(ok, best, -1), level
 
 
-def classify_reference(power: np.ndarray, total: np.ndarray, subs: np.ndarray) -> np.ndarray:
-    """Key index (0..15) or -1 for every window, with dtmf_classify()'s tests."""
+def _harmonic_limits() -> np.ndarray:
+    """[row, col] phase-advance limit of the harmonic test (radians), 0 where it does not apply (dtmf.c)."""
+    out = np.zeros((4, 4))
+    for r, fr in enumerate(ROWS):
+        for c, fc in enumerate(COLS):
+            h, v = 2.0 * fr - fc, 0.015 * (fc + 2.0 * fr)
+            if 0.0 < h < 100.0:
+                out[r, c] = 2.0 * np.pi * 0.5 * (v + h) * _k.SUB * _k.HARM_LAG / RATE
+    return out
+
+
+def classify_reference(power: np.ndarray, total: np.ndarray, subs: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Key index (0..15) or -1 for every window, with window_key()'s and dtmf_classify()'s tests."""
     th = _thresholds()
+    nominal = power[:, np.arange(8) * 5 + 2]
+    plo, phi = nominal[:, :4].max(axis=1), nominal[:, 4:].max(axis=1)
+    cand = th["min_power"] * _k.CAND_LEVEL
+    candidate = (plo >= cand) & (phi >= cand) & ~(plo + phi < _k.CAND_RATIO * total)
     row, lo = _pick(power, 0, th)
     col, hi = _pick(power, 4, th)
-    ok = (row >= 0) & (col >= 0)
+    ok = candidate & (row >= 0) & (col >= 0)
     ok &= ~((hi > lo * th["fwd"]) | (lo > hi * th["rev"]))
     ok &= ~(lo + hi < _k.TONE_RATIO * total)
     mean = total * _k.WINDOW / _k.WINDOW_SUBS
     ok &= ~(subs < (_k.FLAT_RATIO * mean)[:, None]).any(axis=1)
+    idx = np.arange(len(power))
+    r, c = np.maximum(row, 0), np.maximum(col, 0)
+    zl, zh = z[idx, r], z[idx, 4 + c]
+    ar, ai = zl.real * zl.real - zl.imag * zl.imag, -2.0 * zl.real * zl.imag
+    wr, wi = zh.real * ar - zh.imag * ai, zh.real * ai + zh.imag * ar
+    limit = _harmonic_limits()[r, c]
+    ok &= ~((limit > 0.0) & (np.arctan2(wi, wr) > limit))
     return np.where(ok, row * 4 + col, -1)
 
 
 def detect_reference(pcm: object) -> list[tuple[str, int, int]]:
     """The whole algorithm in numpy: [(digit, start_sample, end_sample)], as DtmfDetector feed() + flush()."""
-    power, total, subs = window_powers(pcm)
-    keys = classify_reference(power, total, subs)
+    power, total, subs, z = window_powers(pcm)
+    keys = classify_reference(power, total, subs, z)
     events: list[tuple[str, int, int]] = []
     cur, first, last = -1, 0, 0
 

@@ -20,10 +20,14 @@
 #define DTMF_DBM0_OVERLOAD 3.14
 #define DTMF_MIN_LEVEL_DBM0 (-30.0)    /* per tone; Q.24 operate range ends at -25 (5 dB margin) */
 #define DTMF_FWD_TWIST_DB 6.0          /* high group louder: accept 4 dB, reject beyond 6 */
-#define DTMF_REV_TWIST_DB 10.0         /* low group louder: accept 8 dB, reject beyond 10 */
+#define DTMF_REV_TWIST_DB 9.0          /* low group louder: accept 8 dB, reject beyond 9 */
+#define DTMF_FREQ_MARGIN_DB 1.5        /* the nominal bin beats both +-5 % bins by this much */
 #define DTMF_REL_PEAK_DB 8.0           /* other tones of the same group at least this far below */
-#define DTMF_TONE_RATIO 0.5            /* the two tones hold at least half (-3 dB) of the window's power */
+#define DTMF_TONE_RATIO 0.7            /* the two tones hold at least 0.7 (-1.5 dB) of the window's power */
 #define DTMF_FLAT_RATIO 0.25           /* every sub-block holds at least -6 dB of the window's mean power */
+#define DTMF_CAND_LEVEL 0.25           /* candidate: each group's best nominal bin >= -36 dBm0 (P_min - 6 dB) */
+#define DTMF_CAND_RATIO 0.2            /* candidate: the two nominal peaks hold >= 0.2 (-7 dB) of the power */
+#define DTMF_HARM_LAG 2                /* sub-blocks between the early and late part-windows (40 samples) */
 #define DTMF_MIN_TONE (30 * DTMF_RATE / 1000)   /* 240 samples: accept 40 ms, reject 20 ms */
 #define DTMF_MIN_PAUSE (25 * DTMF_RATE / 1000)  /* 200 samples: 40 ms pauses split, 10 ms breaks bridge */
 
@@ -37,7 +41,10 @@ typedef struct {
     int16_t buf[DTMF_SUB];                     /* the sub-block being filled */
     int fill;                                  /* samples in it */
     /* the last DTMF_K finished sub-blocks, ring indexed by sub-block number % DTMF_K */
-    double cre[DTMF_K][DTMF_NBINS], cim[DTMF_K][DTMF_NBINS];
+    int16_t hist[DTMF_K][DTMF_SUB];            /* their samples (for the off-nominal bins, on demand) */
+    double cre[DTMF_K][DTMF_NFREQ], cim[DTMF_K][DTMF_NFREQ];            /* nominal bins, always */
+    double ore[DTMF_K][DTMF_NFREQ * 4], oim[DTMF_K][DTMF_NFREQ * 4];    /* off-nominal bins, lazily */
+    uint8_t off_done[DTMF_K];                  /* ore/oim of that slot are computed */
     double sub_energy[DTMF_K];
     uint8_t quiet[DTMF_K];                     /* below the gate: no window holding it can hit */
     int64_t nsub;                              /* sub-blocks finished since reset */
@@ -60,8 +67,9 @@ size_t dtmf_flush(dtmf_state_t *st, dtmf_event_t *out);
 
 /* The per-window classifier, exposed for tests: digit index 0..15 (into DTMF_KEYS) or -1.
  * power[f * DTMF_NOFF + o] is the mean-square power of bin o of frequency f, total the window's mean square,
- * sub[] the sub-blocks' energies. */
-int dtmf_classify(const double *power, double total, const double *sub);
+ * sub[] the sub-blocks' energies, (zr[f], zi[f]) the nominal bin's late part-window times the conjugate of its
+ * early one (its phase advance over DTMF_HARM_LAG sub-blocks, for the harmonic test). */
+int dtmf_classify(const double *power, double total, const double *sub, const double *zr, const double *zi);
 
 extern const char DTMF_KEYS[17];
 
