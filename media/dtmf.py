@@ -30,7 +30,16 @@ from cext import dtmf as _k
 from cext import resample
 from cext.buffers import pcm_bytes
 
-__all__ = ["KEYS", "DtmfDetector", "DtmfEvent", "DtmfStream", "dbm0_amplitude", "detect", "detect_reference"]
+__all__ = [
+    "KEYS",
+    "DtmfDetector",
+    "DtmfEvent",
+    "DtmfStream",
+    "dbm0_amplitude",
+    "detect",
+    "detect_reference",
+    "tones",
+]
 
 DtmfDetector = _k.DtmfDetector  # the per-leg streaming kernel: feed(pcm) -> [(digit, start, end)], flush()
 RATE = _k.RATE
@@ -52,6 +61,24 @@ class DtmfEvent:
     digit: str
     start_ms: int
     end_ms: int
+
+
+def tones(digits: str, on_ms: int = 100, off_ms: int = 60, level_dbm0: float = -7.0) -> bytes:
+    """In-band DTMF for a far end that did not negotiate RFC 4733: each key as its two Q.23 tones at
+    `level_dbm0` each (-7 dBm0 is within every receiver's window with room for loss), `on_ms` long,
+    separated by `off_ms` of silence; 8 kHz PCM16 for `MediaEngine.play`."""
+    out = []
+    t = np.arange(on_ms * RATE // 1000) / RATE
+    amplitude = dbm0_amplitude(level_dbm0)
+    for digit in digits.upper():
+        index = KEYS.find(digit)
+        if index < 0 or len(digit) != 1:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        low, high = ROWS[index // 4], COLS[index % 4]
+        out.append(amplitude * (np.sin(2 * np.pi * low * t) + np.sin(2 * np.pi * high * t)))
+        out.append(np.zeros(off_ms * RATE // 1000))
+    signal = np.concatenate(out) if out else np.zeros(0)
+    return np.clip(np.round(signal), -32768, 32767).astype("<i2").tobytes()
 
 
 def _ms(sample: int, rate: int = RATE) -> int:

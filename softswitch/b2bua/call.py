@@ -26,6 +26,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
+from media.dtmf import tones as dtmf_tones
 from softswitch.b2bua import transfer
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
@@ -568,6 +569,22 @@ class Call:
         party = "caller" if side == "a" else "callee"
         data = {"digit": digit, "source": source, "duration_ms": duration_ms, "from": party}
         self.sw.publish(self, "call.dtmf", data)
+
+    def send_dtmf(self, side: str, digits: str, *, duration_ms: int = 100, method: str = "auto") -> str:
+        """Send keys to `side`'s far end: RFC 4733 events when that side negotiated telephone-event (or
+        `method="rfc4733"`), in-band tones otherwise (or `method="inband"`, for carriers that want them).
+        Returns the method used. ValueError for a character that is not a key."""
+        leg = self.media.legs[side]
+        agreed = self.media.negotiated.get(side)
+        if method == "auto":
+            method = "rfc4733" if agreed is not None and agreed.telephone_event is not None else "inband"
+        if method == "rfc4733":
+            self.sw.engine.send_dtmf(leg, digits, duration_ms)
+        elif method == "inband":
+            self.sw.engine.play(leg, dtmf_tones(digits, on_ms=duration_ms))
+        else:
+            raise ValueError(f"method must be auto, rfc4733 or inband, not {method!r}")
+        return method
 
     def send_bye(self, dialog: Dialog, flow) -> None:
         self._send_in_dialog(Side(dialog, flow), "BYE")

@@ -7,10 +7,13 @@ import asyncio
 import socket
 import struct
 
+import numpy as np
 import pytest
-from helpers import rtp
+from helpers import header, rtp
 from interop.sipp import run_uac, uas
 
+from media.dtmf import detect, tones
+from media.g711 import ulaw_decode
 from softswitch.b2bua.call import parse_dtmf_relay
 from softswitch.b2bua.session_timer import SessionTimer
 from softswitch.config import parse
@@ -149,3 +152,44 @@ async def test_call_rfc4733_digits_from_the_caller_become_call_dtmf_events(servi
     assert ev.call_id == call.id
     assert (ev.data["digit"], ev.data["source"], ev.data["from"]) == ("9", "rfc4733", "caller")
     assert ev.data["duration_ms"] == 80  # 640 timestamp units at 8 kHz
+
+
+async def _packets(sock: socket.socket, seconds: float) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    out, deadline = [], loop.time() + seconds
+    sock.setblocking(False)
+    while loop.time() < deadline:
+        try:
+            out.append(await asyncio.wait_for(loop.sock_recv(sock, 2048), max(deadline - loop.time(), 0.01)))
+        except TimeoutError:
+            break
+    return out
+
+
+@pytest.mark.parametrize("method", ["rfc4733", "inband"])
+async def test_call_send_dtmf_reaches_the_far_end(services, method):
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered_call(services)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+            far.bind(("127.0.0.1", CALLEE["media_port"] + 6))
+            services.engine.set_remote(call.media.legs["b"], "127.0.0.1", CALLEE["media_port"] + 6)
+            assert call.send_dtmf("b", "1#", method=method) == method
+            packets = await _packets(far, 1.0)
+        call.hangup("system", 200, "test over")
+        await caller
+        await asyncio.to_thread(callee.wait, 10)
+    if method == "rfc4733":  # events 1 and 11 (#) on the callee's telephone-event payload type (101)
+        events = {p[12] for p in packets if header(p)["pt"] == 101}
+        assert events == {1, 11}
+    else:  # PCMU audio whose tones our own detector hears as the two keys
+        audio = b"".join(ulaw_decode(p[12:]) for p in packets if header(p)["pt"] == 0)
+        assert [e.digit for e in detect(np.frombuffer(audio, "<i2"))] == ["1", "#"]
+
+
+def test_call_tones_are_the_q23_pairs():
+    pcm = np.frombuffer(tones("5D", on_ms=80, off_ms=50), "<i2")
+    assert len(pcm) == 2 * (640 + 400)
+    assert [e.digit for e in detect(pcm)] == ["5", "D"]
+    with pytest.raises(ValueError):
+        tones("5x")
