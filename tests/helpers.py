@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
+import subprocess
 import time
+from pathlib import Path
 
 
 def free_port(kind: int = socket.SOCK_STREAM, also_udp: bool = False) -> int:
@@ -52,3 +55,24 @@ def wait_for(predicate, timeout: float = 2.0):
             return value
         time.sleep(0.005)
     raise AssertionError("condition not met in time")
+
+
+OPENSSL_REQ = (
+    "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=softswitch-test"
+    " -addext subjectAltName=IP:127.0.0.1"
+)
+
+
+def make_cert(directory: Path, name: str = "cert") -> tuple[str, str]:
+    """A self-signed certificate and key for 127.0.0.1 (`NAME.pem`, `NAME.key`), made by the openssl CLI
+    (EC: fast to generate)."""
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "the openssl command is installed by .ci/run"
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [openssl, *OPENSSL_REQ.split(), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return str(cert), str(key)

@@ -1,11 +1,11 @@
 """Config: defaults, every refused case with its exact line, and the check-config command."""
 
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from helpers import make_cert
 
 from softswitch import config
 
@@ -202,24 +202,13 @@ def test_config_shipped_file_is_valid():
     config.load("configs/softswitch.toml")
 
 
-OPENSSL_REQ = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=softswitch-test"
-
-
 @pytest.fixture(scope="module")
 def pems(tmp_path_factory) -> dict[str, str]:
     """Two real self-signed certificate/key pairs (openssl CLI) and a file that is neither."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
     where = tmp_path_factory.mktemp("pems")
     out = {}
     for name in ("a", "b"):
-        out[f"{name}_cert"], out[f"{name}_key"] = str(where / f"{name}.crt"), str(where / f"{name}.key")
-        subprocess.run(
-            ["openssl", *OPENSSL_REQ.split(), "-keyout", out[f"{name}_key"], "-out", out[f"{name}_cert"]],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        out[f"{name}_cert"], out[f"{name}_key"] = make_cert(where, name)
     (where / "junk.pem").write_text("not pem\n")
     out["junk"], out["missing"] = str(where / "junk.pem"), str(where / "missing.pem")
     return out

@@ -48,7 +48,7 @@ def module_path() -> Path:
 
 
 def available() -> bool:
-    """Whether baresip and the modules this harness needs are installed (for skipif)."""
+    """Whether baresip and the modules this harness needs are installed (the tests assert it)."""
     try:
         mods = module_path()
     except BaresipError:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import socket
 import ssl
-import subprocess
-from pathlib import Path
 
 import pytest
+from helpers import make_cert
 
 from softswitch.config import ListenAddress
 from softswitch.sip.message import Request, build_response, parse
@@ -21,24 +19,6 @@ from softswitch.transport.sockets import BindError
 from softswitch.uas import BasicUas
 
 HOST = "127.0.0.1"
-OPENSSL_REQ = (
-    "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=softswitch-test"
-    " -addext subjectAltName=IP:127.0.0.1"
-)
-
-
-def make_cert(directory: Path) -> tuple[str, str]:
-    """A self-signed certificate and key for 127.0.0.1, made by the openssl CLI (EC: fast to generate)."""
-    openssl = shutil.which("openssl")
-    assert openssl is not None, "the openssl command is installed by .ci/run"
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [openssl, *OPENSSL_REQ.split(), "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return str(cert), str(key)
 
 
 @pytest.fixture(scope="module")
