@@ -72,7 +72,7 @@ class SippResult:
 
 
 def sipp_binary() -> str | None:
-    """The sipp executable on PATH, or None (tests skip without it)."""
+    """The sipp executable on PATH, or None (the tests assert it is there)."""
     return shutil.which("sipp")
 
 
