@@ -18,7 +18,6 @@ from collections.abc import Callable
 from softswitch.logs import event
 from softswitch.sip.dialog import new_tag
 from softswitch.sip.message import Request
-from softswitch.sip.transaction import ResponseReceived
 from softswitch.store import Binding, Store
 
 log = logging.getLogger("softswitch.keepalive")
@@ -69,14 +68,6 @@ class ContactKeepalive:
         flow = self.endpoint.flow_to(binding.transport, host.strip("[]"), int(port))
         if flow is None:
             return False  # its connection is gone: nothing reaches it any more
-        done: asyncio.Future = self.endpoint.loop.create_future()
-
-        def finished(ev) -> None:
-            if isinstance(ev, ResponseReceived) and ev.response.status < 200:
-                return
-            if not done.done():
-                done.set_result(isinstance(ev, ResponseReceived))
-
         local_host, local_port = flow.local
         request = Request(
             "OPTIONS",
@@ -89,5 +80,4 @@ class ContactKeepalive:
                 ("CSeq", "1 OPTIONS"),
             ],
         )
-        self.endpoint.request(request, flow, finished)
-        return await done
+        return await self.endpoint.final_response(request, flow) is not None

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from softswitch.sip.auth import Algorithm, DigestServer
+from softswitch.sip.auth import Algorithm, AuthResult, DigestServer
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, Response, build_response
 from softswitch.store import Binding, Store
@@ -55,13 +55,7 @@ class Registrar:
         except SipParseError:  # not an address of record this registrar could hold (10.3 step 3)
             return build_response(request, 404, "Not a SIP Address of Record", to_tag=_tag())
         user = to_uri.user or ""
-        result = self.digest.verify(
-            "REGISTER",
-            request.get_all("Authorization"),
-            request.uri_text,
-            lambda name, algorithm: self._lookup(name, algorithm),
-            now,
-        )
+        result = self.verify(request, "Authorization", now)
         if not result.ok:
             return self._challenge(request, now, result.stale)
         if result.username != user:
@@ -100,11 +94,20 @@ class Registrar:
     def contacts(self, user: str, now: float) -> list[Binding]:
         return self.store.bindings(user, now)
 
+    def verify(self, request: Request, header: str, now: float) -> AuthResult:
+        """Check the request's credentials in `header` (Authorization for REGISTER, Proxy-Authorization for
+        calls) against the users' passwords; never raises on peer input."""
+        return self.digest.verify(request.method, request.get_all(header), request.uri_text, self._lookup, now)
+
+    def challenge_headers(self, header: str, now: float, stale: bool = False) -> list[tuple[str, str]]:
+        """`header` (WWW-Authenticate or Proxy-Authenticate) once per algorithm, in our order."""
+        return [(header, value) for value in self.digest.challenges(now, stale=stale)]
+
     def _lookup(self, name: str, algorithm: Algorithm) -> str | None:
         return self.passwords(name)
 
     def _challenge(self, request: Request, now: float, stale: bool) -> Response:
-        headers = [("WWW-Authenticate", value) for value in self.digest.challenges(now, stale=stale)]
+        headers = self.challenge_headers("WWW-Authenticate", now, stale)
         return build_response(request, 401, to_tag=_tag(), headers=headers)
 
     def _ok(self, request: Request, user: str, now: float) -> Response:

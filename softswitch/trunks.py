@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 from softswitch.config import Trunk, parse_hostport
 from softswitch.logs import event
-from softswitch.sip.auth import DigestClient, select_challenge
+from softswitch.sip.auth import DigestClient, answer_challenge
 from softswitch.sip.dialog import new_tag
 from softswitch.sip.message import Request, Response
-from softswitch.sip.transaction import ResponseReceived
 
 log = logging.getLogger("softswitch.trunks")
 
@@ -69,7 +68,7 @@ class Trunks:
         return state is None or state.up
 
     # -- requests ---------------------------------------------------------------------------------------
-    async def _send(self, trunk: Trunk, request_for) -> ResponseReceived | None:
+    async def _send(self, trunk: Trunk, request_for) -> Response | None:
         """Send the request built by `request_for(flow)` and wait for its final response (None: none came)."""
         host, port = parse_hostport(trunk.address)
         try:
@@ -79,16 +78,7 @@ class Trunks:
             return None
         if flow is None:
             return None
-        done: asyncio.Future = self.endpoint.loop.create_future()
-
-        def finished(ev) -> None:
-            if isinstance(ev, ResponseReceived) and ev.response.status < 200:
-                return
-            if not done.done():
-                done.set_result(ev if isinstance(ev, ResponseReceived) else None)
-
-        self.endpoint.request(request_for(flow), flow, finished)
-        return await done
+        return await self.endpoint.final_response(request_for(flow), flow)
 
     def _build(self, method: str, uri: str, to: str, flow, cseq: int, call_id: str, tag: str) -> Request:
         host, port = flow.local
@@ -120,11 +110,11 @@ class Trunks:
         to = f"<sip:ping@{trunk.address}>"
         call_id = secrets.token_hex(12)
         reply = await self._send(trunk, lambda flow: self._build("OPTIONS", uri, to, flow, 1, call_id, new_tag()))
-        up = reply is not None and reply.response.status != 503
+        up = reply is not None and reply.status != 503
         state.pings += 1
         if up != state.up:
             state.up = up
-            status = None if reply is None else reply.response.status
+            status = None if reply is None else reply.status
             event(log, "trunk.up" if up else "trunk.down", level=logging.WARNING, trunk=trunk.name, status=status)
         return up
 
@@ -152,12 +142,11 @@ class Trunks:
                     request.add(*creds)
                 return request
 
-            reply = await self._send(trunk, build)
-            if reply is None:
+            response = await self._send(trunk, build)
+            if response is None:
                 break
-            response = reply.response
             if response.status in (401, 407) and credentials is None and trunk.username:
-                credentials = self._answer(trunk, response, uri)
+                credentials = answer_challenge(response, DigestClient(trunk.username, trunk.password), "REGISTER", uri)
                 if credentials is not None:
                     continue
             if 200 <= response.status < 300:
@@ -170,15 +159,6 @@ class Trunks:
             break
         state.registered = False
         return None
-
-    @staticmethod
-    def _answer(trunk: Trunk, response: Response, uri: str) -> tuple[str, str] | None:
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        challenge = select_challenge(response.get_all(header))
-        if challenge is None:
-            return None
-        value = DigestClient(trunk.username, trunk.password).authorize(challenge, "REGISTER", uri)
-        return ("Authorization" if response.status == 401 else "Proxy-Authorization", value)
 
 
 def _granted(response: Response, asked: int) -> int:

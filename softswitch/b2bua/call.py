@@ -32,7 +32,7 @@ from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
 from softswitch.logs import event
 from softswitch.router import Target
-from softswitch.sip.auth import DigestClient, select_challenge
+from softswitch.sip.auth import DigestClient, answer_challenge
 from softswitch.sip.dialog import Dialog, DialogError, DialogSet, DialogState, new_tag
 from softswitch.sip.dialog_timers import AckTimeout, InviteOkRetransmitter
 from softswitch.sip.message import Request, Response, build_response
@@ -104,7 +104,6 @@ class Call:
         self.targets = list(targets)
         self.media = media
         self.state = "routing"
-        local = flow.local
         self.a = Side(Dialog.uas(invite, sw.contact_for(flow, _user(invite))), flow, leg=record.legs[0])
         self.b: Side | None = None
         self.forks: list[Fork] = []
@@ -112,12 +111,10 @@ class Call:
         self.late_offer = not invite.body
         self.b_offer: bytes | None = None
         self.ringing_sent = False
-        self.early_sdp_sent = False
         self.timers: dict[str, object] = {}
         self.transfer = None  # a blind transfer in progress (softswitch.b2bua.transfer)
         self.dialog_ids: list[object] = []  # every dialog of ours in the B2BUA's table, dropped at the end
         self.client_keys: list[object] = []  # in-dialog requests we sent, dropped from the tables at the end
-        self.local = local
         self.caller_user = _user_of_from(invite)
         self.called_user = _user(invite)
 
@@ -193,7 +190,6 @@ class Call:
             except MediaRefused as exc:
                 event(log, "call.early_media_refused", level=logging.INFO, call=self.id, reason=exc.reason)
             else:
-                self.early_sdp_sent = True
                 self._answer_a(183, "Session Progress", sdp)
                 self._ringing()
                 return
@@ -220,7 +216,6 @@ class Call:
         fork.leg.status_code = response.status
         fork.leg.remote_tag = dialog.remote_tag
         body = response.body if response.content_type == SDP else b""
-        ack_body = b""
         if self.state not in ("routing", "ringing"):  # another fork won, or the call is over: end this one
             self.sw.endpoint.send_stateless(dialog.create_ack(), fork.flow)
             self._send_in_dialog(Side(dialog, fork.flow), "BYE")
@@ -234,7 +229,7 @@ class Call:
             else:
                 sdp_a = self.media.answer_from("b", body)
         except MediaRefused as exc:
-            self.sw.endpoint.send_stateless(dialog.create_ack(body=ack_body), fork.flow)
+            self.sw.endpoint.send_stateless(dialog.create_ack(), fork.flow)
             self._send_in_dialog(Side(dialog, fork.flow), "BYE")
             fork.status = 488
             self.fail(488, "Not Acceptable Here", detail=exc.reason)
@@ -245,11 +240,7 @@ class Call:
         self.sw.add_dialog(dialog, self, "b")
         now = self.sw.wall()
         fork.leg.answered_at = now
-        for other in self.forks:
-            if other is not fork and not other.done:
-                other.status, other.reason = 487, "Request Terminated"
-                other.leg.status_code = 487
-                self.sw.endpoint.cancel(other.key)
+        self.cancel_forks()  # this fork is done already: the others get CANCEL (13.2.2.4)
         self.state = "answered"
         self.record.status = "answered"
         self.record.answered_at = now
@@ -274,7 +265,7 @@ class Call:
         if self.state not in ("routing", "ringing"):
             return
         if status >= 600:
-            self._cancel_forks()
+            self.cancel_forks()
             self.fail(status, reason)
             return
         if any(not f.done for f in self.forks):
@@ -290,17 +281,16 @@ class Call:
         trunk = fork.trunk
         if trunk is None or fork.auth_tried or not trunk.username:
             return False
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        challenge = select_challenge(response.get_all(header))
-        if challenge is None:
-            return False
         invite = fork.invite
+        client = DigestClient(trunk.username, trunk.password)
+        credentials = answer_challenge(response, client, "INVITE", invite.uri_text)
+        if credentials is None:
+            return False
         again = Request(
             "INVITE", invite.uri_text, [(n, v) for n, v in invite.iter_headers() if n != "Via"], invite.body
         )
         again.set("CSeq", f"{invite.cseq.seq + 1} INVITE")
-        credentials = DigestClient(trunk.username, trunk.password).authorize(challenge, "INVITE", invite.uri_text)
-        again.add("Authorization" if response.status == 401 else "Proxy-Authorization", credentials)
+        again.add(*credentials)
         fork.auth_tried = True
         fork.invite = again
         fork.dialogs = DialogSet(again)
@@ -319,14 +309,15 @@ class Call:
         """Nobody answered in time: cancel, and fail over to the next target or give the caller 480."""
         if self.state not in ("routing", "ringing"):
             return
-        self._cancel_forks(status=408, reason="No Answer")
+        self.cancel_forks(status=408, reason="No Answer")
         if self.targets:
             self.sw.timer(self, "ring", self.sw.ring_timeout_s, self.on_ring_timeout)
             self.next_target()
         else:
             self.fail(480, "Temporarily Unavailable", hangup_by="system", status_name="no-answer")
 
-    def _cancel_forks(self, status: int = 487, reason: str = "Request Terminated") -> None:
+    def cancel_forks(self, status: int = 487, reason: str = "Request Terminated") -> None:
+        """CANCEL every INVITE of the call still without a final response, recording `status` for it."""
         for fork in self.forks:
             if not fork.done:
                 fork.status, fork.reason = status, reason
@@ -349,7 +340,7 @@ class Call:
         """The caller gave up (9.2): 487 to its INVITE, CANCEL every fork."""
         if self.state not in ("routing", "ringing"):
             return
-        self._cancel_forks()
+        self.cancel_forks()
         self.fail(487, "Request Terminated", hangup_by="caller", status_name="canceled")
 
     def fail(
@@ -551,7 +542,7 @@ class Call:
         if self.state == "ended":
             return
         if self.state != "answered":
-            self._cancel_forks()
+            self.cancel_forks()
             self.fail(code if code >= 300 else 480, reason, hangup_by=by)
             return
         for side in (self.a, self.b):

@@ -96,19 +96,11 @@ class B2bua:
         trunk = self.router.trunk_for_source(flow.remote[0])
         user = None
         if trunk is None:
-            result = self.registrar.digest.verify(
-                "INVITE",
-                request.get_all("Proxy-Authorization"),
-                request.uri_text,
-                lambda name, algorithm: self.registrar.passwords(name),
-                self.wall(),
-            )
+            result = self.registrar.verify(request, "Proxy-Authorization", self.wall())
             if not result.ok:
                 if result.stale or not request.get_all("Proxy-Authorization"):
-                    challenges = self.registrar.digest.challenges(self.wall(), stale=result.stale)
-                    endpoint.respond(
-                        ev.key, self._reply(request, 407, headers=[("Proxy-Authenticate", c) for c in challenges])
-                    )
+                    headers = self.registrar.challenge_headers("Proxy-Authenticate", self.wall(), result.stale)
+                    endpoint.respond(ev.key, self._reply(request, 407, headers=headers))
                 else:
                     self.counters["rejected"] += 1
                     endpoint.respond(ev.key, self._reply(request, 403))
@@ -189,13 +181,13 @@ class B2bua:
                 event(log, "call.trunk_down", level=logging.INFO, call=call.id, trunk=trunk.name)
                 return []
             host, port = self.router.trunk_address(trunk)
+            uri = f"sip:{called or call.called_user}@{host}:{port}"
             flow = self.endpoint.flow_to(trunk.transport, host, port)
             if flow is None and trunk.transport != "udp":
-                uri = f"sip:{called or call.called_user}@{host}:{port}"
                 self.loop.create_task(self._connect_then_fork(call, target, trunk, uri, host, port, body, caller))
                 return None
             if flow is not None:
-                destinations.append((f"sip:{called or call.called_user}@{host}:{port}", flow, trunk))
+                destinations.append((uri, flow, trunk))
         else:
             event(log, "call.target_unsupported", call=call.id, target=str(target))
         forks = [self._send_fork(call, target, uri, flow, trunk, body, caller) for uri, flow, trunk in destinations]
@@ -223,6 +215,7 @@ class B2bua:
     def _send_fork(self, call: Call, target: Target, uri: str, flow, trunk, body=None, caller=None) -> Fork:
         """One INVITE of the call (or of its transfer, when `body` is the transfer's offer)."""
         call_id, tag = new_call_id(), new_tag()
+        transferring = body is not None  # only a transfer brings its own offer
         name = call.invite.from_.display if caller is None else None
         display = f'"{name}" ' if name else ""
         body = call.b_offer if body is None else body
@@ -254,7 +247,7 @@ class B2bua:
         )
         call.record.legs.append(leg)
         fork = Fork(target, uri, flow, invite, None, DialogSet(invite), leg, trunk)
-        if body is not call.b_offer and call.transfer is not None:
+        if transferring and call.transfer is not None:
             fork.transfer = call.transfer
             call.transfer.forks.append(fork)
         call.forks.append(fork)
@@ -295,7 +288,7 @@ class B2bua:
         if entry is not None:
             call, fork = entry
             if isinstance(ev, ResponseReceived):
-                if ev.response.status >= 200 and (ev.response.status >= 300):
+                if ev.response.status >= 300:  # a 2xx may come again and is kept for its ACK
                     self._forks.pop(key, None)
                 call.on_fork_response(fork, ev.response)
             elif isinstance(ev, (Timeout, TransportError)):
@@ -427,7 +420,7 @@ class B2bua:
             rec.hangup_code, rec.hangup_reason, rec.hangup_by = 500, "softswitch restarted", "system"
             for leg in rec.legs:
                 leg.ended_at = leg.ended_at or now
-            self.store.save_call(rec)
+        self.store.save_calls(orphans)
         if orphans:
             event(log, "call.orphans_closed", level=logging.WARNING, count=len(orphans))
         return len(orphans)

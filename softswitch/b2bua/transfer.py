@@ -125,10 +125,7 @@ def on_fork_response(call, transfer: Transfer, fork, response: Response) -> None
         call.send_bye(dialog, fork.flow)
         _failed(call, transfer, 488, "Not Acceptable Here")
         return
-    for other in transfer.forks:
-        if other is not fork and not other.done:
-            other.status = 487
-            call.sw.endpoint.cancel(other.key)
+    call.cancel_forks()  # this fork is done already: only the transfer's other forks are still open
     transfer.done = True
     _notify(call, transfer.side, "SIP/2.0 200 OK", terminated=True)
     call.replace_side(transfer.side, dialog, fork.flow, response)

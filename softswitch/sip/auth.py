@@ -699,3 +699,13 @@ class DigestClient:
             qop=qop,
             nc=nc,
         ).serialize()
+
+
+def answer_challenge(response, client: DigestClient, method: str, uri: str) -> tuple[str, str] | None:
+    """The header answering a 401 (Authorization) or 407 (Proxy-Authorization) to our request, as
+    (name, value), or None when none of its challenges can be answered (RFC 3261 22.2, 22.3)."""
+    proxy = response.status == 407
+    challenge = select_challenge(response.get_all("Proxy-Authenticate" if proxy else "WWW-Authenticate"))
+    if challenge is None:
+        return None
+    return ("Proxy-Authorization" if proxy else "Authorization"), client.authorize(challenge, method, uri)

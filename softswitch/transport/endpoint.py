@@ -29,7 +29,7 @@ from softswitch.config import ListenAddress
 from softswitch.logs import event
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.framer import PING, StreamFramer
-from softswitch.sip.message import Request, build_response, error_response, parse
+from softswitch.sip.message import Request, Response, build_response, error_response, parse
 from softswitch.sip.transaction import (
     ResponseReceived,
     Timeout,
@@ -500,6 +500,19 @@ class SipEndpoint:
         self._callbacks[key] = callback
         self._pump()
         return key
+
+    async def final_response(self, request: Request, flow: Flow) -> Response | None:
+        """`request` over `flow`, waiting for its final response; None after a timeout or transport error."""
+        done: asyncio.Future = self.loop.create_future()
+
+        def finished(ev) -> None:
+            if isinstance(ev, ResponseReceived) and ev.response.status < 200:
+                return
+            if not done.done():
+                done.set_result(ev.response if isinstance(ev, ResponseReceived) else None)
+
+        self.request(request, flow, finished)
+        return await done
 
     def send_stateless(self, message, flow: Flow) -> None:
         """Send outside any transaction: the ACK for a 2xx, a 2xx retransmission."""
