@@ -9,10 +9,11 @@ real carrier.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from interop.sipp import udp_bound
 
 MODULES = ("tm", "sl", "rr", "pv", "maxfwd", "textops", "siputils", "xlog")
 
@@ -80,7 +81,7 @@ class Kamailio:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kamailio exited: {self.log_path.read_text()[-2000:]}")
-            if _udp_bound(self.port):
+            if udp_bound(self.port):
                 return self
             time.sleep(0.05)
         raise RuntimeError("kamailio did not start in time")
@@ -97,12 +98,3 @@ class Kamailio:
 
     def relayed(self) -> list[str]:
         return [line for line in self.log_path.read_text().splitlines() if "relay " in line]
-
-
-def _udp_bound(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False

@@ -240,7 +240,7 @@ def run_uac(
             return _result(workdir, -signal.SIGKILL, out, err + "\n[harness] sipp killed past its deadline")
 
 
-def _udp_bound(port: int) -> bool:
+def udp_bound(port: int) -> bool:
     """Whether a socket is bound to 127.0.0.1:port or 0.0.0.0:port over UDP (read from /proc: binding to test
     would race SIPp for the port)."""
     want = {f"0100007F:{port:04X}", f"00000000:{port:04X}"}
@@ -335,7 +335,7 @@ def uas(
         server = SippServer(proc, workdir, port, media_port, control_port)
         try:
             deadline = time.monotonic() + 10
-            while not (_udp_bound(port) and _udp_bound(media_port)):
+            while not (udp_bound(port) and udp_bound(media_port)):
                 if proc.poll() is not None:
                     raise RuntimeError(f"sipp UAS exited at start:\n{server.stop().summary()}")
                 if time.monotonic() > deadline:
