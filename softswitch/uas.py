@@ -29,6 +29,7 @@ from softswitch.transport.endpoint import SipEndpoint
 log = logging.getLogger("softswitch.uas")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, REGISTER"
+ALLOWED = frozenset(m.strip() for m in ALLOW.split(","))
 ACCEPT = "application/sdp"
 SUPPORTED = "replaces, timer"
 KNOWN_EXTENSIONS = frozenset(s.strip() for s in SUPPORTED.split(","))
@@ -98,7 +99,7 @@ class BasicUas:
 
     def check(self, request: Request) -> tuple[int, list[tuple[str, str]]]:
         """The status 8.2 gives this request, with the headers that status calls for."""
-        if request.method not in ALLOW.replace(" ", "").split(","):
+        if request.method not in ALLOWED:
             return 405, [("Allow", ALLOW)]  # 8.2.1
         try:
             uri = request.uri
