@@ -40,8 +40,9 @@ cdef extern from "<netinet/in.h>":
 cdef extern from "native/engine.h" nogil:
     enum:
         CMD_LEG_ADD, CMD_LEG_DEL, CMD_LEG_REMOTE, CMD_LEG_CODEC, CMD_JOIN, CMD_LEAVE, CMD_GROUP_MODE, CMD_GAIN
-        CMD_REC_START, CMD_REC_STOP, CMD_REC_PAUSE, CMD_PLAY, CMD_PLAY_STOP, CMD_DTMF
+        CMD_REC_START, CMD_REC_STOP, CMD_REC_PAUSE, CMD_PLAY, CMD_PLAY_STOP, CMD_DTMF, CMD_INBAND
         EV_LATCHED, EV_RELATCHED, EV_LEG_CLOSED, EV_SSRC_CHANGED, EV_DTMF, EV_REC_DONE, EV_PLAY_DONE, EV_DTMF_SENT
+        EV_DTMF_INBAND
     ctypedef struct eng_cmd_t:
         int type
         int leg
@@ -88,7 +89,7 @@ cdef extern from "native/engine.h" nogil:
 
 EVENT_NAMES = {EV_LATCHED: "latched", EV_RELATCHED: "relatched", EV_LEG_CLOSED: "leg_closed",
                EV_SSRC_CHANGED: "ssrc_changed", EV_DTMF: "dtmf", EV_REC_DONE: "recording_done",
-               EV_PLAY_DONE: "play_done", EV_DTMF_SENT: "dtmf_sent"}
+               EV_PLAY_DONE: "play_done", EV_DTMF_SENT: "dtmf_sent", EV_DTMF_INBAND: "dtmf_inband"}
 
 
 cdef object _address(const sockaddr_storage* addr):
@@ -287,6 +288,9 @@ cdef class Engine:
 
     def dtmf(self, int leg, int event, int duration_ms):
         self._simple(CMD_DTMF, self._check(leg), duration_ms, event)
+
+    def inband(self, int leg, bint on):
+        self._simple(CMD_INBAND, self._check(leg), 0, on)
 
     def events(self, int max_events=1024):
         """Every event queued since the last call, as (name, leg, remote address, stats)."""

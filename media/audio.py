@@ -30,7 +30,9 @@ WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 
 # The KSDATAFORMAT_SUBTYPE_* GUIDs are the old format tag followed by this fixed tail.
 _GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
-_UNKNOWN_LENGTH = 0xFFFFFFFF  # data size written by streaming encoders that never went back to patch it
+# data sizes written by streaming encoders that cannot go back to patch the header (ffmpeg and others to a
+# pipe write 0xFFFFFFFF; espeak-ng --stdout and sox write 0x7FFFF000): the data runs to the end of the file
+_UNKNOWN_LENGTHS = frozenset((0xFFFFFFFF, 0x7FFFF000))
 
 _FORMAT_NAMES = {
     0x0002: "Microsoft ADPCM",
@@ -95,7 +97,7 @@ def parse_wav(blob: bytes, name: str = "<bytes>") -> tuple[WavFormat, memoryview
                 raise ValueError(f"{name}: truncated (fmt chunk declares {size} bytes, {len(blob) - body} present)")
             fmt = _parse_fmt(view[body : body + size], name)
         elif chunk_id == b"data":
-            if size == _UNKNOWN_LENGTH:
+            if size in _UNKNOWN_LENGTHS and body + size > len(blob):
                 size = len(blob) - body
             if body + size > len(blob):
                 raise ValueError(

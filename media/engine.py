@@ -126,8 +126,8 @@ class Bridge:
 class MediaEvent:
     """Something the media thread saw. Kinds: `latched`/`relatched` (the far end's address learnt),
     `ssrc_changed`, `leg_closed` (final statistics, for the call record), `dtmf` (`digit`, `start_ns`,
-    `duration_ms`), `dtmf_sent`, `play_done` (`play_id`, `interrupted`), `recording_done` (`path`,
-    `duration_s`, `size`, `dropped_frames`, `error`; `leg` is the bridge id)."""
+    `duration_ms`, `source`: `rfc4733` or `inband`), `dtmf_sent`, `play_done` (`play_id`, `interrupted`),
+    `recording_done` (`path`, `duration_s`, `size`, `dropped_frames`, `error`; `leg` is the bridge id)."""
 
     kind: str
     leg: int
@@ -311,6 +311,11 @@ class MediaEngine:
                 raise ValueError(f"not a DTMF digit: {digit!r}")
             self._engine.dtmf(leg.id, DTMF_DIGITS.index(digit), duration_ms)
 
+    def detect_dtmf(self, leg: Leg, on: bool = True) -> None:
+        """Listen for DTMF tones in what the leg's far end sends (`dtmf` events with source `inband`). The
+        leg's bridge then also feeds the tick: relayed packets still go out on arrival, a copy is decoded."""
+        self._engine.inband(leg.id, on)
+
     def stats(self, leg: Leg) -> LegStats | None:
         """Live counters (each exact, the set possibly a packet apart); None for a destroyed leg."""
         counters = self._engine.leg_stats(leg.id)
@@ -361,7 +366,10 @@ class MediaEngine:
             if kind == "recording_done":  # the writer must be closed first: reported when it is
                 self._closer.submit(self._recording_done, values[0], leg, values[1])
                 continue
-            batch.append(MediaEvent(kind, leg, remote, LegStats.from_counters(stats), self._detail(kind, values)))
+            detail = self._detail(kind, values)
+            if kind == "dtmf_inband":
+                kind = "dtmf"
+            batch.append(MediaEvent(kind, leg, remote, LegStats.from_counters(stats), detail))
             if kind == "leg_closed":
                 self._finish(leg)
         with self._done_lock:
@@ -370,8 +378,9 @@ class MediaEngine:
         return batch
 
     def _detail(self, kind: str, v: tuple[int, int, int, int]) -> dict:
-        if kind == "dtmf":
-            return {"digit": DTMF_DIGITS[v[0]], "start_ns": v[1], "duration_ms": v[2]}
+        if kind in ("dtmf", "dtmf_inband"):
+            source = "rfc4733" if kind == "dtmf" else "inband"
+            return {"digit": DTMF_DIGITS[v[0]], "start_ns": v[1], "duration_ms": v[2], "source": source}
         if kind == "dtmf_sent":
             return {"digit": DTMF_DIGITS[v[0]]}
         if kind == "play_done":

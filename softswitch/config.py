@@ -49,6 +49,7 @@ class CallsConfig(_Section):
     ring_timeout_s: float = 60.0
     max_duration_s: float = 14400.0
     session_expires_s: int = 1800  # RFC 4028 session interval we ask for and grant (at least 90)
+    inband_dtmf: str = "auto"  # hear key tones in the audio: auto (sides without telephone-event), always, never
 
 
 class MediaConfig(_Section):
@@ -196,6 +197,8 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
     for key in ("ring_timeout_s", "max_duration_s"):
         if getattr(cfg.calls, key) <= 0:
             yield ("calls", key), "must be positive"
+    if cfg.calls.inband_dtmf not in ("auto", "always", "never"):
+        yield ("calls", "inband_dtmf"), f"must be auto, always or never, not {cfg.calls.inband_dtmf!r}"
     if cfg.calls.session_expires_s < 90:
         yield ("calls", "session_expires_s"), "must be at least 90 (RFC 4028 Min-SE)"
     if cfg.sip.t2_ms < cfg.sip.t1_ms:

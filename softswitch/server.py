@@ -76,6 +76,7 @@ class Services:
             ring_timeout_s=cfg.calls.ring_timeout_s,
             max_duration_s=cfg.calls.max_duration_s,
             session_interval_s=cfg.calls.session_expires_s,
+            inband_dtmf=cfg.calls.inband_dtmf,
         )
         self.calls.close_orphans()
         self.sip = SipEndpoint(

@@ -7,9 +7,11 @@ concatenating parts and noise is added over the whole. Levels are dBm0 per tone 
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 
-from media import g711
+from media import audio, g711
 from media.dtmf import COLS, KEYS, RATE, ROWS, dbm0_amplitude
 
 
@@ -109,3 +111,12 @@ def music(seconds: float, seed: int = 3) -> np.ndarray:
                 if f * h < 3800:
                     out[start : start + note] += a * env * np.sin(h * phase)
     return out / np.max(np.abs(out)) * dbm0_amplitude(-6.0)
+
+
+def speech(text: str, voice: str = "en-us", pitch: int = 50, wpm: int = 160, rms_dbm0: float = -16.0) -> np.ndarray:
+    """espeak-ng saying `text`, at 8 kHz, scaled to an RMS of `rms_dbm0` (a loud talker on a phone line)."""
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(wpm), "--stdout", text], capture_output=True, check=True
+    ).stdout
+    x = np.frombuffer(audio.decode_wav(wav, f"espeak-ng {voice}"), dtype=np.int16).astype(np.float64)
+    return x * (dbm0_amplitude(rms_dbm0) / np.sqrt(2) / max(float(np.sqrt(np.mean(x**2))), 1.0))

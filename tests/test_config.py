@@ -149,6 +149,10 @@ def replace(old: str, new: str) -> str:
             replace('transport = "udp"', 'transport = "carrier-pigeon"'),
             "sw.toml:22: trunks[0].transport: must be one of udp, tcp, tls",
         ),
+        (
+            replace("[api]", '[calls]\ninband_dtmf = "sometimes"\n[api]'),
+            "sw.toml:10: calls.inband_dtmf: must be auto, always or never, not 'sometimes'",
+        ),
         (replace("[api]", "[api"), "sw.toml:9: (syntax): invalid TOML"),
     ],
 )

@@ -118,6 +118,7 @@ static void reset_rx(leg_t *l)
     }
     l->seq_init = 0;
     l->transit_init = 0;
+    l->jb_seq_skip = 0;
 }
 
 static void update_counts(leg_t *l)
@@ -361,9 +362,14 @@ static void on_readable(engine_t *e, int id)
         if (!is_rtcp && pt == l->te_pt && l->te_pt >= 0)
             te_receive(e, id, l, pkt + hdr, len, rd32(pkt + 4));
         /* a processed leg's audio only goes into its jitter buffer; a tapped one (recorded while relayed)
-         * goes there as a copy and is forwarded at once as well */
+         * goes there as a copy and is forwarded at once as well. The buffer plays out one frame per
+         * sequence number, so the numbers other payloads (telephone events, comfort noise) took from the
+         * stream are taken out: a phone sending events alongside its audio must not read as lost frames. */
         if (l->jb_on && !is_rtcp && pt == l->pt)
-            jb_push(&l->jb, seq, rd32(pkt + 4), pt, (pkt[1] & 0x80) != 0, pkt + hdr, len, e->now_ns);
+            jb_push(&l->jb, (uint16_t)(seq - l->jb_seq_skip), rd32(pkt + 4), pt, (pkt[1] & 0x80) != 0, pkt + hdr,
+                    len, e->now_ns);
+        else if (!is_rtcp && pt != l->pt)
+            l->jb_seq_skip++;
         if (l->peer >= 0 && e->legs[l->peer].used)
             forward(e, l, &e->legs[l->peer], pkt, n, is_rtcp);
     }
@@ -402,6 +408,7 @@ static void leg_close(engine_t *e, int id)
     if (!l->used)
         return;
     leg_play_stop(e, id, 1);
+    leg_inband(e, id, 0);
     group_leave(e, id);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
     close(l->fd);
@@ -511,6 +518,9 @@ static void apply(engine_t *e, const eng_cmd_t *c)
     case CMD_DTMF:
         te_queue(l, c->flags, c->other);
         arm_timer(e);
+        break;
+    case CMD_INBAND:
+        leg_inband(e, c->leg, c->flags);
         break;
     }
 }

@@ -7,7 +7,8 @@
  *    end sees one continuous stream; PCMU<->PCMA mapped per byte when the legs differ), no added tick;
  *  - processed: packets of legs in a processed group go into a jitter buffer, and every 20 ms tick
  *    (timerfd, absolute deadlines) decodes, mixes, plays, records, encodes and sends (mix.c).
- * RFC 4733 events are parsed on arrival on both paths and relayed or generated (rfc4733.c).
+ * RFC 4733 events are parsed on arrival on both paths and relayed or generated (rfc4733.c); legs told
+ * to listen for in-band DTMF run the detector (dtmf.c) on their decoded audio in the tick (mix.c).
  */
 #ifndef SOFTSWITCH_ENGINE_H
 #define SOFTSWITCH_ENGINE_H
@@ -30,6 +31,7 @@ enum {
     CMD_PLAY,          /* leg, ptr = PCM16 8 kHz mono, len = samples, flags = loop, other = play id */
     CMD_PLAY_STOP,     /* leg */
     CMD_DTMF,          /* leg, flags = event code (0-15), other = duration ms */
+    CMD_INBAND,        /* leg, flags = 1 detect in-band DTMF in what the far end sends, 0 stop */
     CMD_STOP
 };
 
@@ -42,6 +44,7 @@ enum {
     EV_REC_DONE,       /* leg = group: v[0] recording id, v[1] the wav_writer_t* to close off-thread */
     EV_PLAY_DONE,      /* leg: v[0] play id, v[1] 1 if stopped before the end */
     EV_DTMF_SENT,      /* leg: v[0] event code */
+    EV_DTMF_INBAND,    /* leg: as EV_DTMF, heard in the audio (start from the first sample of the tone) */
 };
 
 typedef struct {

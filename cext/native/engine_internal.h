@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "dtmf.h"
 #include "engine.h"
 #include "jitter.h"
 #include "wav.h"
@@ -61,6 +62,7 @@ typedef struct {
     uint64_t last_out_ns;
     /* processed path */
     jb_t jb;
+    uint16_t jb_seq_skip;    /* packets of other payload types seen in this stream (see on_rtp) */
     int jb_on, has_in, conceal;
     float gain;
     int muted;
@@ -71,6 +73,9 @@ typedef struct {
     socklen_t rtcp_remote_len;
     uint32_t rtcp_lsr;
     uint64_t rtcp_lsr_at_ns, rtcp_due_ns, rtcp_prior_expected, rtcp_prior_received, rtcp_prior_tx;
+    /* in-band DTMF detector (allocated while asked for) and the samples it has heard */
+    dtmf_state_t *inband;
+    int64_t inband_samples;
     /* player */
     const int16_t *play;
     int64_t play_len, play_pos;
@@ -123,6 +128,7 @@ void group_tick(engine_t *e, int gid);
 void group_rec_start(engine_t *e, int gid, wav_writer_t *writer, int channels, int rec_id);
 void group_rec_stop(engine_t *e, int gid);
 void leg_play_stop(engine_t *e, int id, int interrupted);
+void leg_inband(engine_t *e, int id, int on);
 
 /* rtcp.c */
 void rtcp_receive(engine_t *e, leg_t *l, const uint8_t *p, int n);

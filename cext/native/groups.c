@@ -25,8 +25,9 @@ void arm_timer(engine_t *e)
 }
 
 /* Relay needs exactly two legs and nothing to change in their audio; anything else is processed. A
- * relayed group that is recorded is "tapped": packets are still forwarded on arrival (no added latency)
- * and a copy goes through each leg's jitter buffer to the recorder on the tick. */
+ * relayed group that is recorded, or has a leg listening for in-band DTMF, is "tapped": packets are still
+ * forwarded on arrival (no added latency) and a copy goes through each leg's jitter buffer to the
+ * recorder and the detectors on the tick. */
 void group_update_mode(engine_t *e, int gid)
 {
     group_t *g = &e->groups[gid];
@@ -38,6 +39,8 @@ void group_update_mode(engine_t *e, int gid)
             processed = m->play != NULL || m->muted || m->gain != 1.0f;
         }
         tapped = !processed && g->rec != NULL;
+        for (int i = 0; !processed && !tapped && i < g->n; i++)
+            tapped = e->legs[g->members[i]].inband != NULL;
     }
     int ticking = processed || tapped;
     if (ticking != (g->processed || g->tapped))

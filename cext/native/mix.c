@@ -3,8 +3,11 @@
  * and mute), or what is played to it; the group's recorder gets each party's audio (stereo) or the sum
  * (mono); the result is encoded in each leg's codec and sent on the leg's continuous stream.
  * Concealment: a missing frame repeats the last one at half level, twice, then silence.
+ * A leg listening for in-band DTMF runs the detector on its decoded frame, before any mixing: a digit is
+ * reported once, when its tone has ended, with its start on the media clock.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine_internal.h"
@@ -54,6 +57,52 @@ static void pull(leg_t *l, uint64_t now_ns)
     }
 }
 
+/* The RFC 4733 event code of a key (0-9 * # A-D are 0-15), so both sources report in one numbering. */
+static int event_code(char key)
+{
+    if (key >= '0' && key <= '9')
+        return key - '0';
+    if (key == '*')
+        return 10;
+    if (key == '#')
+        return 11;
+    return 12 + (key - 'A');
+}
+
+/* The detector's state is about 6 kB, so a leg has one only while someone listens. */
+void leg_inband(engine_t *e, int id, int on)
+{
+    leg_t *l = &e->legs[id];
+    if (on && !l->inband) {
+        l->inband = malloc(sizeof *l->inband);
+        if (!l->inband)
+            return;
+        dtmf_init(l->inband);
+        l->inband_samples = 0;
+    } else if (!on && l->inband) {
+        free(l->inband);
+        l->inband = NULL;
+    } else {
+        return;
+    }
+    if (l->group >= 0)
+        group_update_mode(e, l->group);
+}
+
+static void detect(engine_t *e, int id, leg_t *l)
+{
+    dtmf_event_t found[FRAME / DTMF_SUB + 1];
+    size_t n = dtmf_process(l->inband, l->in_pcm, FRAME, found);
+    l->inband_samples += FRAME;
+    for (size_t k = 0; k < n; k++) {
+        /* the frame's last sample is "now": 125 us a sample before it */
+        int64_t start_ns = (int64_t)e->now_ns - (l->inband_samples - found[k].start) * 125000;
+        int64_t ms = (found[k].end - found[k].start) / 8;
+        l->st.dtmf_events++;
+        eng_emit_values(e, EV_DTMF_INBAND, id, event_code(found[k].digit), start_ns, ms);
+    }
+}
+
 void leg_play_stop(engine_t *e, int id, int interrupted)
 {
     leg_t *l = &e->legs[id];
@@ -87,6 +136,8 @@ void group_tick(engine_t *e, int gid)
     for (int k = 0; k < g->n; k++) {
         leg_t *l = &e->legs[g->members[k]];
         pull(l, e->now_ns);
+        if (l->inband)
+            detect(e, g->members[k], l);
         if (l->muted)
             continue;
         if (l->gain == 1.0f) {

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from media.dtmf import tones as dtmf_tones
 from softswitch.b2bua import transfer
+from softswitch.b2bua.dtmf import DTMF_RELAY, DtmfMerger, parse_dtmf_relay
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
 from softswitch.logs import event
@@ -117,6 +119,7 @@ class Call:
         self.client_keys: list[object] = []  # in-dialog requests we sent, dropped from the tables at the end
         self.caller_user = _user_of_from(invite)
         self.called_user = _user(invite)
+        self.dtmf: DtmfMerger | None = None  # made at the first digit: most calls never see one
 
     # -- routing -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -380,8 +383,8 @@ class Call:
             return
         if method == "INFO" and content_type_of(request) == DTMF_RELAY:
             digit = parse_dtmf_relay(request.body)
-            if digit is not None:
-                self.on_dtmf(side, digit[0], "info", digit[1])
+            if digit is not None:  # INFO has no start time: the press ended as it arrived
+                self.on_dtmf(side, digit[0], "info", digit[1], time.monotonic_ns() - digit[1] * 1_000_000)
         body, content_type, offer = request.body, request.content_type, False
         if method in ("INVITE", "UPDATE"):
             self._arm_session(side)  # any re-INVITE or UPDATE from the peer refreshes its session (RFC 4028 10)
@@ -553,9 +556,14 @@ class Call:
     def on_max_duration(self) -> None:
         self.hangup("system", 200, "max call duration")
 
-    def on_dtmf(self, side: str, digit: str, source: str, duration_ms: int) -> None:
-        """A key pressed on `side` (RFC 4733 from the engine, SIP INFO from signalling): `call.dtmf`."""
+    def on_dtmf(self, side: str, digit: str, source: str, duration_ms: int, start_ns: int) -> None:
+        """A key pressed on `side` (in-band or RFC 4733 from the engine, SIP INFO from signalling): one
+        `call.dtmf` per press, however many ways the far end signalled it (b2bua/dtmf.py)."""
         if self.state == "ended":
+            return
+        if self.dtmf is None:
+            self.dtmf = DtmfMerger()
+        if not self.dtmf.accept(side, digit, source, start_ns, duration_ms):
             return
         party = "caller" if side == "a" else "callee"
         data = {"digit": digit, "source": source, "duration_ms": duration_ms, "from": party}
@@ -699,26 +707,8 @@ def _status_name(code: int) -> str:
     return "failed"
 
 
-DTMF_RELAY = "application/dtmf-relay"
-_RELAY_DIGITS = frozenset("0123456789*#ABCD")
-
-
 def content_type_of(message) -> str:
     return (message.content_type or "").split(";")[0].strip().lower()
-
-
-def parse_dtmf_relay(body: bytes) -> tuple[str, int] | None:
-    """`Signal=5` / `Duration=160` (the de facto application/dtmf-relay body): (digit, ms), or None."""
-    fields = {}
-    for line in body.decode("ascii", "replace").splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    digit = fields.get("signal", "").upper()
-    if len(digit) != 1 or digit not in _RELAY_DIGITS:
-        return None
-    duration = fields.get("duration", "")
-    return digit, int(duration) if duration.isdigit() and duration.isascii() else 0
 
 
 def _allows_update(message) -> bool:

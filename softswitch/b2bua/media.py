@@ -35,6 +35,7 @@ from softswitch.sip.offer_answer import (
 from softswitch.sip.sdp import Direction, SdpError, SessionDescription
 
 OTHER = {"a": "b", "b": "a"}
+INBAND_DTMF = ("auto", "always", "never")
 ENGINE_CODECS = (("PCMU", 8000), ("PCMA", 8000), (TELEPHONE_EVENT, 8000))
 
 
@@ -65,8 +66,12 @@ def parse_sdp(body: bytes) -> SessionDescription:
 class CallMedia:
     """Both engine legs of one call and the offer/answer exchange in flight between its sides."""
 
-    def __init__(self, engine: MediaEngine, host: str | None = None):
+    def __init__(self, engine: MediaEngine, host: str | None = None, inband_dtmf: str = "auto"):
+        """`inband_dtmf`: listen for key tones in a side's audio `always`, `never`, or (`auto`) only on a
+        side that negotiated no telephone-event (its far end can only send DTMF in-band)."""
         self.engine = engine
+        self.inband_dtmf = inband_dtmf
+        self.listening: dict[str, bool] = {"a": False, "b": False}
         self.legs: dict[str, Leg] = {}
         self.legs["a"] = engine.create_leg(host)
         try:
@@ -216,12 +221,21 @@ class CallMedia:
             return
         apply(self.engine, self.legs["a"], a)
         apply(self.engine, self.legs["b"], b)
+        for side, agreed in (("a", a), ("b", b)):
+            self._listen(side, agreed)
         mode = "relay" if a.codec.name.upper() == b.codec.name.upper() else "processed"
         if self.bridge is None:
             self.bridge = self.engine.bridge(self.legs["a"], self.legs["b"], mode)
         elif mode != self.mode:
             self.engine.set_mode(self.bridge, mode == "processed")
         self.mode = mode
+
+    def _listen(self, side: str, agreed: NegotiatedMedia) -> None:
+        policy = self.inband_dtmf
+        want = policy == "always" or (policy == "auto" and agreed.telephone_event is None)
+        if want != self.listening[side]:
+            self.engine.detect_dtmf(self.legs[side], want)
+            self.listening[side] = want
 
     def close(self) -> dict[str, dict]:
         """Tear both legs down; returns each side's media statistics for the call record."""

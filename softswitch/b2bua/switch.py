@@ -54,6 +54,7 @@ class B2bua:
         ring_timeout_s: float = 60.0,
         max_duration_s: float = 4 * 3600.0,
         session_interval_s: int = DEFAULT_INTERVAL,
+        inband_dtmf: str = "auto",
         wall: Callable[[], float] = time.time,
     ):
         self.engine = engine
@@ -66,6 +67,7 @@ class B2bua:
         self.ring_timeout_s = ring_timeout_s
         self.max_duration_s = max_duration_s
         self.session_interval_s = session_interval_s
+        self.inband_dtmf = inband_dtmf
         self.wall = wall
         self.endpoint = None
         self.trunks = None  # softswitch.trunks.Trunks once started: which trunks answer their pings
@@ -113,7 +115,7 @@ class B2bua:
             endpoint.respond(ev.key, self._reply(request, 404, "No Route"))
             return
         try:
-            media = CallMedia(self.engine)
+            media = CallMedia(self.engine, inband_dtmf=self.inband_dtmf)
         except OSError as exc:
             event(log, "call.no_media", level=logging.WARNING, reason=str(exc))
             endpoint.respond(ev.key, self._reply(request, 503, headers=[("Retry-After", "5")]))
@@ -336,12 +338,13 @@ class B2bua:
         return True
 
     def on_media_events(self, events: list[MediaEvent]) -> None:
-        """Media events in a batch: RFC 4733 digits become `call.dtmf` on the bus for their call."""
+        """Media events in a batch: digits (RFC 4733 or in-band) go to their call, for `call.dtmf`."""
         for ev in events:
             owner = self._media_legs.get(ev.leg)
             if ev.kind == "dtmf" and owner is not None:
                 call, side = owner
-                call.on_dtmf(side, ev.detail["digit"], "rfc4733", ev.detail["duration_ms"])
+                d = ev.detail
+                call.on_dtmf(side, d["digit"], d["source"], d["duration_ms"], d["start_ns"])
             elif ev.kind not in ("leg_closed", "latched"):
                 event(log, "media.event", level=logging.DEBUG, kind=ev.kind, leg=ev.leg)
 

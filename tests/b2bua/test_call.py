@@ -13,8 +13,7 @@ from helpers import header, rtp
 from interop.sipp import run_uac, uas
 
 from media.dtmf import detect, tones
-from media.g711 import ulaw_decode
-from softswitch.b2bua.call import parse_dtmf_relay
+from media.g711 import ulaw_decode, ulaw_encode
 from softswitch.b2bua.session_timer import SessionTimer
 from softswitch.config import parse
 from softswitch.server import Services
@@ -24,8 +23,10 @@ CALLER = {"port": 14810, "media_port": 14820, "control_port": 14812}
 CALLEE = {"port": 14830, "media_port": 14840, "control_port": 14832}
 
 
-def config(tmp_path) -> str:
+def config(tmp_path, inband_dtmf: str = "auto") -> str:
     return f"""
+[calls]
+inband_dtmf = "{inband_dtmf}"
 [sip]
 listen = ["udp:127.0.0.1:{SWITCH}"]
 t1_ms = 100
@@ -49,6 +50,15 @@ to = "trunk:carrier"
 @pytest.fixture
 async def services(tmp_path):
     svc = Services(parse(config(tmp_path)))
+    await svc.start()
+    yield svc
+    await svc.close()
+
+
+@pytest.fixture
+async def listening(tmp_path):
+    """A switch that listens for key tones on every side, even those that negotiated telephone-event."""
+    svc = Services(parse(config(tmp_path, inband_dtmf="always")))
     await svc.start()
     yield svc
     await svc.close()
@@ -121,13 +131,6 @@ async def test_call_events_are_published_in_order_on_the_bus(services):
     assert len({c for _, c in seen}) == 1 and seen[0][1].startswith("call_")
 
 
-def test_call_dtmf_relay_body_parsing():
-    assert parse_dtmf_relay(b"Signal=5\r\nDuration=160\r\n") == ("5", 160)
-    assert parse_dtmf_relay(b"signal= #\nduration=abc") == ("#", 0)
-    assert parse_dtmf_relay(b"Signal=55\r\n") is None
-    assert parse_dtmf_relay(b"Duration=100") is None
-
-
 async def test_call_rfc4733_digits_from_the_caller_become_call_dtmf_events(services):
     seen = []
     services.bus.subscribe(seen.append, types=["call.dtmf"])
@@ -152,6 +155,56 @@ async def test_call_rfc4733_digits_from_the_caller_become_call_dtmf_events(servi
     assert ev.call_id == call.id
     assert (ev.data["digit"], ev.data["source"], ev.data["from"]) == ("9", "rfc4733", "caller")
     assert ev.data["duration_ms"] == 80  # 640 timestamp units at 8 kHz
+
+
+def te_packet(seq: int, ts: int, event: int, end: bool, duration: int) -> bytes:
+    return rtp(seq, ts, 0x4343, pt=101, payload=struct.pack("!BBH", event, 0x80 | 10 if end else 10, duration))
+
+
+async def press_keys(port: int, digits: str, *, tones_too: bool, events_too: bool) -> None:
+    """A phone on the caller's side pressing keys for 100 ms each, 100 ms apart, in real time: the tones
+    in its PCMU audio and/or each press as RFC 4733 events (end packet sent three times)."""
+    pcm = np.frombuffer(tones(digits, on_ms=100, off_ms=100), "<i2")
+    pcm = np.concatenate([np.zeros(800, np.int16), pcm, np.zeros(1600, np.int16)])
+    silence = np.zeros_like(pcm)
+    audio = ulaw_encode(pcm if tones_too else silence)
+    loop = asyncio.get_running_loop()
+    seq, start = 0, loop.time()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind(("127.0.0.1", CALLER["media_port"] + 4))
+        for i in range(len(pcm) // 160):
+            await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
+            phone.sendto(rtp(seq, 160 * i, 0x4343, payload=audio[i * 160 : (i + 1) * 160]), ("127.0.0.1", port))
+            seq += 1
+            press, at = divmod(i - 5, 10)  # 100 ms lead, then a key every 200 ms (5 frames on, 5 off)
+            if events_too and 0 <= press < len(digits) and at < 5:
+                event = "0123456789*#ABCD".index(digits[press])
+                ts = 160 * (5 + 10 * press)
+                for _ in range(3 if at == 4 else 1):
+                    phone.sendto(te_packet(seq, ts, event, at == 4, 160 * (at + 1)), ("127.0.0.1", port))
+                    seq += 1
+
+
+@pytest.mark.parametrize("tones_too,events_too", [(True, False), (True, True)], ids=["inband", "both"])
+async def test_call_inband_digits_from_the_caller_become_one_call_dtmf_per_press(listening, tones_too, events_too):
+    seen = []
+    listening.bus.subscribe(seen.append, types=["call.dtmf"])
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered_call(listening)
+        assert call.media.listening == {"a": True, "b": True}
+        await press_keys(call.media.legs["a"].port, "47#7", tones_too=tones_too, events_too=events_too)
+        for _ in range(50):
+            if len(seen) >= 4:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # a duplicate would come within this
+        call.hangup("system", 200, "test over")
+        await caller
+        await asyncio.to_thread(callee.wait, 10)
+    assert [(e.data["digit"], e.data["from"]) for e in seen] == [(d, "caller") for d in "47#7"]
+    assert {e.data["source"] for e in seen} <= ({"inband", "rfc4733"} if events_too else {"inband"})
+    assert all(90 <= e.data["duration_ms"] <= 110 for e in seen)
 
 
 async def _packets(sock: socket.socket, seconds: float) -> list[bytes]:

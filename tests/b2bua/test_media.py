@@ -117,3 +117,21 @@ def test_media_transfer_offer_carries_only_the_remaining_party_codec(engine):
     assert media.answer_from("b", sdp(4200, "8 101")) is None  # the target's answer re-points leg b
     assert media.negotiated["b"].remote_rtp == (HOST, 4200)
     media.close()
+
+
+@pytest.mark.parametrize(
+    "policy,caller_codecs,listening",
+    [
+        # a caller without telephone-event: neither side gets it offered, both can only send tones
+        ("auto", "0", {"a": True, "b": True}),
+        ("auto", "0 101", {"a": False, "b": False}),
+        ("always", "0 101", {"a": True, "b": True}),
+        ("never", "0", {"a": False, "b": False}),
+    ],
+)
+def test_media_inband_dtmf_listening_follows_the_policy_and_the_negotiation(engine, policy, caller_codecs, listening):
+    media = CallMedia(engine, inband_dtmf=policy)
+    media.offer_from("a", sdp(30000, caller_codecs))
+    media.answer_from("b", sdp(30002, "0 101" if "101" in caller_codecs else "0"))
+    assert media.listening == listening
+    media.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -212,11 +213,22 @@ def test_audio_data_before_fmt_and_odd_data_chunk(tmp_path):
     assert np.array_equal(loaded(path), want)
 
 
-def test_audio_streaming_length_reads_to_end(tmp_path):
+@pytest.mark.parametrize("declared", [0xFFFFFFFF, 0x7FFFF000])
+def test_audio_streaming_length_reads_to_end(tmp_path, declared):
     pcm = np.arange(100, dtype="<i2")
     path = tmp_path / "stream.wav"
-    path.write_bytes(riff(chunk(b"fmt ", fmt_body(PCM, 1, 8000, 16)), chunk(b"data", pcm.tobytes(), 0xFFFFFFFF)))
+    path.write_bytes(riff(chunk(b"fmt ", fmt_body(PCM, 1, 8000, 16)), chunk(b"data", pcm.tobytes(), declared)))
     assert np.array_equal(loaded(path), pcm)
+
+
+def test_audio_reads_what_espeak_ng_writes_to_a_pipe():
+    """espeak-ng --stdout cannot seek back, so its header declares 0x7FFFF000 bytes of data."""
+    wav = subprocess.run(["espeak-ng", "--stdout", "one two three"], capture_output=True, check=True).stdout
+    assert int.from_bytes(wav[wav.index(b"data") + 4 :][:4], "little") == 0x7FFFF000
+    fmt, data = audio.parse_wav(wav, "espeak")
+    assert (fmt.rate, fmt.channels, fmt.bits) == (22050, 1, 16) and len(data) == len(wav) - wav.index(b"data") - 8
+    pcm = np.frombuffer(audio.decode_wav(wav, "espeak"), np.int16)
+    assert abs(len(pcm) - len(data) / 2 * 8000 / 22050) <= 1 and np.abs(pcm).max() > 1000
 
 
 def test_audio_partial_last_frame_is_dropped(tmp_path):

@@ -147,6 +147,24 @@ def test_dtmf_synthetic_music_no_detection():
     assert found(sig.ulaw_round_trip(pcm)) == ""
 
 
+SPEECH = (
+    ("en-us", 50, "one two three four five six seven eight nine zero oh star pound hash"),
+    ("en-us+f3", 85, "Eeee, ooo, aah, nine nine nine, eight oh eight, you too, me three."),
+    ("en-gb+m3", 20, "Please hold the line, we are connecting you to an operator now."),
+    ("de", 50, "1 2 3 4 5 6 7 8 9 0, Guten Tag, bitte warten Sie einen Moment."),
+    ("fr", 85, "1 2 3 4 5 6 7 8 9 0, bonjour, je voudrais parler au service client."),
+)
+
+
+@pytest.mark.parametrize("voice,pitch,text", SPEECH, ids=[v for v, _, _ in SPEECH])
+def test_dtmf_espeak_speech_no_detection(voice, pitch, text):
+    """Talk-off: voices low and high, digits spoken in words, through mu-law and A-law."""
+    x = sig.speech(text, voice, pitch)
+    assert len(x) > 8000 * 2
+    assert found(sig.ulaw_round_trip(x)) == ""
+    assert found(sig.alaw_round_trip(x)) == ""
+
+
 def test_dtmf_white_noise_and_silence_no_detection():
     assert found(sig.pcm(sig.add_noise(np.zeros(80000), 0.0, ref_power=1e7))) == ""
     assert found(np.zeros(8000, dtype=np.int16)) == ""

@@ -8,6 +8,7 @@ import struct
 import time
 import wave
 
+import dtmf_signals
 import numpy as np
 import pytest
 from helpers import HOST, far_end, header, rtp, wait_for
@@ -243,6 +244,67 @@ def test_processed_send_dtmf_as_rfc4733(engine):
     seqs = [header(p)["seq"] for p in packets]
     assert all((y - x) & 0xFFFF == 1 for x, y in itertools.pairwise(seqs))
     assert wait_for(lambda: [e for e in engine.events() if e.kind == "dtmf_sent"])[0].detail["digit"] == "7"
+
+
+def inband_digits(engine, timeout: float = 2.0) -> list:
+    """The in-band digits reported until none has come for half a second."""
+    found, deadline, quiet_since = [], time.monotonic() + timeout, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.5:
+        new = [e for e in engine.events() if e.kind == "dtmf"]
+        if new:
+            found += new
+            quiet_since = time.monotonic()
+        time.sleep(0.02)
+    return found
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+def test_processed_inband_dtmf_heard_on_a_relayed_leg_once_per_press_with_times(engine, codec):
+    a, b, fa, fb = pair(engine, codec, codec)
+    engine.bridge(a, b)
+    engine.detect_dtmf(a)
+    pcm = dtmf_signals.pcm(dtmf_signals.sequence("1#5D", tone_ms=80, pause_ms=60, lead_ms=100))
+    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % 160 + 1600, np.int16)])
+    stream(fa, a.port, pcm, 0x90, codec=codec)
+    relayed = collect(fb, 0.1)
+    digits = inband_digits(engine)
+    assert [(e.detail["digit"], e.detail["source"], e.leg) for e in digits] == [(d, "inband", a.id) for d in "1#5D"]
+    assert all(70 <= e.detail["duration_ms"] <= 90 for e in digits)
+    starts = [e.detail["start_ns"] / 1e6 for e in digits]
+    assert all(abs((y - x) - 140) < 25 for x, y in itertools.pairwise(starts))  # 80 ms tone + 60 ms pause
+    assert relayed and not engine.stats(b).processed  # still relayed on arrival, only tapped for the detector
+    assert engine.stats(a).dtmf_events == 4
+
+
+def test_processed_inband_dtmf_stops_when_told_and_ignores_the_other_leg(engine):
+    a, b, fa, fb = pair(engine)
+    engine.bridge(a, b)
+    engine.detect_dtmf(a)
+    keys = dtmf_signals.pcm(dtmf_signals.sequence("9", tone_ms=80, lead_ms=60))
+    keys = np.concatenate([keys, np.zeros(-len(keys) % 160 + 960, np.int16)])
+    stream(fb, b.port, keys, 0x91)  # B's far end is not listened to
+    assert inband_digits(engine, 1.0) == []
+    engine.detect_dtmf(a, on=False)
+    stream(fa, a.port, keys, 0x92)
+    assert inband_digits(engine, 1.0) == []
+    engine.detect_dtmf(a)
+    stream(fa, a.port, keys, 0x93)
+    assert [e.detail["digit"] for e in inband_digits(engine)] == ["9"]
+
+
+def test_processed_events_between_audio_packets_are_not_read_as_lost_audio(engine):
+    a, b, fa, fb = pair(engine)
+    engine.bridge(a, b, mode="processed")
+    audio = g711.ulaw_encode(tone(440, 40))
+    start = time.monotonic()
+    for i in range(40):  # a phone sending events alongside its audio: every other sequence number is an event
+        time.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+        fa.sendto(rtp(2 * i, 160 * i, 0x95, payload=audio[160 * i : 160 * (i + 1)]), (HOST, a.port))
+        fa.sendto(rtp(2 * i + 1, 160 * i, 0x95, pt=101, payload=te(3, False, 160)), (HOST, a.port))
+    collect(fb, 0.3)
+    stats = engine.stats(a)
+    # the pops after the stream ended conceal until the buffer calls it a pause (10); not 40 more for gaps
+    assert stats.rx_packets == 80 and stats.jb_concealed <= 12
 
 
 def test_processed_switching_modes_keeps_one_continuous_stream(engine, tmp_path):
