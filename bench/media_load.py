@@ -16,7 +16,8 @@ fresh process:
     (offer / answer / delete, bench/rtpengine_ng.py). Relay only: its recording is not compared.
 
 Runs:
-  --calls N [--seconds S] [--mode relay|record]   one point (ours, and the reference in relay mode)
+  --calls N [--seconds S] [--mode relay|record|dtmf]   one point (ours, and the reference in relay mode);
+                                                  dtmf: relayed with both legs tapped for in-band DTMF
   --quick                                         one point per mode at 400 calls for 10 s (under 60 s)
   (default)                                       the search: N stepped up 100, 200, 400, 600, ... until
                                                   a point fails, then bisected; 60 s per point
@@ -681,7 +682,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, help="run one point with this many calls")
     ap.add_argument("--seconds", type=float, help="measured window per point (60; 10 with --quick)")
-    ap.add_argument("--mode", choices=("relay", "record"), help="only this mode (default: both)")
+    ap.add_argument("--mode", choices=("relay", "record", "dtmf"), help="only this mode (default: relay and record)")
     ap.add_argument("--quick", action="store_true", help=f"one point per mode at {QUICK_CALLS} calls, 10 s")
     ap.add_argument("--target", choices=("both", "ours", "ref"), default="both")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of traffic before the window")
@@ -760,7 +761,7 @@ def main() -> int:
     try:
         for mode in modes:
             for target in targets:
-                if target == "rtpengine" and mode == "record":
+                if target == "rtpengine" and mode != "relay":
                     continue
                 if target in unavailable:
                     continue

@@ -70,6 +70,9 @@ def serve(engine: Any, host: str, mode: str, record_dir: Path | None, inp: TextI
                         record(engine, a, b, str(record_dir / f"call-{opened}.wav"))
                     else:
                         engine.bridge(a, b, mode="relay")
+                    if mode == "dtmf":  # relayed, and both legs tapped for the in-band DTMF detector
+                        engine.detect_dtmf(a)
+                        engine.detect_dtmf(b)
                     opened += 1
                     answers.append(f"{a.port} {b.port}")
                 for line in answers:
@@ -94,7 +97,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--ports", default="30000-39999", help="the engine's RTP port range")
-    ap.add_argument("--mode", choices=("relay", "record"), default="relay")
+    ap.add_argument("--mode", choices=("relay", "record", "dtmf"), default="relay")
     ap.add_argument("--record-dir", type=Path)
     ap.add_argument("--core", type=int, default=0, help="CPU to pin this process (and its threads) to; -1: none")
     ap.add_argument("--engine-module", default="media.engine", help="module providing MediaEngine")
