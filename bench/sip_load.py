@@ -410,11 +410,13 @@ class SwitchTarget:
 
     system = "softswitch"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, profile: str | None = None) -> None:
         self.db = workdir / "switch.db"
         config = workdir / "switch.toml"
         config.write_text(switch_config(workdir))
         cmd = [sys.executable, "-m", "softswitch", "serve", "-c", str(config)]
+        if profile == "cprofile":  # written when the switch exits on SIGTERM
+            cmd[1:1] = ["-m", "cProfile", "-o", str(workdir / "switch.prof")]
         self.proc = Managed("softswitch", cmd, ROOT, workdir / "switch.log")
         wait_ready(self.proc, lambda: udp_bound(SWITCH_PORT) and tcp_listening(API_PORT), "SIP and API listening")
         self.address = f"{HOST}:{SWITCH_PORT}"
@@ -497,6 +499,18 @@ class ProxyTarget:
 
 
 # ----------------------------------------------------------------------------------------------- SIPp
+
+
+def start_py_spy(pid: int, workdir: Path, seconds: float) -> Managed:
+    """py-spy sampling the switch (all threads, without pausing it) while calls are placed: folded stacks
+    in `switch.pyspy` (flamegraph's input; count the frames to rank functions)."""
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if not spy:
+        raise BenchError("--profile py-spy: py-spy is not installed (pip install py-spy)")
+    out = workdir / "switch.pyspy"
+    cmd = [spy, "record", "--pid", str(pid), "--nonblocking", "--rate", "200", "--format", "raw"]
+    cmd += ["--duration", str(max(1, int(seconds))), "--output", str(out)]
+    return Managed("py-spy", cmd, workdir, workdir / "py-spy.log")
 
 
 def write_tone(path: Path, seconds: float = 2.0, freq_hz: float = 1000.0, level: float = 0.25) -> None:
@@ -722,6 +736,8 @@ class Bench:
     hold_ms: int
     ref_media: bool
     deadline: float
+    profile: str | None = None
+    run_out: bool = False
     steps: list[Step] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     _n: int = 0
@@ -747,11 +763,12 @@ class Bench:
         target: SwitchTarget | ProxyTarget | None = None
         uas: Managed | None = None
         uac: Managed | None = None
+        spy: Managed | None = None
         sampler: Sampler | None = None
         t_start = time.monotonic()
         try:
             if system == "softswitch":
-                target = SwitchTarget(workdir)
+                target = SwitchTarget(workdir, self.profile)
             else:
                 assert self.kamailio is not None
                 target = ProxyTarget(workdir, self.kamailio)
@@ -763,13 +780,15 @@ class Bench:
             main = (target.proc.pid, target.proc.pid) if system == "softswitch" else None
             sampler = Sampler(groups, main)
             sampler.start()
+            if self.profile == "py-spy" and system == "softswitch":
+                spy = start_py_spy(target.proc.pid, workdir, place_s)
             t0 = time.monotonic()
             watch = Verdict(workdir, calls, kind)
             while uac.alive():
                 if time.monotonic() - t0 > run_s + 45:
                     step.error = "SIPp caller past its deadline"
                     break
-                step.aborted = watch.decided()
+                step.aborted = "" if self.run_out else watch.decided()
                 if step.aborted:
                     break  # the step has failed whatever happens next: spare the time
                 time.sleep(1.0)
@@ -804,6 +823,8 @@ class Bench:
         finally:
             if sampler is not None and sampler.is_alive():
                 sampler.finish()
+            if spy is not None:
+                spy.stop(signal.SIGINT, grace=10.0)
             if uac is not None:
                 uac.stop(grace=3.0)
             if uas is not None:
@@ -1022,6 +1043,17 @@ def main() -> int:
     ap.add_argument("--ref-media", action="store_true", help="the reference's callers send RTP too")
     ap.add_argument("--budget", type=float, help="seconds for the whole run (840; 75 with --quick)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (logs, SIPp files)")
+    ap.add_argument(
+        "--run-out",
+        action="store_true",
+        help="run every step to its end even when it has failed already (CPU figures and profiles of a full step)",
+    )
+    ap.add_argument(
+        "--profile",
+        choices=("py-spy", "cprofile"),
+        help="profile the switch in each step (py-spy: sampled while calls are placed, in switch.pyspy; "
+        "cprofile: the whole run, in switch.prof); implies --keep",
+    )
     args = ap.parse_args()
 
     quick = args.quick
@@ -1051,7 +1083,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="sip_load_"))
-    bench = Bench(sipp, kamailio, tmp, args.hold_ms, args.ref_media, time.monotonic() + budget)
+    bench = Bench(
+        sipp, kamailio, tmp, args.hold_ms, args.ref_media, time.monotonic() + budget, args.profile, args.run_out
+    )
     cores = os.cpu_count() or 1
     print(
         f"sip_load: SIPp -> softswitch (B2BUA, RTP anchored) -> SIPp on {HOST}, {cores} cores, nothing pinned; "
@@ -1108,7 +1142,7 @@ def main() -> int:
         interrupted = str(exc) or "interrupted"
     finally:
         Managed.stop_all()
-        if args.keep:
+        if args.keep or args.profile:
             print(f"working directory kept: {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)

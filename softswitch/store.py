@@ -8,6 +8,7 @@ schema version lives in `PRAGMA user_version` and each applied migration is reco
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -180,7 +181,69 @@ def _check_call(record: CallRecord) -> None:
 
 
 def _json(value: dict) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":")) if value else "{}"
+
+
+_UPSERT_CALL = (
+    f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)}) ON CONFLICT (id) DO UPDATE SET "
+    "direction = excluded.direction, from_uri = excluded.from_uri, to_uri = excluded.to_uri, "
+    "status = excluded.status, created_at = excluded.created_at, answered_at = excluded.answered_at, "
+    "ended_at = excluded.ended_at, hangup_code = excluded.hangup_code, "
+    "hangup_reason = excluded.hangup_reason, hangup_by = excluded.hangup_by, trunk = excluded.trunk, "
+    "user = excluded.user, data = excluded.data"
+)
+_UPSERT_LEG = (
+    f"INSERT INTO call_legs ({_LEG_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+    "ON CONFLICT (call_id, idx) DO UPDATE SET "
+    "role = excluded.role, sip_call_id = excluded.sip_call_id, local_tag = excluded.local_tag, "
+    "remote_tag = excluded.remote_tag, remote_uri = excluded.remote_uri, "
+    "remote_addr = excluded.remote_addr, status_code = excluded.status_code, "
+    "created_at = excluded.created_at, answered_at = excluded.answered_at, "
+    "ended_at = excluded.ended_at, media = excluded.media"
+)
+
+
+@functools.cache
+def _delete_legs_sql(keep: int) -> str:
+    """The legs of a call other than the `keep` indexes bound after its id (its legs no longer recorded)."""
+    return f"DELETE FROM call_legs WHERE call_id = ? AND idx NOT IN ({', '.join('?' * keep)})"
+
+
+def _call_row(record: CallRecord) -> tuple:
+    return (
+        record.id,
+        record.direction,
+        record.from_uri,
+        record.to_uri,
+        record.status,
+        record.created_at,
+        record.answered_at,
+        record.ended_at,
+        record.hangup_code,
+        record.hangup_reason,
+        record.hangup_by,
+        record.trunk,
+        record.user,
+        _json(record.data),
+    )
+
+
+def _leg_row(call_id: str, leg: LegRecord) -> tuple:
+    return (
+        call_id,
+        leg.idx,
+        leg.role,
+        leg.sip_call_id,
+        leg.remote_uri,
+        leg.created_at,
+        leg.local_tag,
+        leg.remote_tag,
+        leg.remote_addr,
+        leg.status_code,
+        leg.answered_at,
+        leg.ended_at,
+        _json(leg.media),
+    )
 
 
 def _call_from_row(row: tuple) -> CallRecord:
@@ -302,78 +365,27 @@ class Store:
         self.save_calls([record])
 
     def save_calls(self, records: Iterable[CallRecord]) -> None:
-        """`save_call` for many records in one transaction (one commit: what a busy switch needs)."""
+        """`save_call` for many records in one transaction (one commit: what a busy switch needs). Each
+        statement runs once over all the records (`executemany`), not once per record: the group commit
+        of a busy switch holds dozens of them."""
         records = list(records)
         for record in records:
             _check_call(record)
+        deletes: dict[int, list[tuple]] = {}  # legs to keep per record -> its DELETE's parameter rows
+        for record in records:
+            keep = [leg.idx for leg in record.legs]
+            deletes.setdefault(len(keep), []).append((record.id, *keep))
+        leg_rows = [_leg_row(record.id, leg) for record in records for leg in record.legs]
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for record in records:
-                self._write_call(record)
+            self._db.executemany(_UPSERT_CALL, [_call_row(record) for record in records])
+            for count, rows in deletes.items():
+                self._db.executemany(_delete_legs_sql(count), rows)
+            self._db.executemany(_UPSERT_LEG, leg_rows)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-
-    def _write_call(self, record: CallRecord) -> None:
-        call_row = (
-            record.id,
-            record.direction,
-            record.from_uri,
-            record.to_uri,
-            record.status,
-            record.created_at,
-            record.answered_at,
-            record.ended_at,
-            record.hangup_code,
-            record.hangup_reason,
-            record.hangup_by,
-            record.trunk,
-            record.user,
-            _json(record.data),
-        )
-        leg_rows = [
-            (
-                record.id,
-                leg.idx,
-                leg.role,
-                leg.sip_call_id,
-                leg.remote_uri,
-                leg.created_at,
-                leg.local_tag,
-                leg.remote_tag,
-                leg.remote_addr,
-                leg.status_code,
-                leg.answered_at,
-                leg.ended_at,
-                _json(leg.media),
-            )
-            for leg in record.legs
-        ]
-        keep = [leg.idx for leg in record.legs]
-        self._db.execute(
-            f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)}) ON CONFLICT (id) DO UPDATE SET "
-            "direction = excluded.direction, from_uri = excluded.from_uri, to_uri = excluded.to_uri, "
-            "status = excluded.status, created_at = excluded.created_at, answered_at = excluded.answered_at, "
-            "ended_at = excluded.ended_at, hangup_code = excluded.hangup_code, "
-            "hangup_reason = excluded.hangup_reason, hangup_by = excluded.hangup_by, trunk = excluded.trunk, "
-            "user = excluded.user, data = excluded.data",
-            call_row,
-        )
-        self._db.execute(
-            f"DELETE FROM call_legs WHERE call_id = ? AND idx NOT IN ({', '.join('?' * len(keep))})",
-            (record.id, *keep),
-        )
-        self._db.executemany(
-            f"INSERT INTO call_legs ({_LEG_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
-            "ON CONFLICT (call_id, idx) DO UPDATE SET "
-            "role = excluded.role, sip_call_id = excluded.sip_call_id, local_tag = excluded.local_tag, "
-            "remote_tag = excluded.remote_tag, remote_uri = excluded.remote_uri, "
-            "remote_addr = excluded.remote_addr, status_code = excluded.status_code, "
-            "created_at = excluded.created_at, answered_at = excluded.answered_at, "
-            "ended_at = excluded.ended_at, media = excluded.media",
-            leg_rows,
-        )
 
     def get_call(self, call_id: str) -> CallRecord | None:
         row = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,)).fetchone()

@@ -4,7 +4,9 @@ publishes, bounded async queues, and time-sortable ids."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import random
 import re
 import time
 from types import SimpleNamespace
@@ -225,6 +227,16 @@ def test_ids_unique_sortable_and_well_formed():
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(i.startswith("call_") and ID.match(i[5:]) for i in ids)
+
+
+def test_base32_digits_match_rfc4648_base32_with_the_crockford_alphabet():
+    """The digit encoder against the standard library's base32 (same 5-bit groups, other alphabet)."""
+    rfc4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    rng = random.Random(4648)
+    for width in range(1, 33):
+        for value in (0, (1 << 5 * width) - 1, *(rng.getrandbits(5 * width) for _ in range(200))):
+            expected = base64.b32encode(value.to_bytes(20, "big")).translate(rfc4648)[-width:].decode()
+            assert events._base32(value, width) == expected
 
 
 def fake_clock(monkeypatch, ns: list[int]) -> None:

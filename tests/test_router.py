@@ -52,3 +52,20 @@ def test_router_trunk_for_source_by_network():
 def test_router_trunk_address():
     r = router()
     assert r.trunk_address(r.trunks["b"]) == ("127.0.0.1", 5080)
+
+
+def test_router_trunk_for_source_answers_the_same_when_asked_again():
+    r = router()
+    for _ in range(2):  # the second answer comes from what the router remembered
+        assert r.trunk_for_source("10.9.9.9").name == "a"
+        assert r.trunk_for_source("192.0.2.8") is None
+        assert r.trunk_for_source("not-an-ip") is None
+
+
+def test_router_source_memory_is_bounded(monkeypatch):
+    monkeypatch.setattr("softswitch.router._SOURCES_KEPT", 8)
+    r = router()
+    for i in range(20):
+        assert r.trunk_for_source(f"10.0.0.{i}").name == "a"
+        assert r.trunk_for_source(f"192.0.2.{100 + i}") is None
+    assert len(r._by_source) <= 8

@@ -277,3 +277,19 @@ def test_call_durations():
     assert call(answered_at=T0 + 4, ended_at=T0 + 10).duration_s == 6
     unanswered = call(status="no-answer", ended_at=T0 + 30)
     assert unanswered.duration_s is None and unanswered.ring_s == 30
+
+
+def test_save_calls_writes_many_records_with_different_leg_counts_in_one_go(store):
+    one = call("call_a", legs=[leg(0)])
+    two = call("call_b", legs=[leg(0), leg(1, "outbound", media={"mos": 4.2})])
+    none = call("call_c")
+    store.save_calls([one, two, none])
+    assert [store.get_call(r.id) for r in (one, two, none)] == [one, two, none]
+    one.legs.append(leg(1, "outbound"))  # grows
+    two.legs = [two.legs[1]]  # shrinks: the leg it dropped is deleted, the other record's legs stay
+    two.status, two.ended_at = "completed", T0 + 9
+    store.save_calls([one, two])
+    assert [lg.idx for lg in store.get_call("call_a").legs] == [0, 1]
+    assert [lg.idx for lg in store.get_call("call_b").legs] == [1]
+    assert store.get_call("call_b") == two
+    assert store.get_call("call_c") == none

@@ -43,6 +43,7 @@ _SINGLE = frozenset(("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-L
 _CORE = _SINGLE | {"Via"}
 _set_names(CANONICAL, _SINGLE)
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+_CANON = CANONICAL.get  # a known spelling in one lookup; `canonical` for the rest
 
 REASONS = {
     100: "Trying",
@@ -108,14 +109,14 @@ class Message:
     __slots__ = ("_parsed", "body", "headers")
 
     def __init__(self, headers: Iterable[tuple[str, str]] = (), body: bytes = b""):
-        self.headers: list[tuple[str, str]] = [(canonical(n), v) for n, v in headers]
+        self.headers: list[tuple[str, str]] = [(_CANON(n) or canonical(n), v) for n, v in headers]
         self.body = body
         self._parsed: dict[str, object] = {}
 
     # -- header access -------------------------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header (the whole line for list headers)."""
-        name = canonical(name)
+        name = _CANON(name) or canonical(name)
         for n, v in self.headers:
             if n == name:
                 return v
@@ -123,14 +124,14 @@ class Message:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header in order, comma-joined list values split apart."""
-        name = canonical(name)
+        name = _CANON(name) or canonical(name)
         values = [v for n, v in self.headers if n == name]
         if name in LIST_HEADERS and not (name == "Contact" and values == ["*"]):
             return [item for v in values for item in split_list(v) if item]
         return values
 
     def __contains__(self, name: str) -> bool:
-        name = canonical(name)
+        name = _CANON(name) or canonical(name)
         return any(n == name for n, _ in self.headers)
 
     def set(self, name: str, value: str) -> None:
@@ -174,17 +175,13 @@ class Message:
                 return items[0]
         return None
 
-    # -- the core headers, parsed once ---------------------------------------------------------
-    def _cached(self, name: str, parse):
-        value = self._parsed.get(name)
-        if value is None:
-            value = parse()
-            self._parsed[name] = value
-        return value
-
+    # -- the core headers, parsed once (read dozens of times per message: no closure per read) --------
     @property
     def vias(self) -> list[Via]:
-        return self._cached("Via", lambda: [parse_via(v) for v in self.get_all("Via")])
+        value = self._parsed.get("Via")
+        if value is None:
+            value = self._parsed["Via"] = [parse_via(v) for v in self.get_all("Via")]
+        return value
 
     @property
     def via(self) -> Via:
@@ -196,15 +193,24 @@ class Message:
 
     @property
     def from_(self) -> Address:
-        return self._cached("From", lambda: parse_address(self._required("From")))
+        value = self._parsed.get("From")
+        if value is None:
+            value = self._parsed["From"] = parse_address(self._required("From"))
+        return value
 
     @property
     def to(self) -> Address:
-        return self._cached("To", lambda: parse_address(self._required("To")))
+        value = self._parsed.get("To")
+        if value is None:
+            value = self._parsed["To"] = parse_address(self._required("To"))
+        return value
 
     @property
     def cseq(self) -> CSeq:
-        return self._cached("CSeq", lambda: parse_cseq(self._required("CSeq")))
+        value = self._parsed.get("CSeq")
+        if value is None:
+            value = self._parsed["CSeq"] = parse_cseq(self._required("CSeq"))
+        return value
 
     @property
     def call_id(self) -> str:
@@ -212,7 +218,10 @@ class Message:
 
     @property
     def contacts(self) -> list[Address]:
-        return self._cached("Contact", lambda: [parse_address(v) for v in self.get_all("Contact") if v != "*"])
+        value = self._parsed.get("Contact")
+        if value is None:
+            value = self._parsed["Contact"] = [parse_address(v) for v in self.get_all("Contact") if v != "*"]
+        return value
 
     @property
     def max_forwards(self) -> int | None:
@@ -268,7 +277,10 @@ class Request(Message):
 
     @property
     def uri(self) -> Uri:
-        return self._cached("uri", lambda: parse_uri(self.uri_text))
+        value = self._parsed.get("uri")
+        if value is None:
+            value = self._parsed["uri"] = parse_uri(self.uri_text)
+        return value
 
     @uri.setter
     def uri(self, value: Uri) -> None:

@@ -20,7 +20,7 @@ from the session, and `c=IN IP4 0.0.0.0` is read as hold (RFC 2543 style, RFC 32
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, make_dataclass, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from enum import Enum
 
 
@@ -301,6 +301,8 @@ class MediaDescription:
     bandwidths: tuple[Bandwidth, ...] = ()
     key: str | None = None
     attributes: tuple[Attribute, ...] = ()
+    # `codecs` once resolved: offer/answer reads it several times per description, and it never changes
+    _codecs: tuple[Codec, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_rejected(self) -> bool:
@@ -344,6 +346,13 @@ class MediaDescription:
     @property
     def codecs(self) -> tuple[Codec, ...]:
         """Payload formats in m= order, from rtpmap or the static table; unresolvable ones are skipped."""
+        codecs = self._codecs
+        if codecs is None:
+            codecs = self._resolve_codecs()
+            object.__setattr__(self, "_codecs", codecs)  # a cache, not a field: the description stays as it was
+        return codecs
+
+    def _resolve_codecs(self) -> tuple[Codec, ...]:
         mapped = {c.payload_type: c for c in map(_parse_rtpmap, self.attribute_values("rtpmap"))}
         fmtps: dict[str, str] = {}
         for value in self.attribute_values("fmtp"):
@@ -505,8 +514,8 @@ def _fast_constructor(cls: type) -> type:
     def become(obj: object) -> None:
         obj.__class__ = cls
 
-    names = [f.name for f in fields(cls)]
-    return make_dataclass(f"_{cls.__name__}", names, slots=True, eq=False, namespace={"__post_init__": become})
+    spec = [f.name if f.init else (f.name, object, field(default=f.default)) for f in fields(cls)]
+    return make_dataclass(f"_{cls.__name__}", spec, slots=True, eq=False, namespace={"__post_init__": become})
 
 
 _new_origin, _new_connection, _new_bandwidth = map(_fast_constructor, (Origin, Connection, Bandwidth))

@@ -366,13 +366,16 @@ class SipEndpoint:
         self._pump()
 
     def _arm_timer(self) -> None:
+        """Keep a loop timer at or before the layer's next deadline. One that is armed earlier stays: it
+        fires, finds nothing due and re-arms, which costs less than replacing the loop's timer every time
+        the next deadline moves later (at every response that stops a retransmission timer)."""
         when = self.txns.get_timer()
-        if when == self._timer_at:
+        if when is None or (self._timer_at is not None and self._timer_at <= when):
             return
         if self._timer:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
+        self._timer = self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None

@@ -674,6 +674,18 @@ def test_sdp_parsed_objects_are_ordinary_frozen_instances() -> None:
     assert audio.bandwidths == (Bandwidth("AS", 64),)
 
 
+def test_sdp_codecs_resolved_once_and_invisible_to_equality() -> None:
+    audio = SessionDescription.parse(BARESIP_OFFER).media[0]
+    fresh = SessionDescription.parse(BARESIP_OFFER).media[0]
+    first = audio.codecs
+    assert audio.codecs is first  # resolved on the first read, kept for the next ones
+    assert audio == fresh and hash(audio) == hash(fresh)  # a cache, not part of the description
+    assert "_codecs" not in repr(audio)
+    assert pickle.loads(pickle.dumps(audio)).codecs == first
+    changed = dataclasses.replace(audio, formats=audio.formats[1:])
+    assert changed.codecs == first[1:]  # a copy with other formats resolves its own
+
+
 def test_sdp_repeat_lines_do_not_leak_between_parses() -> None:
     repeated = SessionDescription.parse(_head() + "r=7d 1h 0 25h\r\nr=1d 1h 0\r\n")
     assert repeated.timings == (Timing(0, 0, ("7d 1h 0 25h", "1d 1h 0")),)
