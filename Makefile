@@ -37,6 +37,7 @@ bench: build
 	$(BIN)/python bench/media_load.py --quick
 	bench/sip_load.sh --quick
 	$(BIN)/python bench/dtmf.py --quick
+	$(BIN)/python bench/amd.py --quick
 
 clean:
 	rm -rf build cext/*.c cext/*.so .pytest_cache .ruff_cache

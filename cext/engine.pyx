@@ -9,6 +9,7 @@ import os
 import socket
 
 from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from posix.unistd cimport dup
 
@@ -40,9 +41,9 @@ cdef extern from "<netinet/in.h>":
 cdef extern from "native/engine.h" nogil:
     enum:
         CMD_LEG_ADD, CMD_LEG_DEL, CMD_LEG_REMOTE, CMD_LEG_CODEC, CMD_JOIN, CMD_LEAVE, CMD_GROUP_MODE, CMD_GAIN
-        CMD_REC_START, CMD_REC_STOP, CMD_REC_PAUSE, CMD_PLAY, CMD_PLAY_STOP, CMD_DTMF, CMD_INBAND
+        CMD_REC_START, CMD_REC_STOP, CMD_REC_PAUSE, CMD_PLAY, CMD_PLAY_STOP, CMD_DTMF, CMD_INBAND, CMD_AMD
         EV_LATCHED, EV_RELATCHED, EV_LEG_CLOSED, EV_SSRC_CHANGED, EV_DTMF, EV_REC_DONE, EV_PLAY_DONE, EV_DTMF_SENT
-        EV_DTMF_INBAND
+        EV_DTMF_INBAND, EV_AMD
     ctypedef struct eng_cmd_t:
         int type
         int leg
@@ -89,7 +90,8 @@ cdef extern from "native/engine.h" nogil:
 
 EVENT_NAMES = {EV_LATCHED: "latched", EV_RELATCHED: "relatched", EV_LEG_CLOSED: "leg_closed",
                EV_SSRC_CHANGED: "ssrc_changed", EV_DTMF: "dtmf", EV_REC_DONE: "recording_done",
-               EV_PLAY_DONE: "play_done", EV_DTMF_SENT: "dtmf_sent", EV_DTMF_INBAND: "dtmf_inband"}
+               EV_PLAY_DONE: "play_done", EV_DTMF_SENT: "dtmf_sent", EV_DTMF_INBAND: "dtmf_inband",
+               EV_AMD: "amd"}
 
 
 cdef object _address(const sockaddr_storage* addr):
@@ -116,6 +118,9 @@ cdef dict _stats(const eng_stats_t* s):
         "rtcp_rx": s.rtcp_rx, "rtcp_tx": s.rtcp_tx, "rtcp_cum_lost": s.rtcp_cum_lost,
         "rtcp_fraction_lost": s.rtcp_fraction_lost, "rtcp_jitter_ts": s.rtcp_jitter_ts, "rtt_us": s.rtt_us,
     }
+
+
+include "amd_params.pxi"
 
 
 cdef extern from "native/wav.h" nogil:
@@ -291,6 +296,29 @@ cdef class Engine:
 
     def inband(self, int leg, bint on):
         self._simple(CMD_INBAND, self._check(leg), 0, on)
+
+    def amd(self, int leg, dict params):
+        """Start (params: the AMD kernel's, by name, over its defaults) or, with None, stop detection."""
+        cdef eng_cmd_t c
+        cdef amd_params_t *p = NULL
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_AMD
+        c.leg = self._check(leg)
+        if params is not None:
+            p = <amd_params_t *>malloc(sizeof(amd_params_t))
+            if p == NULL:
+                raise MemoryError()
+            amd_defaults(p)
+            values = <dict>p[0]
+            values.update(params)
+            p[0] = values
+            c.flags = 1
+            c.ptr = <const void *>p
+        try:
+            self._push(&c)
+        except BaseException:
+            free(p)
+            raise
 
     def events(self, int max_events=1024):
         """Every event queued since the last call, as (name, leg, remote address, stats)."""

@@ -113,6 +113,7 @@ class LegStats:
 
 DTMF_DIGITS = "0123456789*#ABCD!"  # RFC 4733 event codes 0-16 (16: flash)
 CODECS = {"PCMU": 0, "PCMA": 8}
+AMD_SEGMENTS = ("silence", "voice", "tone")  # cext/native/amd.h's kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,8 @@ class Bridge:
 class MediaEvent:
     """Something the media thread saw. Kinds: `latched`/`relatched` (the far end's address learnt),
     `ssrc_changed`, `leg_closed` (final statistics, for the call record), `dtmf` (`digit`, `start_ns`,
-    `duration_ms`, `source`: `rfc4733` or `inband`), `dtmf_sent`, `play_done` (`play_id`, `interrupted`),
+    `duration_ms`, `source`: `rfc4733` or `inband`), `dtmf_sent`, `amd` (`segment`, `start_ms`, `freq_hz`,
+    `now_ms`: a boundary of the AMD kernel), `play_done` (`play_id`, `interrupted`),
     `recording_done` (`path`, `duration_s`, `size`, `dropped_frames`, `error`; `leg` is the bridge id)."""
 
     kind: str
@@ -190,6 +192,7 @@ class MediaEngine:
         self._pending: list[MediaEvent] = []
         self._free_groups = deque(range(self._engine.max_legs))
         self._members: dict[int, set[int]] = {}
+        self._bridge_of: dict[int, int] = {}  # leg id -> its bridge id (one lookup, not a scan of every bridge)
         self._recordings: dict[int, tuple[str, int]] = {}  # rec id -> (path, bridge id)
         self._plays: dict[int, bytes] = {}  # play id -> PCM kept alive until play_done
         self._ids = itertools.count(1)
@@ -246,19 +249,24 @@ class MediaEngine:
         return bridge
 
     def join(self, bridge: Bridge, leg: Leg) -> None:
-        for members in self._members.values():
-            members.discard(leg.id)
+        self._forget_bridge(leg.id)
         self._members[bridge.id].add(leg.id)
+        self._bridge_of[leg.id] = bridge.id
         self._engine.join(leg.id, bridge.id)
 
     def leave(self, leg: Leg) -> None:
-        for members in self._members.values():
-            members.discard(leg.id)
+        self._forget_bridge(leg.id)
         self._engine.leave(leg.id)
+
+    def _forget_bridge(self, leg_id: int) -> None:
+        old = self._bridge_of.pop(leg_id, None)
+        if old is not None and old in self._members:
+            self._members[old].discard(leg_id)
 
     def unbridge(self, bridge: Bridge) -> None:
         """Disconnect every leg of the bridge (a recording running on it is stopped)."""
         for leg_id in self._members.pop(bridge.id, set()):
+            self._bridge_of.pop(leg_id, None)
             self._engine.leave(leg_id)
         self._engine.group_mode(bridge.id, False)
         self._free_groups.append(bridge.id)
@@ -289,7 +297,7 @@ class MediaEngine:
     def play(self, leg: Leg, pcm: bytes, loop: bool = False) -> int:
         """Play 8 kHz mono PCM16 into a leg (what its far end hears), replacing the bridge audio until it
         ends; a leg in no bridge gets a bridge of its own. Returns the id `play_done` will carry."""
-        if not any(leg.id in members for members in self._members.values()):
+        if leg.id not in self._bridge_of:
             self.conference([leg])
         play_id = next(self._ids)
         data = bytes(pcm)
@@ -316,6 +324,11 @@ class MediaEngine:
         leg's bridge then also feeds the tick: relayed packets still go out on arrival, a copy is decoded."""
         self._engine.inband(leg.id, on)
 
+    def detect_amd(self, leg: Leg, params: dict | None) -> None:
+        """Start answering machine detection on what the leg's far end sends (`params`: the AMD kernel's,
+        see media.amd.AmdParams.kernel), from now on; None stops it. Reports `amd` segment events."""
+        self._engine.amd(leg.id, params)
+
     def stats(self, leg: Leg) -> LegStats | None:
         """Live counters (each exact, the set possibly a packet apart); None for a destroyed leg."""
         counters = self._engine.leg_stats(leg.id)
@@ -329,6 +342,7 @@ class MediaEngine:
         the pools only then, once the media thread has let go of the socket."""
         entry = self._legs.pop(leg.id, None)
         if entry is not None:
+            self._forget_bridge(leg.id)  # the media thread takes it out of its bridge as it closes it
             self._engine.del_leg(leg.id)
             self._closing[leg.id] = entry
 
@@ -381,6 +395,8 @@ class MediaEngine:
         if kind in ("dtmf", "dtmf_inband"):
             source = "rfc4733" if kind == "dtmf" else "inband"
             return {"digit": DTMF_DIGITS[v[0]], "start_ns": v[1], "duration_ms": v[2], "source": source}
+        if kind == "amd":  # a segment boundary, in ms since detection started
+            return {"segment": AMD_SEGMENTS[v[0]], "start_ms": v[1] // 8, "freq_hz": v[2], "now_ms": v[3] // 8}
         if kind == "dtmf_sent":
             return {"digit": DTMF_DIGITS[v[0]]}
         if kind == "play_done":

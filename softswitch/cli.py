@@ -1,4 +1,4 @@
-"""The `softswitch` command line: serve, check-config, media dtmf (more subcommands arrive with their issues)."""
+"""The `softswitch` command line: serve, check-config, media dtmf, media amd (more arrive with their issues)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from softswitch import __version__, config, logs
@@ -67,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
         "read is reported on stderr and the others are still processed (exit code 1).",
     )
     dtmf.add_argument("files", nargs="+", metavar="FILE", help="WAV file(s)")
+    amd = media_sub.add_parser(
+        "amd",
+        help="answering machine detection on WAV files",
+        description="Decide whether a person, a voicemail greeting or nobody answered, from a recording of what "
+        "the far end sent from the moment it answered (8 kHz mono PCM16 or G.711 WAV), and when the greeting's "
+        'beep ended. Prints one JSON line per file: {"file", "result": "human"|"machine"|"unknown", '
+        '"decision_ms", "beep_end_ms"}. Unreadable files are reported on stderr (exit code 1).',
+    )
+    amd.add_argument("files", nargs="+", metavar="FILE", help="WAV file(s)")
     return p
 
 
@@ -102,26 +112,42 @@ def _read_8k_wav(path: str) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
-def cmd_media_dtmf(args: argparse.Namespace) -> int:
-    """One JSON line per readable file on stdout, one `softswitch: FILE: reason` line per other on stderr."""
-    from media import dtmf
-
+def _each_file(paths: list[str], analyse: Callable[[np.ndarray], dict]) -> int:
+    """One JSON line per readable file on stdout (`file` first, then what `analyse` says of its samples),
+    one `softswitch: FILE: reason` line per other on stderr; 1 if any file failed."""
     status = 0
-    for path in args.files:
+    for path in paths:
         try:
             pcm = _read_8k_wav(path)
         except ValueError as exc:
             print(f"softswitch: {exc}", file=sys.stderr)
             status = 1
             continue
+        print(json.dumps({"file": path, **analyse(pcm)}), flush=True)
+    return status
+
+
+def cmd_media_dtmf(args: argparse.Namespace) -> int:
+    from media import dtmf
+
+    def digits(pcm: np.ndarray) -> dict:
         events = dtmf.detect(pcm)
-        line = {
-            "file": path,
+        return {
             "digits": "".join(e.digit for e in events),
             "events": [{"digit": e.digit, "start_ms": e.start_ms, "end_ms": e.end_ms} for e in events],
         }
-        print(json.dumps(line), flush=True)
-    return status
+
+    return _each_file(args.files, digits)
+
+
+def cmd_media_amd(args: argparse.Namespace) -> int:
+    from media import amd
+
+    def verdict(pcm: np.ndarray) -> dict:
+        r = amd.analyze(pcm, detect_beep=True)
+        return {"result": r.result, "decision_ms": r.decision_ms, "beep_end_ms": r.beep_end_ms}
+
+    return _each_file(args.files, verdict)
 
 
 def _load_or_report(path: str) -> config.Config | None:
@@ -167,6 +193,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "media":
-        return {"dtmf": cmd_media_dtmf}[args.media_command](args)
+        return {"dtmf": cmd_media_dtmf, "amd": cmd_media_amd}[args.media_command](args)
     handler = {"serve": cmd_serve, "check-config": cmd_check_config}[args.command]
     return handler(args)

@@ -90,6 +90,7 @@ class Trunk(_Section):
 class Route(_Section):
     match: str
     to: str
+    machine_detection: str = ""  # "", "enable" or "detect_message_end": AMD on the answered outbound side
 
 
 class Config(_Section):
@@ -253,6 +254,11 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
             yield ("routes", i, "to"), f"unknown trunk {target!r}"
         elif kind == "app" and (urlsplit(target).scheme not in ("http", "https") or not urlsplit(target).netloc):
             yield ("routes", i, "to"), f"app target must be an http(s) URL, got {target!r}"
+        if route.machine_detection not in ("", "enable", "detect_message_end"):
+            yield (
+                ("routes", i, "machine_detection"),
+                f"must be enable or detect_message_end (or absent), not {route.machine_detection!r}",
+            )
 
 
 def _check_tls(sip: SipConfig) -> Iterator[tuple[tuple, str]]:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from softswitch.config import Config, Trunk, parse_hostport
 
+_UNSEEN = object()
+_SOURCES_KEPT = 4096  # source hosts whose trunk (or none) is remembered
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -23,6 +26,7 @@ class Target:
     kind: str
     name: str
     route: int  # the route's index in the config, for logs and CDRs
+    machine_detection: str = ""  # AMD on this target's answer: "", "enable" or "detect_message_end"
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
@@ -32,22 +36,32 @@ class Router:
     """First-match routing over the config's routes, plus the trunk lookups the B2BUA needs."""
 
     def __init__(self, cfg: Config):
-        self._routes = [(re.compile(r.match), r.to) for r in cfg.routes]
+        self._routes = [(re.compile(r.match), r.to, r.machine_detection) for r in cfg.routes]
         self.trunks: dict[str, Trunk] = {t.name: t for t in cfg.trunks}
         self._inbound = [(ipaddress.ip_network(net, strict=False), t) for t in cfg.trunks for net in t.inbound_from]
+        self._by_source: dict[str, Trunk | None] = {}
 
     def targets(self, user: str) -> list[Target]:
         """Every route matching `user` (re.fullmatch semantics are up to the pattern: search is used, so
         anchor patterns with ^...$ as the sample config does), in order."""
         out = []
-        for i, (pattern, to) in enumerate(self._routes):
+        for i, (pattern, to, amd) in enumerate(self._routes):
             if pattern.search(user):
                 kind, _, name = to.partition(":")
-                out.append(Target(kind, name, i))
+                out.append(Target(kind, name, i, amd))
         return out
 
     def trunk_for_source(self, host: str) -> Trunk | None:
-        """The trunk whose `inbound_from` networks contain `host`, if any."""
+        """The trunk whose `inbound_from` networks contain `host`, if any. Remembered per host: every INVITE
+        asks, from the same few carrier addresses, and parsing the address cost more than the rest."""
+        found = self._by_source.get(host, _UNSEEN)
+        if found is _UNSEEN:
+            if len(self._by_source) >= _SOURCES_KEPT:
+                self._by_source.clear()  # many distinct callers (softphones): start over rather than grow
+            found = self._by_source[host] = self._match_source(host)
+        return found
+
+    def _match_source(self, host: str) -> Trunk | None:
         try:
             addr = ipaddress.ip_address(host.strip("[]"))
         except ValueError:

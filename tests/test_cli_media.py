@@ -1,5 +1,6 @@
-"""`softswitch media dtmf FILE...` run as a real process on generated WAV files: one JSON line per file in the
-DESIGN.md shape, refused files named on stderr with the reason, the others still processed, exit code 1."""
+"""`softswitch media dtmf FILE...` and `softswitch media amd FILE...` run as real processes on generated WAV
+files: one JSON line per file in the DESIGN.md shape, refused files named on stderr with the reason, the
+others still processed, exit code 1."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import wave
 from pathlib import Path
 
+import amd_data
 import dtmf_signals as sig
 import numpy as np
 
@@ -18,9 +20,9 @@ from media import g711
 PCM, ALAW, MULAW = 1, 6, 7
 
 
-def run(*files: Path | str) -> subprocess.CompletedProcess[str]:
+def run(*files: Path | str, tool: str = "dtmf") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "softswitch", "media", "dtmf", *map(str, files)],
+        [sys.executable, "-m", "softswitch", "media", tool, *map(str, files)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -120,3 +122,27 @@ def test_cli_media_dtmf_refuses_8_bit_pcm(tmp_path):
     result = run(path)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith(f"softswitch: {path}: unsupported encoding")
+
+
+def test_cli_media_amd_lines_for_a_person_a_machine_with_a_beep_and_silence(tmp_path):
+    cases = {c.category: c for c in amd_data.build(quick=True)}
+    human, machine, silence = cases["human_short"], cases["machine_beep"], cases["silence"]
+    files = [
+        write_pcm16(tmp_path / "human.wav", human.pcm),
+        write_g711(tmp_path / "machine.wav", machine.pcm, MULAW),
+        write_g711(tmp_path / "silence.wav", silence.pcm, ALAW),
+    ]
+    bad = write_pcm16(tmp_path / "wideband.wav", np.zeros(1600, np.int16), rate=16000)
+    result = run(files[0], bad, *files[1:], tool="amd")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"softswitch: {bad}: ") and "16000 Hz" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [list(obj) for obj in lines] == [["file", "result", "decision_ms", "beep_end_ms"]] * 3
+    assert [(obj["file"], obj["result"]) for obj in lines] == [
+        (str(files[0]), "human"),
+        (str(files[1]), "machine"),
+        (str(files[2]), "unknown"),
+    ]
+    assert all(isinstance(obj["decision_ms"], int) for obj in lines)
+    assert lines[0]["beep_end_ms"] is None and lines[2]["beep_end_ms"] is None
+    assert abs(lines[1]["beep_end_ms"] - machine.beep_end_ms) <= 300

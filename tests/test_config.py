@@ -126,6 +126,10 @@ def replace(old: str, new: str) -> str:
             "sw.toml:29: routes[0].to: unknown trunk 'carrier-b'",
         ),
         (
+            replace('to = "trunk:carrier-a"', 'to = "trunk:carrier-a"\nmachine_detection = "always"'),
+            "sw.toml:30: routes[0].machine_detection: must be enable or detect_message_end",
+        ),
+        (
             replace('to = "user:alice"', 'to = "pstn:alice"'),
             "sw.toml:33: routes[1].to: expected user:NAME, trunk:NAME or app:URL",
         ),

@@ -409,6 +409,7 @@ static void leg_close(engine_t *e, int id)
         return;
     leg_play_stop(e, id, 1);
     leg_inband(e, id, 0);
+    leg_amd(e, id, NULL);
     group_leave(e, id);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
     close(l->fd);
@@ -521,6 +522,10 @@ static void apply(engine_t *e, const eng_cmd_t *c)
         break;
     case CMD_INBAND:
         leg_inband(e, c->leg, c->flags);
+        break;
+    case CMD_AMD:
+        leg_amd(e, c->leg, c->flags ? (const amd_params_t *)c->ptr : NULL);
+        free((void *)c->ptr);
         break;
     }
 }

@@ -8,7 +8,8 @@
  *  - processed: packets of legs in a processed group go into a jitter buffer, and every 20 ms tick
  *    (timerfd, absolute deadlines) decodes, mixes, plays, records, encodes and sends (mix.c).
  * RFC 4733 events are parsed on arrival on both paths and relayed or generated (rfc4733.c); legs told
- * to listen for in-band DTMF run the detector (dtmf.c) on their decoded audio in the tick (mix.c).
+ * to listen for in-band DTMF or answering machines run those detectors (dtmf.c, amd.c) on their decoded
+ * audio in the tick (mix.c).
  */
 #ifndef SOFTSWITCH_ENGINE_H
 #define SOFTSWITCH_ENGINE_H
@@ -32,6 +33,8 @@ enum {
     CMD_PLAY_STOP,     /* leg */
     CMD_DTMF,          /* leg, flags = event code (0-15), other = duration ms */
     CMD_INBAND,        /* leg, flags = 1 detect in-band DTMF in what the far end sends, 0 stop */
+    CMD_AMD,           /* leg, flags = 1 start answering machine detection (ptr = malloc'd amd_params_t,
+                          freed by the media thread), 0 stop */
     CMD_STOP
 };
 
@@ -45,6 +48,8 @@ enum {
     EV_PLAY_DONE,      /* leg: v[0] play id, v[1] 1 if stopped before the end */
     EV_DTMF_SENT,      /* leg: v[0] event code */
     EV_DTMF_INBAND,    /* leg: as EV_DTMF, heard in the audio (start from the first sample of the tone) */
+    EV_AMD,            /* leg: v[0] segment kind, v[1] its start, v[3] now (samples since detection
+                          started), v[2] a tone's frequency in Hz */
 };
 
 typedef struct {

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "amd.h"
 #include "dtmf.h"
 #include "engine.h"
 #include "jitter.h"
@@ -76,6 +77,9 @@ typedef struct {
     /* in-band DTMF detector (allocated while asked for) and the samples it has heard */
     dtmf_state_t *inband;
     int64_t inband_samples;
+    /* answering machine detection, the same way */
+    amd_state_t *amd;
+    int64_t amd_samples;
     /* player */
     const int16_t *play;
     int64_t play_len, play_pos;
@@ -129,6 +133,8 @@ void group_rec_start(engine_t *e, int gid, wav_writer_t *writer, int channels, i
 void group_rec_stop(engine_t *e, int gid);
 void leg_play_stop(engine_t *e, int id, int interrupted);
 void leg_inband(engine_t *e, int id, int on);
+void leg_amd(engine_t *e, int id, const amd_params_t *params);   /* NULL stops it */
+static inline int leg_listens(const leg_t *l) { return l->inband != NULL || l->amd != NULL; }
 
 /* rtcp.c */
 void rtcp_receive(engine_t *e, leg_t *l, const uint8_t *p, int n);

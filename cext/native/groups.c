@@ -25,7 +25,7 @@ void arm_timer(engine_t *e)
 }
 
 /* Relay needs exactly two legs and nothing to change in their audio; anything else is processed. A
- * relayed group that is recorded, or has a leg listening for in-band DTMF, is "tapped": packets are still
+ * relayed group that is recorded, or has a leg listening (in-band DTMF, AMD), is "tapped": packets are still
  * forwarded on arrival (no added latency) and a copy goes through each leg's jitter buffer to the
  * recorder and the detectors on the tick. */
 void group_update_mode(engine_t *e, int gid)
@@ -40,7 +40,7 @@ void group_update_mode(engine_t *e, int gid)
         }
         tapped = !processed && g->rec != NULL;
         for (int i = 0; !processed && !tapped && i < g->n; i++)
-            tapped = e->legs[g->members[i]].inband != NULL;
+            tapped = leg_listens(&e->legs[g->members[i]]);
     }
     int ticking = processed || tapped;
     if (ticking != (g->processed || g->tapped))

@@ -4,7 +4,8 @@
  * (mono); the result is encoded in each leg's codec and sent on the leg's continuous stream.
  * Concealment: a missing frame repeats the last one at half level, twice, then silence.
  * A leg listening for in-band DTMF runs the detector on its decoded frame, before any mixing: a digit is
- * reported once, when its tone has ended, with its start on the media clock.
+ * reported once, when its tone has ended, with its start on the media clock. A leg under answering
+ * machine detection feeds the AMD kernel the same way, which reports segment boundaries (amd.c).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -89,6 +90,42 @@ void leg_inband(engine_t *e, int id, int on)
         group_update_mode(e, l->group);
 }
 
+void leg_amd(engine_t *e, int id, const amd_params_t *params)
+{
+    leg_t *l = &e->legs[id];
+    if (params) {
+        if (!l->amd && !(l->amd = malloc(sizeof *l->amd)))
+            return;
+        amd_init(l->amd, params); /* a new start: its clock restarts */
+        l->amd_samples = 0;
+    } else if (l->amd) {
+        free(l->amd);
+        l->amd = NULL;
+    } else {
+        return;
+    }
+    if (l->group >= 0)
+        group_update_mode(e, l->group);
+}
+
+static void detect_amd(engine_t *e, int id, leg_t *l)
+{
+    amd_event_t found[2 * (FRAME / AMD_FRAME + 1)];
+    size_t n = amd_process(l->amd, l->in_pcm, FRAME, found);
+    l->amd_samples += FRAME;
+    for (size_t k = 0; k < n; k++) {
+        eng_event_t ev;
+        memset(&ev, 0, sizeof ev);
+        ev.type = EV_AMD;
+        ev.leg = id;
+        ev.v[0] = found[k].kind;
+        ev.v[1] = found[k].start;
+        ev.v[2] = found[k].freq_hz;
+        ev.v[3] = l->amd_samples;
+        eng_emit(e, &ev);
+    }
+}
+
 static void detect(engine_t *e, int id, leg_t *l)
 {
     dtmf_event_t found[FRAME / DTMF_SUB + 1];
@@ -138,6 +175,8 @@ void group_tick(engine_t *e, int gid)
         pull(l, e->now_ns);
         if (l->inband)
             detect(e, g->members[k], l);
+        if (l->amd)
+            detect_amd(e, g->members[k], l);
         if (l->muted)
             continue;
         if (l->gain == 1.0f) {

@@ -27,8 +27,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from media.amd import AmdResult
 from media.dtmf import tones as dtmf_tones
 from softswitch.b2bua import transfer
+from softswitch.b2bua.amd import CallAmd
 from softswitch.b2bua.dtmf import DTMF_RELAY, DtmfMerger, parse_dtmf_relay
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
@@ -120,6 +122,7 @@ class Call:
         self.caller_user = _user_of_from(invite)
         self.called_user = _user(invite)
         self.dtmf: DtmfMerger | None = None  # made at the first digit: most calls never see one
+        self.amd: CallAmd | None = None  # answering machine detection on the answered side, when asked for
 
     # -- routing -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -255,7 +258,10 @@ class Call:
         self._arm_session("b")
         self.sw.timer(self, "max_duration", self.sw.max_duration_s, self.on_max_duration)
         self.sw.save(self)
-        self.sw.publish(self, "call.answered", {"answered_by": None})
+        if fork.target.machine_detection:  # call.answered waits for the verdict (on_amd)
+            self.amd = CallAmd(self, "b", fork.target.machine_detection)
+        else:
+            self.sw.publish(self, "call.answered", {"answered_by": None})
 
     def _fork_failed(self, fork: Fork, status: int, reason: str, response: Response | None) -> None:
         if fork.done:
@@ -569,6 +575,19 @@ class Call:
         data = {"digit": digit, "source": source, "duration_ms": duration_ms, "from": party}
         self.sw.publish(self, "call.dtmf", data)
 
+    def on_amd(self, amd: CallAmd, result: AmdResult, answered_by: str) -> None:
+        """The detector's final word: the held-back `call.answered`, then `call.amd`."""
+        self.sw.publish(self, "call.answered", {"answered_by": answered_by})
+        data = {
+            "answered_by": answered_by,
+            "result": result.result,
+            "decision_ms": result.decision_ms,
+            "beep_end_ms": result.beep_end_ms,
+            "reason": result.reason,
+            "from": "callee" if amd.side == "b" else "caller",
+        }
+        self.sw.publish(self, "call.amd", data)
+
     def send_dtmf(self, side: str, digits: str, *, duration_ms: int = 100, method: str = "auto") -> str:
         """Send keys to `side`'s far end: RFC 4733 events when that side negotiated telephone-event (or
         `method="rfc4733"`), in-band tones otherwise (or `method="inband"`, for carriers that want them).
@@ -662,6 +681,8 @@ class Call:
         rec.status = status
         rec.ended_at = now
         rec.hangup_code, rec.hangup_reason, rec.hangup_by = code, reason, by
+        if self.amd is not None:
+            self.amd.abandon()  # an undecided detector says unknown before the call completes
         stats = self.media.close()
         for leg in rec.legs:
             leg.ended_at = leg.ended_at or now

@@ -338,13 +338,17 @@ class B2bua:
         return True
 
     def on_media_events(self, events: list[MediaEvent]) -> None:
-        """Media events in a batch: digits (RFC 4733 or in-band) go to their call, for `call.dtmf`."""
+        """Media events in a batch: digits (RFC 4733 or in-band) and AMD segments go to their call."""
         for ev in events:
             owner = self._media_legs.get(ev.leg)
             if ev.kind == "dtmf" and owner is not None:
                 call, side = owner
                 d = ev.detail
                 call.on_dtmf(side, d["digit"], d["source"], d["duration_ms"], d["start_ns"])
+            elif ev.kind == "amd" and owner is not None:
+                call, side = owner
+                if call.amd is not None and call.amd.side == side:
+                    call.amd.on_segment(ev.detail)
             elif ev.kind not in ("leg_closed", "latched"):
                 event(log, "media.event", level=logging.DEBUG, kind=ev.kind, leg=ev.leg)
 

@@ -7,6 +7,7 @@ import asyncio
 import socket
 import struct
 
+import dtmf_signals as sig
 import numpy as np
 import pytest
 from helpers import header, rtp
@@ -44,6 +45,14 @@ ping_interval_s = 0
 [[routes]]
 match = "^1000$"
 to = "trunk:carrier"
+[[routes]]
+match = "^2000$"
+to = "trunk:carrier"
+machine_detection = "enable"
+[[routes]]
+match = "^2001$"
+to = "trunk:carrier"
+machine_detection = "detect_message_end"
 """
 
 
@@ -205,6 +214,68 @@ async def test_call_inband_digits_from_the_caller_become_one_call_dtmf_per_press
     assert [(e.data["digit"], e.data["from"]) for e in seen] == [(d, "caller") for d in "47#7"]
     assert {e.data["source"] for e in seen} <= ({"inband", "rfc4733"} if events_too else {"inband"})
     assert all(90 <= e.data["duration_ms"] <= 110 for e in seen)
+
+
+async def far_end_says(port: int, pcm: np.ndarray) -> None:
+    """The callee's side sending `pcm` (8 kHz PCM16) as PCMU in real time from another socket of its host,
+    as a far end whose media comes from elsewhere than its SDP said (the engine latches onto it)."""
+    audio = ulaw_encode(pcm)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+        far.bind(("127.0.0.1", CALLEE["media_port"] + 8))
+        for i in range(len(pcm) // 160):
+            await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
+            far.sendto(rtp(i, 160 * i, 0x5151, payload=audio[i * 160 : (i + 1) * 160]), ("127.0.0.1", port))
+
+
+def beep(ms: int, hz: float) -> np.ndarray:
+    t = np.arange(ms * 8) / 8000
+    return (6000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+@pytest.mark.parametrize(
+    "number,says,answered_by",
+    [
+        ("2000", "Hello?", "human"),
+        ("2001", "Hi, this is Sam, leave a message.", "machine_end_beep"),
+    ],
+    ids=["enable-human", "message-end-machine"],
+)
+async def test_call_machine_detection_holds_call_answered_for_the_verdict(services, number, says, answered_by):
+    seen = []
+    services.bus.subscribe(seen.append, types=["call.answered", "call.amd"])
+    speech = sig.pcm(sig.speech(says, rms_dbm0=-16.0))
+    pcm = [np.zeros(4000, np.int16), speech]
+    if answered_by == "machine_end_beep":
+        pcm += [np.zeros(2400, np.int16), beep(500, 1000.0)]
+    pcm = np.concatenate([*pcm, np.zeros(8000 * 3, np.int16)])
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(
+            asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", service=number, **CALLER)
+        )
+        call = await answered_call(services)
+        assert seen == []  # answered, but call.answered waits for the detector
+        await far_end_says(call.media.legs["b"].port, pcm)
+        for _ in range(50):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        call.hangup("system", 200, "test over")
+        await caller
+        await asyncio.to_thread(callee.wait, 10)
+    assert [e.type for e in seen] == ["call.answered", "call.amd"]
+    answered, amd = seen
+    assert answered.data["answered_by"] == answered_by == amd.data["answered_by"]
+    loud = np.flatnonzero(np.abs(speech.astype(float)) > 300)  # espeak-ng pads its speech with silence
+    speech_end_ms = 500 + loud[-1] / 8
+    if answered_by == "human":  # a short greeting, then a second of silence
+        assert amd.data["result"] == "human" and amd.data["beep_end_ms"] is None
+        assert speech_end_ms + 900 <= amd.data["decision_ms"] <= speech_end_ms + 1400
+    else:  # the beep decides at once; its end is reported
+        beep_end_ms = 500 + len(speech) / 8 + 300 + 500
+        assert amd.data["result"] == "machine" and amd.data["reason"] == "beep"
+        assert abs(amd.data["beep_end_ms"] - beep_end_ms) <= 150
 
 
 async def _packets(sock: socket.socket, seconds: float) -> list[bytes]:
