@@ -38,6 +38,9 @@ buffers (/proc/net/udp, per socket) are reported per step: they tell loss at the
 The load generators are kept from deciding the result: SIPp's SIP sockets get 4 MB buffers (-buff_size)
 and the callee's RTP echo socket an 8 MB one (set from here, see start_uas).
 Ports: SIP and SIPp on 16000-16999, the switch's RTP on 20000-29999.
+SIPp's SDP offers no telephone-event, so with the switch's default `[calls] inband_dtmf = "auto"` every leg
+listens for in-band DTMF (its bridge is tapped: each leg decoded in the media thread's tick); the
+environment variable SIP_LOAD_INBAND_DTMF=never|always|auto sets it for a run.
 """
 
 from __future__ import annotations
@@ -394,6 +397,7 @@ class Sampler(threading.Thread):
 def switch_config(workdir: Path) -> str:
     q = json.dumps  # TOML basic strings take JSON's escapes
     return (
+        f'[calls]\ninband_dtmf = "{os.environ.get("SIP_LOAD_INBAND_DTMF", "auto")}"\n\n'
         f'[sip]\nlisten = ["udp:{HOST}:{SWITCH_PORT}"]\ndomain = "sip-load.test"\n\n'
         f'[media]\nrtp_ports = "{SWITCH_RTP[0]}-{SWITCH_RTP[1]}"\nrecordings_dir = {q(str(workdir / "recordings"))}\n\n'
         f'[api]\nlisten = "{HOST}:{API_PORT}"\n\n'
