@@ -13,7 +13,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -103,6 +103,7 @@ class Config(_Section):
     users: list[User] = msgspec.field(default_factory=list)
     trunks: list[Trunk] = msgspec.field(default_factory=list)
     routes: list[Route] = msgspec.field(default_factory=list)
+    amd: dict[str, int | float] = msgspec.field(default_factory=dict)  # media.amd.AmdParams fields over its defaults
 
     def rtp_port_range(self) -> tuple[int, int]:
         return parse_port_range(self.media.rtp_ports)
@@ -205,6 +206,7 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
     if cfg.sip.t2_ms < cfg.sip.t1_ms:
         yield ("sip", "t2_ms"), "must not be smaller than t1_ms"
     yield from _check_tls(cfg.sip)
+    yield from _check_amd(cfg.amd)
     try:
         parse_port_range(cfg.media.rtp_ports)
     except ValueError as exc:
@@ -259,6 +261,21 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
                 ("routes", i, "machine_detection"),
                 f"must be enable or detect_message_end (or absent), not {route.machine_detection!r}",
             )
+
+
+def _check_amd(table: dict[str, int | float]) -> Iterator[tuple[tuple, str]]:
+    """[amd] holds answering machine detection's parameters (media.amd.AmdParams), checked by it."""
+    from media.amd import AmdParams
+
+    known = {f.name for f in fields(AmdParams)}
+    for key in table:
+        if key not in known:
+            yield ("amd", key), f"unknown key (known: {', '.join(sorted(known))})"
+    try:
+        AmdParams(**{k: v for k, v in table.items() if k in known})
+    except ValueError as exc:
+        name = str(exc).split()[0]
+        yield ("amd", name if name in known else "(table)"), str(exc).removeprefix(name).strip()
 
 
 def _check_tls(sip: SipConfig) -> Iterator[tuple[tuple, str]]:

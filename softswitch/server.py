@@ -14,6 +14,7 @@ import signal
 from aiohttp import web
 
 from api.app import create_app
+from media.amd import AmdParams
 from media.engine import MediaEngine
 from softswitch import __version__
 from softswitch.b2bua.switch import B2bua
@@ -77,6 +78,7 @@ class Services:
             max_duration_s=cfg.calls.max_duration_s,
             session_interval_s=cfg.calls.session_expires_s,
             inband_dtmf=cfg.calls.inband_dtmf,
+            amd=AmdParams(**cfg.amd),
         )
         self.calls.close_orphans()
         self.sip = SipEndpoint(

@@ -157,6 +157,14 @@ def replace(old: str, new: str) -> str:
             replace("[api]", '[calls]\ninband_dtmf = "sometimes"\n[api]'),
             "sw.toml:10: calls.inband_dtmf: must be auto, always or never, not 'sometimes'",
         ),
+        (
+            replace("[api]", "[amd]\ngreeting_ms = 0\n[api]"),
+            "sw.toml:10: amd.greeting_ms: must be positive",
+        ),
+        (
+            replace("[api]", "[amd]\ngreetings_ms = 3000\n[api]"),
+            "sw.toml:10: amd.greetings_ms: unknown key",
+        ),
         (replace("[api]", "[api"), "sw.toml:9: (syntax): invalid TOML"),
     ],
 )

@@ -259,7 +259,7 @@ class Call:
         self.sw.timer(self, "max_duration", self.sw.max_duration_s, self.on_max_duration)
         self.sw.save(self)
         if fork.target.machine_detection:  # call.answered waits for the verdict (on_amd)
-            self.amd = CallAmd(self, "b", fork.target.machine_detection)
+            self.amd = CallAmd(self, "b", fork.target.machine_detection, self.sw.amd_params)
         else:
             self.sw.publish(self, "call.answered", {"answered_by": None})
 

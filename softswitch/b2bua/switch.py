@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from media.amd import AmdParams
 from media.engine import MediaEngine, MediaEvent
 from softswitch.b2bua import transfer
 from softswitch.b2bua.call import ALLOW, SDP, Call, Fork, new_call_id
@@ -55,6 +56,7 @@ class B2bua:
         max_duration_s: float = 4 * 3600.0,
         session_interval_s: int = DEFAULT_INTERVAL,
         inband_dtmf: str = "auto",
+        amd: AmdParams | None = None,
         wall: Callable[[], float] = time.time,
     ):
         self.engine = engine
@@ -68,6 +70,7 @@ class B2bua:
         self.max_duration_s = max_duration_s
         self.session_interval_s = session_interval_s
         self.inband_dtmf = inband_dtmf
+        self.amd_params = amd or AmdParams()
         self.wall = wall
         self.endpoint = None
         self.trunks = None  # softswitch.trunks.Trunks once started: which trunks answer their pings

@@ -28,6 +28,8 @@ def config(tmp_path, inband_dtmf: str = "auto") -> str:
     return f"""
 [calls]
 inband_dtmf = "{inband_dtmf}"
+[amd]
+beep_gap_ms = 300
 [sip]
 listen = ["udp:127.0.0.1:{SWITCH}"]
 t1_ms = 100
@@ -256,6 +258,7 @@ async def test_call_machine_detection_holds_call_answered_for_the_verdict(servic
         )
         call = await answered_call(services)
         assert seen == []  # answered, but call.answered waits for the detector
+        assert call.amd.params.beep_gap_ms == 300  # [amd] from the config
         await far_end_says(call.media.legs["b"].port, pcm)
         for _ in range(50):
             if len(seen) >= 2:
