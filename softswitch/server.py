@@ -79,6 +79,7 @@ class Services:
             session_interval_s=cfg.calls.session_expires_s,
             inband_dtmf=cfg.calls.inband_dtmf,
             amd=AmdParams(**cfg.amd),
+            recordings_dir=cfg.media.recordings_dir,
         )
         self.calls.close_orphans()
         self.sip = SipEndpoint(

@@ -23,6 +23,7 @@ from media.engine import MediaEngine, MediaEvent
 from softswitch.b2bua import transfer
 from softswitch.b2bua.call import ALLOW, SDP, Call, Fork, new_call_id
 from softswitch.b2bua.media import CallMedia
+from softswitch.b2bua.recording import Recordings
 from softswitch.b2bua.session_timer import DEFAULT_INTERVAL, request_headers
 from softswitch.events import EventBus, new_id
 from softswitch.logs import event
@@ -57,6 +58,7 @@ class B2bua:
         session_interval_s: int = DEFAULT_INTERVAL,
         inband_dtmf: str = "auto",
         amd: AmdParams | None = None,
+        recordings_dir: str = "var/recordings",
         wall: Callable[[], float] = time.time,
     ):
         self.engine = engine
@@ -71,6 +73,7 @@ class B2bua:
         self.session_interval_s = session_interval_s
         self.inband_dtmf = inband_dtmf
         self.amd_params = amd or AmdParams()
+        self.recordings = Recordings(self, recordings_dir)
         self.wall = wall
         self.endpoint = None
         self.trunks = None  # softswitch.trunks.Trunks once started: which trunks answer their pings
@@ -341,13 +344,16 @@ class B2bua:
         return True
 
     def on_media_events(self, events: list[MediaEvent]) -> None:
-        """Media events in a batch: digits (RFC 4733 or in-band) and AMD segments go to their call."""
+        """Media events in a batch: digits (RFC 4733 or in-band), AMD segments and finished recordings go to
+        their call."""
         for ev in events:
             owner = self._media_legs.get(ev.leg)
             if ev.kind == "dtmf" and owner is not None:
                 call, side = owner
                 d = ev.detail
                 call.on_dtmf(side, d["digit"], d["source"], d["duration_ms"], d["start_ns"])
+            elif ev.kind == "recording_done":
+                self.recordings.on_done(ev.detail)
             elif ev.kind == "amd" and owner is not None:
                 call, side = owner
                 if call.amd is not None and call.amd.side == side:
@@ -404,6 +410,7 @@ class B2bua:
         """The call ended: drop it from every table, stop its timers, write its record."""
         self.calls.pop(call.id, None)
         self._invites.pop(call.key, None)
+        self.recordings.call_ended(call)
         for leg in call.media.legs.values():
             if self._media_legs.get(leg.id, (None,))[0] is call:
                 del self._media_legs[leg.id]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import wave
 
 import dtmf_signals as sig
 import numpy as np
@@ -15,6 +16,7 @@ from interop.sipp import run_uac, uas
 
 from media.dtmf import detect, tones
 from media.g711 import ulaw_decode, ulaw_encode
+from softswitch.b2bua.recording import RecordingError
 from softswitch.b2bua.session_timer import SessionTimer
 from softswitch.config import parse
 from softswitch.server import Services
@@ -35,6 +37,7 @@ listen = ["udp:127.0.0.1:{SWITCH}"]
 t1_ms = 100
 [media]
 rtp_ports = "14900-14999"
+recordings_dir = "{tmp_path / "recordings"}"
 [api]
 listen = "127.0.0.1:14801"
 [store]
@@ -218,17 +221,21 @@ async def test_call_inband_digits_from_the_caller_become_one_call_dtmf_per_press
     assert all(90 <= e.data["duration_ms"] <= 110 for e in seen)
 
 
-async def far_end_says(port: int, pcm: np.ndarray) -> None:
-    """The callee's side sending `pcm` (8 kHz PCM16) as PCMU in real time from another socket of its host,
-    as a far end whose media comes from elsewhere than its SDP said (the engine latches onto it)."""
+async def far_end_says(port: int, pcm: np.ndarray, bind_port: int = CALLEE["media_port"] + 8) -> None:
+    """A side sending `pcm` (8 kHz PCM16) as PCMU in real time from another socket of its host, as a far
+    end whose media comes from elsewhere than its SDP said (the engine latches onto it)."""
     audio = ulaw_encode(pcm)
     loop = asyncio.get_running_loop()
     start = loop.time()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
-        far.bind(("127.0.0.1", CALLEE["media_port"] + 8))
+        far.bind(("127.0.0.1", bind_port))
         for i in range(len(pcm) // 160):
             await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
             far.sendto(rtp(i, 160 * i, 0x5151, payload=audio[i * 160 : (i + 1) * 160]), ("127.0.0.1", port))
+
+
+async def caller_says(port: int, pcm: np.ndarray) -> None:
+    await far_end_says(port, pcm, CALLER["media_port"] + 8)
 
 
 def beep(ms: int, hz: float) -> np.ndarray:
@@ -279,6 +286,39 @@ async def test_call_machine_detection_holds_call_answered_for_the_verdict(servic
         beep_end_ms = 500 + len(speech) / 8 + 300 + 500
         assert amd.data["result"] == "machine" and amd.data["reason"] == "beep"
         assert abs(amd.data["beep_end_ms"] - beep_end_ms) <= 150
+
+
+@pytest.mark.parametrize("mode", ["dual", "mono"])
+async def test_call_recording_started_on_a_live_call_holds_the_caller_audio(services, mode):
+    seen = []
+    services.bus.subscribe(seen.append, types=["recording.*"])
+    tone = (8000 * np.sin(2 * np.pi * 700 * np.arange(8000) / 8000)).astype(np.int16)
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered_call(services)
+        rec = services.calls.recordings.start(call, mode)
+        with pytest.raises(RecordingError):
+            services.calls.recordings.start(call, mode)  # one at a time
+        await caller_says(call.media.legs["a"].port, tone)
+        services.calls.recordings.stop(call)
+        for _ in range(100):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        call.hangup("system", 200, "test over")
+        await caller
+        await asyncio.to_thread(callee.wait, 10)
+    assert [e.type for e in seen] == ["recording.started", "recording.ready"]
+    ready = seen[1].data
+    assert ready["recording_id"] == rec.id and ready["status"] == "completed" and ready["call_id"] == call.id
+    with wave.open(ready["path"]) as w:
+        assert (w.getnchannels(), w.getframerate()) == ((2 if mode == "dual" else 1), 8000)
+        audio = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, w.getnchannels())
+    assert abs(ready["duration_s"] - len(audio) / 8000) < 0.05 and ready["size"] > 0
+    caller_rms = float(np.sqrt(np.mean(audio[:, 0].astype(float) ** 2)))
+    assert caller_rms > 2000  # the 700 Hz tone the caller sent (about 5,600 RMS over its second)
+    if mode == "dual":
+        assert float(np.sqrt(np.mean(audio[:, 1].astype(float) ** 2))) < 100  # the callee said nothing
 
 
 async def _packets(sock: socket.socket, seconds: float) -> list[bytes]:
