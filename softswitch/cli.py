@@ -1,4 +1,4 @@
-"""The `softswitch` command line: serve, check-config, media dtmf, media amd (more arrive with their issues)."""
+"""The `softswitch` command line: serve, check-config, keys, media dtmf, media amd (more arrive with their issues)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,76 @@ def _parser() -> argparse.ArgumentParser:
         '"decision_ms", "beep_end_ms"}. Unreadable files are reported on stderr (exit code 1).',
     )
     amd.add_argument("files", nargs="+", metavar="FILE", help="WAV file(s)")
+    _keys_parser(sub)
     return p
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _keys_parser(sub: argparse._SubParsersAction) -> None:
+    """`softswitch keys ...`: API keys in the store the config names (what `serve` with it would use)."""
+    from api.auth import DEFAULT_GRACE_S, SCOPES
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        default="configs/softswitch.toml",
+        metavar="FILE",
+        help="TOML config file whose [store] path holds the keys (default: %(default)s)",
+    )
+    keys = sub.add_parser(
+        "keys",
+        help="manage API keys",
+        description="Create, list, revoke and rotate the control API's keys. Secrets are stored hashed: the "
+        "secret is printed once, by create and rotate.",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser(
+        "create",
+        parents=[common],
+        help="make a key and print its secret",
+        description="Make a key. Prints 'id: key_...' and 'secret: sk_...'; the secret is not shown again.",
+    )
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        required=True,
+        choices=SCOPES,
+        metavar="SCOPE",
+        help=f"a scope the key gets; repeat for more ({', '.join(SCOPES)}; admin implies all)",
+    )
+    create.add_argument("--test", action="store_true", help="a test-mode key (sk_test_...)")
+    keys_sub.add_parser("list", parents=[common], help="list keys", description="List keys, newest first.")
+    revoke = keys_sub.add_parser(
+        "revoke", parents=[common], help="revoke a key", description="Revoke a key: it stops working at once."
+    )
+    revoke.add_argument("id", metavar="ID", help="key id (key_...)")
+    rotate = keys_sub.add_parser(
+        "rotate",
+        parents=[common],
+        help="give a key a new secret",
+        description="Give a key a new secret and print it; the old secret keeps working for the grace period.",
+    )
+    rotate.add_argument("id", metavar="ID", help="key id (key_...)")
+    rotate.add_argument(
+        "--grace",
+        type=_seconds,
+        default=DEFAULT_GRACE_S,
+        metavar="SECONDS",
+        help="how long the old secret keeps working (default: %(default)g s, 24 h; 0 stops it now)",
+    )
 
 
 def _read_8k_wav(path: str) -> np.ndarray:
@@ -190,8 +260,67 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc(unix: float | None) -> str:
+    return "-" if unix is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Run one `keys` action on the config's store; 1 for an unknown or revoked key, 2 for a bad config."""
+    from api import auth
+    from softswitch.store import Store
+
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 2
+    try:
+        store = Store.open(cfg.store.path)
+    except SchemaTooNew as exc:
+        print(f"softswitch: {exc}", file=sys.stderr)
+        return 1
+    now = time.time()
+    try:
+        if args.keys_command == "create":
+            key, secret = auth.create_key(store, args.name, args.scopes, args.test, now)
+            print(f"id: {key.id}\nsecret: {secret}")
+            print("Store the secret now: it is not shown again.", file=sys.stderr)
+        elif args.keys_command == "list":
+            print("ID\tNAME\tSCOPES\tMODE\tPREFIX\tCREATED\tSTATUS")
+            for key in store.list_api_keys(limit=1_000_000):
+                if key.revoked_at is not None:
+                    status = f"revoked {_utc(key.revoked_at)}"
+                elif key.previous_expires_at is not None and key.previous_expires_at > now:
+                    status = f"active (old secret until {_utc(key.previous_expires_at)})"
+                else:
+                    status = "active"
+                mode = "test" if key.test else "live"
+                print(
+                    f"{key.id}\t{key.name}\t{','.join(key.scopes)}\t{mode}\t{key.prefix}\t{_utc(key.created_at)}\t{status}"
+                )
+        elif args.keys_command == "revoke":
+            key = auth.revoke_key(store, args.id, now)
+            print(f"revoked {key.id} ({_utc(key.revoked_at)})")
+        else:
+            key, secret = auth.rotate_key(store, args.id, args.grace, now)
+            print(f"id: {key.id}\nsecret: {secret}")
+            print(f"The previous secret works until {_utc(now + args.grace)}.", file=sys.stderr)
+    except auth.KeyNotFound:
+        print(f"softswitch: no API key {args.id}", file=sys.stderr)
+        return 1
+    except auth.KeyRevoked:
+        print(f"softswitch: API key {args.id} is revoked; create a new one", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"softswitch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "keys":
+        return cmd_keys(args)
     if args.command == "media":
         return {"dtmf": cmd_media_dtmf, "amd": cmd_media_amd}[args.media_command](args)
     handler = {"serve": cmd_serve, "check-config": cmd_check_config}[args.command]

@@ -59,6 +59,8 @@ class MediaConfig(_Section):
 
 class ApiConfig(_Section):
     listen: str = "127.0.0.1:8080"
+    rate_limit_per_s: float = 20.0  # requests per second each API key may make, sustained (token bucket rate)
+    rate_limit_burst: int = 40  # requests a key may make at once after being idle (bucket size)
 
 
 class StoreConfig(_Section):
@@ -216,6 +218,10 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
         ipaddress.ip_address(host)
     except ValueError as exc:
         yield ("api", "listen"), f"bad listen address {cfg.api.listen!r}: {exc}"
+    if not cfg.api.rate_limit_per_s > 0:
+        yield ("api", "rate_limit_per_s"), "must be positive"
+    if cfg.api.rate_limit_burst < 1:
+        yield ("api", "rate_limit_burst"), "must be at least 1"
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         yield ("log", "level"), "must be one of debug, info, warning, error"
     if cfg.log.format not in ("plain", "json"):
@@ -419,7 +425,10 @@ def summary(cfg: Config) -> list[str]:
     out.append(
         f"media: rtp ports {low}-{high} ({(high - low + 1) // 2} legs), recordings in {cfg.media.recordings_dir}"
     )
-    out.append(f"api listen: {cfg.api.listen}")
+    out.append(
+        f"api listen: {cfg.api.listen} (rate limit {cfg.api.rate_limit_per_s:g}/s per key, "
+        f"burst {cfg.api.rate_limit_burst})"
+    )
     out.append(f"store: {cfg.store.path}")
     out.append(f"users: {len(cfg.users)}, trunks: {len(cfg.trunks)}, routes: {len(cfg.routes)}")
     out.extend(f"route {i}: /{r.match}/ -> {r.to}" for i, r in enumerate(cfg.routes))

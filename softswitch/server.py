@@ -14,6 +14,7 @@ import signal
 from aiohttp import web
 
 from api.app import create_app
+from api.health import Check
 from media.amd import AmdParams
 from media.engine import MediaEngine
 from softswitch import __version__
@@ -36,9 +37,10 @@ log = logging.getLogger("softswitch")
 SHUTDOWN_BUDGET_S = 1.5
 
 
-async def _start_api(cfg: Config) -> web.AppRunner:
+async def _start_api(cfg: Config, store: Store, checks: dict[str, Check]) -> web.AppRunner:
     host, port = parse_hostport(cfg.api.listen)
-    runner = web.AppRunner(create_app(), handle_signals=False, access_log=None, shutdown_timeout=0.5)
+    app = create_app(store, cfg, checks=checks)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -103,10 +105,19 @@ class Services:
             await self.sip.listen(parse_listen(item))
         self.trunks.start()
         self.keepalive.start()
-        self.runner = await _start_api(self.cfg)
+        self.runner = await _start_api(self.cfg, self.store, self.ready_checks())
         _tune_gc()
         self._gc_task = asyncio.get_running_loop().create_task(_full_gc())
         event(log, "softswitch.started", version=__version__)
+
+    def ready_checks(self) -> dict[str, Check]:
+        """What `/health/ready` asks: the store answers a query, the media thread has run (its CPU clock
+        reads 0 once stopped), and SIP has listeners."""
+        return {
+            "store": lambda: self.store.version > 0,
+            "media": lambda: self.engine.cpu_seconds() > 0,
+            "sip": lambda: bool(self.sip._udp or self.sip._servers),
+        }
 
     async def close(self) -> None:
         """End every call, stop the tasks and listeners (bounded), then the media engine and the store."""

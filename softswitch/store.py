@@ -68,6 +68,38 @@ MIGRATIONS: list[list[str]] = [
         # Small (live calls only): the restart sweep for calls a crash left open reads just this.
         "CREATE INDEX calls_open ON calls (created_at) WHERE ended_at IS NULL",
     ],
+    [  # 3: API keys (each with one or more secrets: a rotated key keeps its old one until the grace ends)
+        """CREATE TABLE api_keys (
+               id TEXT PRIMARY KEY,
+               name TEXT NOT NULL,
+               scopes TEXT NOT NULL,
+               test INTEGER NOT NULL,
+               created_at REAL NOT NULL,
+               revoked_at REAL)""",
+        """CREATE TABLE api_key_secrets (
+               key_id TEXT NOT NULL REFERENCES api_keys (id),
+               prefix TEXT NOT NULL,
+               hash TEXT NOT NULL,
+               created_at REAL NOT NULL,
+               expires_at REAL)""",
+        "CREATE INDEX api_key_secrets_prefix ON api_key_secrets (prefix)",
+        "CREATE INDEX api_key_secrets_key ON api_key_secrets (key_id)",
+    ],
+    [  # 4: idempotency keys of API mutations: the first response, replayed for 24 h
+        """CREATE TABLE idempotency_keys (
+               api_key_id TEXT NOT NULL,
+               key TEXT NOT NULL,
+               fingerprint TEXT NOT NULL,
+               state TEXT NOT NULL,
+               status INTEGER,
+               headers TEXT,
+               body BLOB,
+               created_at REAL NOT NULL,
+               locked_until REAL NOT NULL,
+               expires_at REAL NOT NULL,
+               PRIMARY KEY (api_key_id, key))""",
+        "CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -256,6 +288,73 @@ def _leg_from_row(row: tuple) -> LegRecord:
     return LegRecord(*fields, media=json.loads(media))
 
 
+@dataclass(slots=True)
+class ApiKeyRecord:
+    """An API key as stored: who it is for and what it may do, never its secret (only a salted hash of each
+    of its secrets is kept, in `ApiKeySecret` rows). `prefix` is the lookup prefix of its current secret,
+    shown to tell keys apart; `previous_expires_at` is when the secret replaced by the last rotation stops
+    working (Unix time; None if the key was never rotated)."""
+
+    id: str
+    name: str
+    scopes: list[str]
+    test: bool
+    created_at: float
+    revoked_at: float | None = None
+    prefix: str = ""
+    previous_expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeySecret:
+    """One secret of a key: `prefix` (the start of the secret, indexed) finds the candidate rows, `hash`
+    (`api.auth.hash_secret`) proves the secret. `expires_at` is None for the current secret."""
+
+    key_id: str
+    prefix: str
+    hash: str
+    created_at: float
+    expires_at: float | None = None
+
+
+@dataclass(slots=True)
+class IdempotencyRecord:
+    """A mutation made with an `Idempotency-Key`: `pending` while it executes (until `locked_until`, after
+    which a crashed attempt is forgotten), then `done` with the response to replay until `expires_at`."""
+
+    api_key_id: str
+    key: str
+    fingerprint: str
+    state: str
+    created_at: float
+    locked_until: float
+    expires_at: float
+    status: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+_KEY_COLUMNS = (
+    "k.id, k.name, k.scopes, k.test, k.created_at, k.revoked_at, "
+    "(SELECT prefix FROM api_key_secrets c WHERE c.key_id = k.id AND c.expires_at IS NULL), "
+    "(SELECT MAX(expires_at) FROM api_key_secrets o WHERE o.key_id = k.id)"
+)
+_IDEMPOTENCY_COLUMNS = (
+    "api_key_id, key, fingerprint, state, created_at, locked_until, expires_at, status, headers, body"
+)
+
+
+def _key_from_row(row: tuple) -> ApiKeyRecord:
+    key_id, name, scopes, test, created_at, revoked_at, prefix, previous = row
+    return ApiKeyRecord(key_id, name, json.loads(scopes), bool(test), created_at, revoked_at, prefix or "", previous)
+
+
+def _idempotency_from_row(row: tuple) -> IdempotencyRecord:
+    *fields, headers, body = row
+    pairs = [(name, value) for name, value in json.loads(headers or "[]")]
+    return IdempotencyRecord(*fields, headers=pairs, body=bytes(body or b""))
+
+
 class SchemaTooNew(Exception):
     """The database was written by a newer softswitch; running on it could corrupt data."""
 
@@ -432,3 +531,141 @@ class Store:
 
     def tables(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+
+    def _transaction(self, statements: Iterable[tuple[str, tuple]]) -> list[int]:
+        """Run statements in one write transaction; their row counts."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            counts = [self._db.execute(sql, args).rowcount for sql, args in statements]
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return counts
+
+    # -- API keys ----------------------------------------------------------------------------------
+    def create_api_key(self, key: ApiKeyRecord, secret: ApiKeySecret) -> None:
+        """Save a new key with its first secret, together (a key without a secret could never be used)."""
+        self._transaction(
+            [
+                (
+                    "INSERT INTO api_keys (id, name, scopes, test, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (key.id, key.name, json.dumps(key.scopes), int(key.test), key.created_at, key.revoked_at),
+                ),
+                _insert_secret(secret),
+            ]
+        )
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        row = self._db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys k WHERE k.id = ?", (key_id,)).fetchone()
+        return None if row is None else _key_from_row(row)
+
+    def list_api_keys(self, *, limit: int = 50, starting_after: str | None = None) -> list[ApiKeyRecord]:
+        """Newest first (ids sort by creation time); the page after `starting_after` (an id) if given."""
+        if starting_after is None:
+            rows = self._db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys k ORDER BY k.id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys k WHERE k.id < ? ORDER BY k.id DESC LIMIT ?",
+                (starting_after, limit),
+            )
+        return [_key_from_row(row) for row in rows]
+
+    def revoke_api_key(self, key_id: str, now: float) -> ApiKeyRecord | None:
+        """Mark the key revoked (its first revocation time stays); None if there is no such key."""
+        self._db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id))
+        return self.get_api_key(key_id)
+
+    def rotate_api_key(self, key_id: str, secret: ApiKeySecret, old_expires_at: float) -> None:
+        """Make `secret` the key's current one; the others stop working at `old_expires_at` (or sooner if
+        they were already due to), and secrets expired by `secret.created_at` are deleted."""
+        self._transaction(
+            [
+                (
+                    "DELETE FROM api_key_secrets WHERE key_id = ? AND expires_at IS NOT NULL AND expires_at <= ?",
+                    (key_id, secret.created_at),
+                ),
+                (
+                    "UPDATE api_key_secrets SET expires_at = ? WHERE key_id = ? "
+                    "AND (expires_at IS NULL OR expires_at > ?)",
+                    (old_expires_at, key_id, old_expires_at),
+                ),
+                _insert_secret(secret),
+            ]
+        )
+
+    def api_key_secrets(self, prefix: str) -> list[tuple[ApiKeyRecord, ApiKeySecret]]:
+        """The secrets whose lookup prefix is `prefix`, with their keys (revoked and expired included: the
+        caller decides, with its clock)."""
+        rows = self._db.execute(
+            f"SELECT {_KEY_COLUMNS}, s.key_id, s.prefix, s.hash, s.created_at, s.expires_at "
+            "FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id WHERE s.prefix = ?",
+            (prefix,),
+        )
+        return [(_key_from_row(row[:8]), ApiKeySecret(*row[8:])) for row in rows]
+
+    # -- idempotency keys --------------------------------------------------------------------------
+    def claim_idempotency(
+        self, api_key_id: str, key: str, fingerprint: str, now: float, *, lock_s: float, ttl_s: float
+    ) -> IdempotencyRecord | None:
+        """Atomically take `key` for a request about to execute: None when the caller now holds it (a
+        `pending` row is written first, so a concurrent request with the same key finds it), else the row
+        that is there. An expired row, or a pending one whose holder has not finished within `lock_s`
+        (it crashed), is replaced."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "DELETE FROM idempotency_keys WHERE api_key_id = ? AND key = ? "
+                "AND (expires_at <= ? OR (state = 'pending' AND locked_until <= ?))",
+                (api_key_id, key, now, now),
+            )
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO idempotency_keys (api_key_id, key, fingerprint, state, created_at, "
+                "locked_until, expires_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                (api_key_id, key, fingerprint, now, now + lock_s, now + ttl_s),
+            ).rowcount
+            row = None
+            if not inserted:
+                row = self._db.execute(
+                    f"SELECT {_IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE api_key_id = ? AND key = ?",
+                    (api_key_id, key),
+                ).fetchone()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return None if row is None else _idempotency_from_row(row)
+
+    def finish_idempotency(
+        self, api_key_id: str, key: str, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        """Record the response of a claimed key, to be replayed until the row expires."""
+        self._db.execute(
+            "UPDATE idempotency_keys SET state = 'done', status = ?, headers = ?, body = ? "
+            "WHERE api_key_id = ? AND key = ?",
+            (status, json.dumps(headers), body, api_key_id, key),
+        )
+
+    def release_idempotency(self, api_key_id: str, key: str) -> None:
+        """Give up a claimed key without a response to keep (the request was refused before it executed)."""
+        self._db.execute(
+            "DELETE FROM idempotency_keys WHERE api_key_id = ? AND key = ? AND state = 'pending'", (api_key_id, key)
+        )
+
+    def get_idempotency(self, api_key_id: str, key: str) -> IdempotencyRecord | None:
+        row = self._db.execute(
+            f"SELECT {_IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE api_key_id = ? AND key = ?",
+            (api_key_id, key),
+        ).fetchone()
+        return None if row is None else _idempotency_from_row(row)
+
+    def purge_idempotency(self, now: float) -> int:
+        """Forget expired idempotency keys; returns how many."""
+        return self._db.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,)).rowcount
+
+
+def _insert_secret(secret: ApiKeySecret) -> tuple[str, tuple]:
+    return (
+        "INSERT INTO api_key_secrets (key_id, prefix, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        (secret.key_id, secret.prefix, secret.hash, secret.created_at, secret.expires_at),
+    )

@@ -280,3 +280,24 @@ def test_config_check_config_names_a_missing_certificate(tmp_path, pems):
     res = run_cli("check-config", str(path))
     assert res.returncode == 2
     assert res.stderr.strip() == f"{path}:3: sip.tls_cert: file '{pems['missing']}' does not exist"
+
+
+def test_config_api_rate_limit_defaults_and_values():
+    cfg = config.parse("")
+    assert (cfg.api.rate_limit_per_s, cfg.api.rate_limit_burst) == (20.0, 40)
+    cfg = config.parse("[api]\nrate_limit_per_s = 5\nrate_limit_burst = 10\n")
+    assert (cfg.api.rate_limit_per_s, cfg.api.rate_limit_burst) == (5.0, 10)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("rate_limit_per_s = 0", "sw.toml:3: api.rate_limit_per_s: must be positive"),
+        ("rate_limit_per_s = -1.5", "sw.toml:3: api.rate_limit_per_s: must be positive"),
+        ("rate_limit_burst = 0", "sw.toml:3: api.rate_limit_burst: must be at least 1"),
+        ('rate_limit_burst = "many"', "sw.toml:3: api.rate_limit_burst: Expected `int`, got `str`"),
+        ("rate_limit = 5", "sw.toml:3: api.rate_limit: unknown key `rate_limit`"),
+    ],
+)
+def test_config_api_rate_limit_problems_name_file_line_and_field(line, expected):
+    assert problems(f'[api]\nlisten = "127.0.0.1:8080"\n{line}\n') == [expected]

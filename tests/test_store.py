@@ -4,7 +4,16 @@ import sqlite3
 
 import pytest
 
-from softswitch.store import MIGRATIONS, SCHEMA_VERSION, CallRecord, LegRecord, SchemaTooNew, Store
+from softswitch.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    ApiKeyRecord,
+    ApiKeySecret,
+    CallRecord,
+    LegRecord,
+    SchemaTooNew,
+    Store,
+)
 
 
 def test_store_created_on_first_open_in_wal_mode(tmp_path):
@@ -293,3 +302,69 @@ def test_save_calls_writes_many_records_with_different_leg_counts_in_one_go(stor
     assert [lg.idx for lg in store.get_call("call_b").legs] == [1]
     assert store.get_call("call_b") == two
     assert store.get_call("call_c") == none
+
+
+# -- API keys and idempotency keys (migrations 3 and 4) ------------------------------------------------
+def _key(key_id: str, created_at: float = 100.0) -> tuple:
+    return (
+        ApiKeyRecord(key_id, "ops", ["calls:read", "admin"], True, created_at),
+        ApiKeySecret(key_id, f"sk_test_{key_id[-8:]}", "hash-" + key_id, created_at),
+    )
+
+
+def test_store_api_keys_roundtrip_rotate_revoke(tmp_path):
+    store = Store.open(tmp_path / "sw.db")
+    try:
+        assert {"api_keys", "api_key_secrets", "idempotency_keys"} <= set(store.tables())
+        for i, key_id in enumerate(["key_A0000001", "key_A0000002", "key_A0000003"]):
+            store.create_api_key(*_key(key_id, 100.0 + i))
+        got = store.get_api_key("key_A0000001")
+        assert got.scopes == ["calls:read", "admin"] and got.test is True and got.prefix == "sk_test_A0000001"
+        assert got.revoked_at is None and got.previous_expires_at is None
+        assert [k.id for k in store.list_api_keys(limit=2)] == ["key_A0000003", "key_A0000002"]
+        assert [k.id for k in store.list_api_keys(limit=5, starting_after="key_A0000002")] == ["key_A0000001"]
+        store.rotate_api_key("key_A0000001", ApiKeySecret("key_A0000001", "sk_test_NEWNEWNE", "h2", 200.0), 260.0)
+        rotated = store.get_api_key("key_A0000001")
+        assert rotated.prefix == "sk_test_NEWNEWNE" and rotated.previous_expires_at == 260.0
+        (old,) = store.api_key_secrets("sk_test_A0000001")
+        assert old[1].expires_at == 260.0 and old[0].id == "key_A0000001"
+        # a second rotation never extends the first one's grace, and drops secrets already expired
+        store.rotate_api_key("key_A0000001", ApiKeySecret("key_A0000001", "sk_test_THIRDTHI", "h3", 300.0), 400.0)
+        assert store.api_key_secrets("sk_test_A0000001") == []
+        assert store.api_key_secrets("sk_test_NEWNEWNE")[0][1].expires_at == 400.0
+
+        assert store.revoke_api_key("key_A0000002", 500.0).revoked_at == 500.0
+        assert store.revoke_api_key("key_A0000002", 600.0).revoked_at == 500.0  # first revocation stays
+        assert store.revoke_api_key("key_NONE", 600.0) is None
+    finally:
+        store.close()
+
+
+def test_store_idempotency_claim_finish_release_purge(tmp_path):
+    store = Store.open(tmp_path / "sw.db")
+    try:
+        assert store.claim_idempotency("key_1", "k", "fp", 1000.0, lock_s=60, ttl_s=86400) is None
+        held = store.claim_idempotency("key_1", "k", "fp", 1001.0, lock_s=60, ttl_s=86400)
+        assert held.state == "pending" and held.fingerprint == "fp"
+        assert store.claim_idempotency("key_2", "k", "fp", 1001.0, lock_s=60, ttl_s=86400) is None  # per API key
+        store.finish_idempotency("key_1", "k", 201, [("Content-Type", "application/json")], b'{"a":1}')
+        done = store.claim_idempotency("key_1", "k", "other", 1002.0, lock_s=60, ttl_s=86400)
+        assert (done.state, done.status, done.headers, done.body) == (
+            "done",
+            201,
+            [("Content-Type", "application/json")],
+            b'{"a":1}',
+        )
+        store.release_idempotency("key_1", "k")  # only pending rows are released
+        assert store.get_idempotency("key_1", "k").state == "done"
+        store.release_idempotency("key_2", "k")
+        assert store.get_idempotency("key_2", "k") is None
+        # a pending row whose holder never finished is taken over once its lock ends
+        assert store.claim_idempotency("key_3", "k", "fp", 1000.0, lock_s=60, ttl_s=86400) is None
+        assert store.claim_idempotency("key_3", "k", "fp", 1059.0, lock_s=60, ttl_s=86400).state == "pending"
+        assert store.claim_idempotency("key_3", "k", "fp", 1060.0, lock_s=60, ttl_s=86400) is None
+        assert store.purge_idempotency(1000.0 + 86399) == 0
+        assert store.purge_idempotency(1000.0 + 86400) == 1
+        assert store.get_idempotency("key_1", "k") is None and store.get_idempotency("key_3", "k") is not None
+    finally:
+        store.close()
