@@ -227,6 +227,26 @@ class Page(msgspec.Struct, Generic[T], kw_only=True):
     has_more: bool
 
 
+class TimeRangeQuery(PageQuery, kw_only=True):
+    """A list filtered by creation time."""
+
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def bounds(self) -> dict[str, float | None]:
+        """As the store's `after` / `before` (Unix seconds)."""
+        return {
+            "after": self.created_after.timestamp() if self.created_after else None,
+            "before": self.created_before.timestamp() if self.created_before else None,
+        }
+
+
+def require_cursor(found: bool, cursor: str | None, what: str) -> None:
+    """A `starting_after` that names nothing is the client's mistake, not an empty page: 422."""
+    if cursor is not None and not found:
+        raise ApiError(422, "invalid_param", f"no such {what}", [("starting_after", f"no {what} {cursor}")])
+
+
 def paginate(items: Sequence[T], limit: int) -> Page[T]:
     """A page from up to `limit + 1` items fetched (the extra one only tells that more exist)."""
     return Page(data=list(items[:limit]), has_more=len(items) > limit)

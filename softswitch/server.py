@@ -13,6 +13,8 @@ import signal
 
 from aiohttp import web
 
+from api import calls as api_calls
+from api import recordings as api_recordings
 from api.app import create_app
 from api.health import Check
 from media.amd import AmdParams
@@ -37,9 +39,9 @@ log = logging.getLogger("softswitch")
 SHUTDOWN_BUDGET_S = 1.5
 
 
-async def _start_api(cfg: Config, store: Store, checks: dict[str, Check]) -> web.AppRunner:
+async def _start_api(cfg: Config, store: Store, checks: dict[str, Check], calls: B2bua) -> web.AppRunner:
     host, port = parse_hostport(cfg.api.listen)
-    app = create_app(store, cfg, checks=checks)
+    app = create_app(store, cfg, checks=checks, routes=[api_calls.register_with(calls), api_recordings.routes.register])
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     try:
@@ -105,7 +107,7 @@ class Services:
             await self.sip.listen(parse_listen(item))
         self.trunks.start()
         self.keepalive.start()
-        self.runner = await _start_api(self.cfg, self.store, self.ready_checks())
+        self.runner = await _start_api(self.cfg, self.store, self.ready_checks(), self.calls)
         _tune_gc()
         self._gc_task = asyncio.get_running_loop().create_task(_full_gc())
         event(log, "softswitch.started", version=__version__)

@@ -100,6 +100,20 @@ MIGRATIONS: list[list[str]] = [
                PRIMARY KEY (api_key_id, key))""",
         "CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at)",
     ],
+    [  # 5: call recordings (the WAV files under [media] recordings_dir)
+        """CREATE TABLE recordings (
+               id TEXT PRIMARY KEY,
+               call_id TEXT NOT NULL,
+               path TEXT NOT NULL,
+               channels INTEGER NOT NULL,
+               status TEXT NOT NULL,
+               duration_s REAL NOT NULL DEFAULT 0,
+               size INTEGER NOT NULL DEFAULT 0,
+               error TEXT,
+               created_at REAL NOT NULL)""",
+        "CREATE INDEX recordings_call ON recordings (call_id)",
+        "CREATE INDEX recordings_created ON recordings (created_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -121,7 +135,7 @@ class Binding:
 
 DIRECTIONS = frozenset({"inbound", "outbound", "internal"})
 CALL_STATUSES = frozenset({"initiated", "ringing", "answered", "completed", "failed", "busy", "no-answer", "canceled"})
-HANGUP_BY = frozenset({"caller", "callee", "system"})
+HANGUP_BY = frozenset({"caller", "callee", "system", "api"})  # api: hung up through the control API
 LEG_ROLES = frozenset({"inbound", "outbound"})
 
 
@@ -179,6 +193,44 @@ class CallRecord:
         None while still waiting."""
         until = self.answered_at if self.answered_at is not None else self.ended_at
         return None if until is None else until - self.created_at
+
+
+@dataclass(slots=True)
+class RecordingRecord:
+    """A call recording's row: its WAV file and what the engine reported when it closed it."""
+
+    id: str
+    call_id: str
+    path: str
+    channels: int
+    status: str  # in-progress, paused, completed, failed
+    duration_s: float
+    size: int
+    error: str | None
+    created_at: float
+
+
+_RECORDING_COLUMNS = "id, call_id, path, channels, status, duration_s, size, error, created_at"
+
+
+def _recording_row(rec: RecordingRecord) -> tuple:
+    return (
+        rec.id,
+        rec.call_id,
+        rec.path,
+        rec.channels,
+        rec.status,
+        rec.duration_s,
+        rec.size,
+        rec.error,
+        rec.created_at,
+    )
+
+
+def _filters(*pairs: tuple[str, object]) -> tuple[list[str], list]:
+    """The WHERE clauses whose value is given, and their arguments."""
+    where = [clause for clause, value in pairs if value is not None]
+    return where, [value for _, value in pairs if value is not None]
 
 
 _CALL_COLUMNS = (  # in CallRecord's field order
@@ -491,23 +543,83 @@ class Store:
         return None if row is None else self._with_legs([_call_from_row(row)])[0]
 
     def list_calls(
-        self, *, limit: int = 50, before: float | None = None, status: str | None = None
+        self,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+        status: str | None = None,
+        after: float | None = None,
+        direction: str | None = None,
+        from_uri: str | None = None,
+        to_uri: str | None = None,
+        starting_after: str | None = None,
     ) -> list[CallRecord]:
-        """Newest first; page back by passing the last call's `created_at` as `before`."""
+        """Newest first, filtered (`before`/`after` bound `created_at`; `from_uri`/`to_uri` match a
+        substring, so a number finds its SIP URIs); page back with `starting_after`, the last call's id."""
+        rows = self._newest_first(
+            "calls",
+            _CALL_COLUMNS,
+            limit,
+            starting_after,
+            ("created_at < ?", before),
+            ("created_at > ?", after),
+            ("status = ?", status),
+            ("direction = ?", direction),
+            ("instr(from_uri, ?) > 0", from_uri),
+            ("instr(to_uri, ?) > 0", to_uri),
+        )
+        return self._with_legs([_call_from_row(row) for row in rows])
+
+    def _newest_first(self, table: str, columns: str, limit: int, starting_after: str | None, *filters) -> list:
+        """Rows of `table` newest first, the `filters` ((clause, value) pairs) whose value is given, after
+        the row `starting_after` (an id) when given: the cursor pagination of the API's lists."""
         if limit < 0:
             raise ValueError("limit must not be negative")
-        where, args = [], []
-        if before is not None:
-            where.append("created_at < ?")
-            args.append(before)
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        sql = f"SELECT {_CALL_COLUMNS} FROM calls"
+        where, args = _filters(*filters)
+        if starting_after is not None:
+            where.append(f"(created_at, id) < (SELECT created_at, id FROM {table} WHERE id = ?)")
+            args.append(starting_after)
+        sql = f"SELECT {columns} FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = self._db.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit))
-        return self._with_legs([_call_from_row(row) for row in rows])
+        return self._db.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit)).fetchall()
+
+    # -- recordings ------------------------------------------------------------------------------------
+    def save_recording(self, rec: RecordingRecord) -> None:
+        with self._db:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO recordings ({_RECORDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _recording_row(rec),
+            )
+
+    def get_recording(self, rec_id: str) -> RecordingRecord | None:
+        row = self._db.execute(f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+        return None if row is None else RecordingRecord(*row)
+
+    def list_recordings(
+        self,
+        *,
+        limit: int = 50,
+        call_id: str | None = None,
+        before: float | None = None,
+        after: float | None = None,
+        starting_after: str | None = None,
+    ) -> list[RecordingRecord]:
+        """Newest first, as list_calls."""
+        rows = self._newest_first(
+            "recordings",
+            _RECORDING_COLUMNS,
+            limit,
+            starting_after,
+            ("call_id = ?", call_id),
+            ("created_at < ?", before),
+            ("created_at > ?", after),
+        )
+        return [RecordingRecord(*row) for row in rows]
+
+    def delete_recording(self, rec_id: str) -> bool:
+        with self._db:
+            return self._db.execute("DELETE FROM recordings WHERE id = ?", (rec_id,)).rowcount > 0
 
     def open_calls(self) -> list[CallRecord]:
         """Calls never closed out, oldest first: at start-up these were cut off by a crash, and the

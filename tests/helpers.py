@@ -76,3 +76,31 @@ def make_cert(directory: Path, name: str = "cert") -> tuple[str, str]:
         timeout=30,
     )
     return str(cert), str(key)
+
+
+def trunk_switch_config(
+    tmp_path, *, switch: int, callee: int, rtp_ports: str, api_port: int, head: str = "", routes: str = ""
+) -> str:
+    """A softswitch config for in-process call tests: UDP SIP on `switch`, a trunk `carrier` at a SIPp
+    callee on `callee` that callers on 127.0.0.1 reach as number 1000 (plus `routes`), fast retransmits,
+    everything else in tmp_path. `head` goes first (sections such as [calls] or [amd])."""
+    return f"""{head}
+[sip]
+listen = ["udp:{HOST}:{switch}"]
+t1_ms = 100
+[media]
+rtp_ports = "{rtp_ports}"
+recordings_dir = "{tmp_path / "recordings"}"
+[api]
+listen = "{HOST}:{api_port}"
+[store]
+path = "{tmp_path / "sw.db"}"
+[[trunks]]
+name = "carrier"
+address = "{HOST}:{callee}"
+inbound_from = ["{HOST}/32"]
+ping_interval_s = 0
+[[routes]]
+match = "^1000$"
+to = "trunk:carrier"
+{routes}"""

@@ -5,7 +5,8 @@ A recording is a WAV file of the call's bridge: `dual` puts the caller on the le
 the right (what each party said, for transcription and QA), `mono` the mix. The media thread only feeds the
 writer; the file is closed off the event loop (MediaEngine) and its `recording_done` event brings the final
 duration and size here. A recording still running when its call ends is stopped by the bridge going away,
-so it is finished and reported all the same.
+so it is finished and reported all the same. Each recording is a row in the store from its start (status
+in-progress, paused, completed or failed), which the API lists and serves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from softswitch.events import new_id
+from softswitch.store import RecordingRecord
 
 MODES = ("mono", "dual")
 
@@ -34,6 +36,19 @@ class Recording:
     size: int = 0
     error: str = ""
     engine_id: int = field(default=0, repr=False)
+
+    def as_record(self) -> RecordingRecord:
+        return RecordingRecord(
+            self.id,
+            self.call_id,
+            self.path,
+            self.channels,
+            self.status,
+            self.duration_s,
+            self.size,
+            self.error or None,
+            self.started_at,
+        )
 
     def as_dict(self) -> dict:
         return {
@@ -73,6 +88,7 @@ class Recordings:
         rec.engine_id = self.sw.engine.record(bridge, path, stereo=mode == "dual")
         self._running[rec.engine_id] = (call, rec)
         self.by_call[call.id] = rec
+        self.sw.store.save_recording(rec.as_record())
         self.sw.publish(call, "recording.started", rec.as_dict())
         return rec
 
@@ -80,6 +96,7 @@ class Recordings:
         rec = self._live(call)
         self.sw.engine.pause_recording(call.media.bridge, paused)
         rec.status = "paused" if paused else "in-progress"
+        self.sw.store.save_recording(rec.as_record())
         return rec
 
     def stop(self, call) -> Recording:
@@ -102,6 +119,7 @@ class Recordings:
         rec.duration_s, rec.size = detail["duration_s"], detail["size"]
         rec.error = str(detail["error"]) if detail["error"] else ""
         rec.status = "failed" if rec.error else "completed"
+        self.sw.store.save_recording(rec.as_record())
         self.sw.publish(call, "recording.ready", rec.as_dict())
         if self.by_call.get(call.id) is rec and call.state == "ended":
             del self.by_call[call.id]

@@ -11,7 +11,7 @@ import wave
 import dtmf_signals as sig
 import numpy as np
 import pytest
-from helpers import header, rtp
+from helpers import header, rtp, trunk_switch_config
 from interop.sipp import run_uac, uas
 
 from media.dtmf import detect, tones
@@ -27,30 +27,14 @@ CALLEE = {"port": 14830, "media_port": 14840, "control_port": 14832}
 
 
 def config(tmp_path, inband_dtmf: str = "auto") -> str:
-    return f"""
-[calls]
-inband_dtmf = "{inband_dtmf}"
-[amd]
-beep_gap_ms = 300
-[sip]
-listen = ["udp:127.0.0.1:{SWITCH}"]
-t1_ms = 100
-[media]
-rtp_ports = "14900-14999"
-recordings_dir = "{tmp_path / "recordings"}"
-[api]
-listen = "127.0.0.1:14801"
-[store]
-path = "{tmp_path / "sw.db"}"
-[[trunks]]
-name = "carrier"
-address = "127.0.0.1:{CALLEE["port"]}"
-inbound_from = ["127.0.0.1/32"]
-ping_interval_s = 0
-[[routes]]
-match = "^1000$"
-to = "trunk:carrier"
-[[routes]]
+    return trunk_switch_config(
+        tmp_path,
+        switch=SWITCH,
+        callee=CALLEE["port"],
+        rtp_ports="14900-14999",
+        api_port=14801,
+        head=f'[calls]\ninband_dtmf = "{inband_dtmf}"\n[amd]\nbeep_gap_ms = 300',
+        routes="""[[routes]]
 match = "^2000$"
 to = "trunk:carrier"
 machine_detection = "enable"
@@ -58,7 +42,8 @@ machine_detection = "enable"
 match = "^2001$"
 to = "trunk:carrier"
 machine_detection = "detect_message_end"
-"""
+""",
+    )
 
 
 @pytest.fixture

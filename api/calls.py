@@ -1,0 +1,311 @@
+"""`/v2/calls`: the calls the softswitch carried or carries (from the store), and control of live ones
+(hang up, send digits, record, play) through call control (softswitch.b2bua), never SIP or sockets.
+
+Statuses are the cloud APIs' words: initiated, ringing, in-progress (answered), completed, busy,
+no-answer, failed, canceled. Test keys see test calls only; until calls can be placed with a test key
+(POST /v2/calls, not built yet) there are none, so a test key's list is empty.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from api.http import (
+    STORE,
+    ApiError,
+    Page,
+    RouteTable,
+    TimeRangeQuery,
+    Timestamp,
+    current_key,
+    decode_body,
+    decode_query,
+    json_response,
+    paginate,
+    require_cursor,
+    timestamp,
+    timestamp_or_none,
+)
+from api.recordings import Recording, recording_object
+from media.audio import decode_wav
+from softswitch.b2bua.recording import RecordingError
+from softswitch.store import CallRecord
+
+routes = RouteTable()
+B2BUA = web.AppKey("b2bua", object)  # softswitch.b2bua.switch.B2bua: the live calls
+PLAY_MAX_BYTES = 20 * 1024 * 1024
+SIDES = {"caller": "a", "callee": "b"}
+
+Status = Literal["initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled"]
+Party = Literal["caller", "callee"]
+
+
+class Call(msgspec.Struct, kw_only=True):
+    """A call: its parties, its state, and how it ended."""
+
+    id: str
+    object: str = "call"
+    status: Status
+    direction: Annotated[str, msgspec.Meta(description="inbound (from a trunk), outbound (to one) or internal")]
+    from_: str = msgspec.field(name="from")
+    to: str
+    trunk: str | None = None
+    user: Annotated[str | None, msgspec.Meta(description="the registered user who placed it")] = None
+    created_at: Timestamp
+    answered_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
+    duration_s: Annotated[float | None, msgspec.Meta(description="talk time, once answered and ended")] = None
+    hangup_code: int | None = None
+    hangup_reason: str | None = None
+    hangup_by: str | None = None
+
+
+class CallQuery(TimeRangeQuery, kw_only=True):
+    status: Status | None = None
+    direction: Literal["inbound", "outbound", "internal"] | None = None
+    from_: Annotated[str | None, msgspec.Meta(description="part of the caller's URI or number")] = msgspec.field(
+        default=None, name="from"
+    )
+    to: Annotated[str | None, msgspec.Meta(description="part of the called URI or number")] = None
+
+
+class SendDigits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    digits: Annotated[str, msgspec.Meta(pattern="^[0-9*#A-Da-d]{1,64}$")]
+    to: Annotated[Party, msgspec.Meta(description="whose far end hears them")] = "callee"
+    duration_ms: Annotated[int, msgspec.Meta(ge=40, le=2000)] = 100
+    method: Annotated[
+        Literal["auto", "rfc4733", "inband"],
+        msgspec.Meta(description="auto: RFC 4733 when that side negotiated it, tones in the audio otherwise"),
+    ] = "auto"
+
+
+class RecordAction(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    action: Literal["start", "stop", "pause", "resume"]
+    mode: Annotated[
+        Literal["dual", "mono"], msgspec.Meta(description="dual: caller left, callee right; mono: the mix")
+    ] = "dual"
+
+
+class Play(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: Annotated[str, msgspec.Meta(pattern="^https?://", description="a WAV file (any common rate)")]
+    to: Literal["caller", "callee", "both"] = "both"
+    loop: bool = False
+
+
+class StopPlay(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    to: Literal["caller", "callee", "both"] = "both"
+
+
+def call_object(rec: CallRecord) -> Call:
+    return Call(
+        id=rec.id,
+        status="in-progress" if rec.status == "answered" else rec.status,  # type: ignore[arg-type]
+        direction=rec.direction,
+        from_=rec.from_uri,
+        to=rec.to_uri,
+        trunk=rec.trunk,
+        user=rec.user,
+        created_at=timestamp(rec.created_at),
+        answered_at=timestamp_or_none(rec.answered_at),
+        ended_at=timestamp_or_none(rec.ended_at),
+        duration_s=None if rec.duration_s is None else round(rec.duration_s, 3),
+        hangup_code=rec.hangup_code,
+        hangup_reason=rec.hangup_reason,
+        hangup_by=rec.hangup_by,
+    )
+
+
+def _record(request: web.Request) -> CallRecord:
+    """The call of the path, as the key may see it (a live call's own record: the store may be up to a
+    group commit behind): 404 otherwise."""
+    call_id = request.match_info["id"]
+    rec = None
+    if not current_key(request).test:
+        live = request.app[B2BUA].calls.get(call_id)
+        if live is None:
+            request.app[B2BUA].flush()  # a call that just ended may still wait for the group commit
+        rec = live.record if live is not None else request.app[STORE].get_call(call_id)
+    if rec is None:
+        raise ApiError(404, "not_found", f"no call {request.match_info['id']}")
+    return rec
+
+
+def _live(request: web.Request):
+    """The live call of the path: 409 when it has ended (or not yet reached what the action needs)."""
+    rec = _record(request)
+    call = request.app[B2BUA].calls.get(rec.id)
+    if call is None or call.state == "ended":
+        raise ApiError(409, "conflict", f"call {rec.id} has ended")
+    return call
+
+
+def _answered(request: web.Request):
+    call = _live(request)
+    if call.state != "answered":
+        raise ApiError(409, "conflict", f"call {call.id} is not answered yet")
+    return call
+
+
+def _sides(to: str) -> list[str]:
+    return ["a", "b"] if to == "both" else [SIDES[to]]
+
+
+@routes.route(
+    "GET",
+    "/v2/calls",
+    scope="calls:read",
+    query=CallQuery,
+    response=Page[Call],
+    summary="List calls",
+    description="Newest first; `starting_after` pages back. Live calls are `status=in-progress`.",
+    tags=["calls"],
+)
+async def list_calls(request: web.Request) -> web.Response:
+    q = decode_query(request, CallQuery)
+    if current_key(request).test:
+        return json_response(paginate([], q.limit))
+    request.app[B2BUA].flush()  # the records the next group commit would write: listed as they are now
+    store = request.app[STORE]
+    cursor = q.starting_after
+    require_cursor(cursor is not None and store.get_call(cursor) is not None, cursor, "call")
+    rows = store.list_calls(
+        limit=q.limit + 1,
+        status="answered" if q.status == "in-progress" else q.status,
+        direction=q.direction,
+        from_uri=q.from_,
+        to_uri=q.to,
+        starting_after=cursor,
+        **q.bounds(),
+    )
+    return json_response(paginate([call_object(r) for r in rows], q.limit))
+
+
+@routes.route("GET", "/v2/calls/{id}", scope="calls:read", response=Call, summary="Get a call", tags=["calls"])
+async def get_call(request: web.Request) -> web.Response:
+    return json_response(call_object(_record(request)))
+
+
+@routes.route(
+    "POST",
+    "/v2/calls/{id}/hangup",
+    scope="calls:write",
+    response=Call,
+    summary="Hang up a live call",
+    description="Ends the call on both sides (CANCEL before the answer, BYE after).",
+    tags=["calls"],
+)
+async def hangup(request: web.Request) -> web.Response:
+    call = _live(request)
+    call.hangup("api", 200, "hung up through the API")
+    return json_response(call_object(call.record))
+
+
+@routes.route(
+    "POST",
+    "/v2/calls/{id}/dtmf",
+    scope="calls:write",
+    body=SendDigits,
+    response=Call,
+    summary="Send DTMF digits to a party",
+    tags=["calls"],
+)
+async def send_digits(request: web.Request) -> web.Response:
+    body = await decode_body(request, SendDigits)
+    call = _answered(request)
+    call.send_dtmf(SIDES[body.to], body.digits.upper(), duration_ms=body.duration_ms, method=body.method)
+    return json_response(call_object(call.record))
+
+
+@routes.route(
+    "POST",
+    "/v2/calls/{id}/record",
+    scope="calls:write",
+    body=RecordAction,
+    response=Recording,
+    summary="Start, stop, pause or resume the call's recording",
+    tags=["calls", "recordings"],
+)
+async def record(request: web.Request) -> web.Response:
+    body = await decode_body(request, RecordAction)
+    call = _answered(request)
+    recordings = request.app[B2BUA].recordings
+    try:
+        if body.action == "start":
+            rec = recordings.start(call, body.mode)
+        elif body.action == "stop":
+            rec = recordings.stop(call)
+        else:
+            rec = recordings.pause(call, body.action == "pause")
+    except RecordingError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return json_response(recording_object(rec.as_record()), status=201 if body.action == "start" else 200)
+
+
+@routes.route(
+    "POST",
+    "/v2/calls/{id}/play",
+    scope="calls:write",
+    body=Play,
+    response=Call,
+    summary="Play a WAV file to a party (replaces what it hears until the file ends)",
+    tags=["calls"],
+)
+async def play(request: web.Request) -> web.Response:
+    body = await decode_body(request, Play)
+    _answered(request)
+    pcm = await _fetch_wav(body.url)
+    call = _answered(request)  # the download took time: the call may have ended meanwhile
+    engine = request.app[B2BUA].engine
+    for side in _sides(body.to):
+        engine.play(call.media.legs[side], pcm, body.loop)
+    return json_response(call_object(call.record))
+
+
+@routes.route(
+    "POST",
+    "/v2/calls/{id}/stop-play",
+    scope="calls:write",
+    body=StopPlay,
+    response=Call,
+    summary="Stop what is playing to a party",
+    tags=["calls"],
+)
+async def stop_play(request: web.Request) -> web.Response:
+    body = await decode_body(request, StopPlay)
+    call = _answered(request)
+    engine = request.app[B2BUA].engine
+    for side in _sides(body.to):
+        engine.stop_play(call.media.legs[side])
+    return json_response(call_object(call.record))
+
+
+async def _fetch_wav(url: str) -> bytes:
+    """The WAV at `url` as 8 kHz mono PCM16: 422 naming `url` when it cannot be had or played."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=15)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+            if resp.status != 200:
+                raise ApiError(422, "invalid_param", "cannot fetch the audio", [("url", f"HTTP {resp.status}")])
+            blob = await resp.content.read(PLAY_MAX_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ApiError(422, "invalid_param", "cannot fetch the audio", [("url", str(exc) or "timed out")]) from None
+    if len(blob) > PLAY_MAX_BYTES:
+        raise ApiError(422, "invalid_param", "audio too large", [("url", f"larger than {PLAY_MAX_BYTES} bytes")])
+    try:
+        return decode_wav(blob, "url")
+    except ValueError as exc:
+        raise ApiError(422, "invalid_param", "cannot play the audio", [("url", str(exc))]) from None
+
+
+def register_with(b2bua) -> callable:
+    """The `create_app` hook for these routes, bound to the switch's call control."""
+
+    def register(app: web.Application) -> None:
+        app[B2BUA] = b2bua
+        routes.register(app)
+
+    return register

@@ -1,0 +1,215 @@
+"""`/v2/calls` and `/v2/recordings` on a whole softswitch (Services in this test's loop) with real calls:
+SIPp calls through the switch to a SIPp callee on a trunk; the API lists them, records them (the WAV
+downloaded holds the audio the caller sent), sends digits, plays a WAV fetched by URL, and hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import socket
+import wave
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+from helpers import free_port, header, rtp, trunk_switch_config
+from interop.sipp import run_uac, uas
+
+from api.auth import create_key
+from media import g711
+from softswitch.config import parse
+from softswitch.server import Services
+
+SWITCH = 14300
+CALLER = {"port": 14310, "media_port": 14320, "control_port": 14312}
+CALLEE = {"port": 14330, "media_port": 14340, "control_port": 14332}
+TONE = (8000 * np.sin(2 * np.pi * 700 * np.arange(8000) / 8000)).astype(np.int16)
+
+
+@pytest.fixture
+async def switch(tmp_path):
+    api_port = free_port()
+    cfg = trunk_switch_config(
+        tmp_path, switch=SWITCH, callee=CALLEE["port"], rtp_ports="14350-14399", api_port=api_port
+    )
+    svc = Services(parse(cfg))
+    await svc.start()
+    svc.url = f"http://127.0.0.1:{api_port}"
+    svc.key = lambda *scopes, test=False: create_key(svc.store, "t", list(scopes), test, svc.calls.wall())[1]
+    async with aiohttp.ClientSession() as session:
+        svc.http = session
+        yield svc
+    await svc.close()
+
+
+async def api(svc, method: str, path: str, key: str, **kw) -> tuple[int, object, dict]:
+    async with svc.http.request(method, svc.url + path, headers={"Authorization": f"Bearer {key}"}, **kw) as r:
+        raw = await r.read()
+        body = raw if r.content_type.startswith("audio/") else (await r.json() if raw else None)
+        return r.status, body, r.headers.copy()
+
+
+async def answered(svc):
+    for _ in range(200):
+        calls = [c for c in svc.calls.calls.values() if c.state == "answered"]
+        if calls:
+            return calls[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no call was answered")
+
+
+async def send_tone(port: int) -> None:
+    """The caller's phone sending a second of 700 Hz in real time (from a socket the engine latches onto)."""
+    audio = g711.ulaw_encode(TONE)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind(("127.0.0.1", CALLER["media_port"] + 8))
+        for i in range(len(TONE) // 160):
+            await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
+            phone.sendto(rtp(i, 160 * i, 0x7171, payload=audio[i * 160 : (i + 1) * 160]), ("127.0.0.1", port))
+
+
+async def until(predicate, seconds: float = 5.0):
+    for _ in range(int(seconds / 0.05)):
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+async def test_api_live_call_listed_recorded_downloaded_and_hung_up(switch):
+    key = switch.key("calls:read", "calls:write", "recordings:read", "recordings:write")
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered(switch)
+        status, page, headers = await api(switch, "GET", "/v2/calls?status=in-progress", key)
+        assert status == 200 and "X-Request-Id" in headers
+        assert [(c["id"], c["status"], c["direction"]) for c in page["data"]] == [(call.id, "in-progress", "inbound")]
+        status, rec, _ = await api(switch, "POST", f"/v2/calls/{call.id}/record", key, json={"action": "start"})
+        assert status == 201 and rec["status"] == "in-progress" and rec["channels"] == 2
+        status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/record", key, json={"action": "start"})
+        assert status == 409 and body["error"]["code"] == "conflict"
+        await send_tone(call.media.legs["a"].port)
+        status, _, _ = await api(switch, "POST", f"/v2/calls/{call.id}/record", key, json={"action": "stop"})
+        assert status == 200
+
+        async def completed():
+            s, r, _ = await api(switch, "GET", f"/v2/recordings/{rec['id']}", key)
+            return r if s == 200 and r["status"] == "completed" else None
+
+        done = await until(completed)
+        status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/dtmf", key, json={"digits": "12#"})
+        assert status == 200 and body["id"] == call.id
+        status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/hangup", key)
+        assert status == 200
+        await caller
+        await asyncio.to_thread(callee.wait, 10)
+    status, body, _ = await api(switch, "GET", f"/v2/calls/{call.id}", key)
+    assert (body["status"], body["hangup_by"], body["from"].startswith("sip:")) == ("completed", "api", True)
+    status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/hangup", key)
+    assert status == 409  # ended
+
+    status, wav, headers = await api(switch, "GET", done["media_url"], key)
+    assert status == 200 and headers["Content-Type"] == "audio/wav" and len(wav) == done["size"]
+    with wave.open(io.BytesIO(wav)) as w:
+        audio = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+    assert np.sqrt(np.mean(audio[:, 0].astype(float) ** 2)) > 2000  # the caller's tone, on the left
+    status, part, headers = await api_range(switch, done["media_url"], key, 44, 143)
+    assert status == 206 and part == wav[44:144] and headers["Content-Range"] == f"bytes 44-143/{len(wav)}"
+
+    status, page, _ = await api(switch, "GET", f"/v2/recordings?call_id={call.id}", key)
+    assert [r["id"] for r in page["data"]] == [done["id"]]
+    status, _, _ = await api(switch, "DELETE", f"/v2/recordings/{done['id']}", key)
+    assert status == 200
+    status, body, _ = await api(switch, "GET", f"/v2/recordings/{done['id']}", key)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert list(Path(switch.cfg.media.recordings_dir).glob("*.wav")) == []  # the file went with the row
+
+
+async def api_range(svc, path: str, key: str, first: int, last: int):
+    headers = {"Authorization": f"Bearer {key}", "Range": f"bytes={first}-{last}"}
+    async with svc.http.get(svc.url + path, headers=headers) as r:
+        return r.status, await r.read(), r.headers.copy()
+
+
+async def test_api_play_a_wav_by_url_to_the_callee(switch):
+    key = switch.key("calls:write")
+    blob = io.BytesIO()
+    with wave.open(blob, "wb") as w:  # 16 kHz: the player converts
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.repeat(TONE[:4000], 2).astype("<i2").tobytes())
+
+    async def hold(request: web.Request) -> web.Response:
+        return web.Response(body=blob.getvalue(), content_type="audio/wav")
+
+    web_app = web.Application()
+    web_app.router.add_get("/hold.wav", hold)
+    runner = web.AppRunner(web_app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        with uas("uas_hold", calls=1, **CALLEE) as callee:
+            caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+            call = await answered(switch)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+                far.bind(("127.0.0.1", CALLEE["media_port"] + 6))
+                far.setblocking(False)
+                switch.engine.set_remote(call.media.legs["b"], "127.0.0.1", CALLEE["media_port"] + 6)
+                body = {"url": f"http://127.0.0.1:{port}/hold.wav", "to": "callee"}
+                status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=body)
+                assert status == 200, reply
+                packets = []
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 0.8
+                while loop.time() < end:
+                    with contextlib.suppress(TimeoutError):
+                        packets.append(await asyncio.wait_for(loop.sock_recv(far, 2048), 0.1))
+            bad = {"url": f"http://127.0.0.1:{port}/missing.wav"}
+            status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=bad)
+            assert status == 422 and reply["error"]["param_errors"][0]["param"] == "url"
+            call.hangup("system", 200, "test over")
+            await caller
+            await asyncio.to_thread(callee.wait, 10)
+    finally:
+        await runner.cleanup()
+    audio = np.frombuffer(b"".join(g711.ulaw_decode(p[12:]) for p in packets if header(p)["pt"] == 0), "<i2")
+    assert len(audio) >= 8 * 300 and np.sqrt(np.mean(audio.astype(float) ** 2)) > 2000  # the file's 700 Hz
+
+
+async def test_api_calls_errors_scopes_filters_and_test_keys(switch):
+    reader = switch.key("calls:read")
+    with uas("uas_answer", calls=2, rtp_echo=True, **CALLEE) as callee:
+        for _ in range(2):
+            result = await asyncio.to_thread(run_uac, "uac_basic_rtp", f"127.0.0.1:{SWITCH}", **CALLER)
+            assert result.ok, result.summary()
+        await asyncio.to_thread(callee.wait, 10)
+    status, page, _ = await api(switch, "GET", "/v2/calls?limit=1", reader)
+    assert status == 200 and len(page["data"]) == 1 and page["has_more"] is True
+    first = page["data"][0]
+    status, page, _ = await api(switch, "GET", f"/v2/calls?limit=1&starting_after={first['id']}", reader)
+    assert len(page["data"]) == 1 and page["data"][0]["id"] != first["id"] and page["has_more"] is False
+    status, page, _ = await api(switch, "GET", "/v2/calls?status=completed&to=1000&direction=inbound", reader)
+    assert len(page["data"]) == 2
+    status, page, _ = await api(switch, "GET", "/v2/calls?created_after=2999-01-01T00:00:00Z", reader)
+    assert page["data"] == []
+    status, body, _ = await api(switch, "GET", "/v2/calls?status=talking", reader)
+    assert status == 422 and body["error"]["param_errors"][0]["param"] == "status"
+    status, body, _ = await api(switch, "GET", "/v2/calls?starting_after=call_nope", reader)
+    assert status == 422 and body["error"]["param_errors"][0]["param"] == "starting_after"
+    status, body, _ = await api(switch, "GET", "/v2/calls/call_nope", reader)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body, _ = await api(switch, "POST", f"/v2/calls/{first['id']}/hangup", reader)
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    writer = switch.key("calls:write")
+    status, body, _ = await api(switch, "POST", f"/v2/calls/{first['id']}/dtmf", writer, json={"digits": "12x"})
+    assert status == 422 and body["error"]["param_errors"][0]["param"] == "digits"
+    status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read", test=True))
+    assert page["data"] == []  # test keys see test calls only
