@@ -39,8 +39,13 @@ routes = RouteTable()
 B2BUA = web.AppKey("b2bua", object)  # softswitch.b2bua.switch.B2bua: the live calls
 PLAY_MAX_BYTES = 20 * 1024 * 1024
 SIDES = {"caller": "a", "callee": "b"}
+# E.164 (+ and 7-15 digits), an extension or short number (2-15 digits), or a user / caller name
+PARTY = r"^(\+[1-9][0-9]{6,14}|[0-9]{2,15}|[A-Za-z][A-Za-z0-9._-]{0,63})$"
+AMD_MODES = {"detect": "enable", "detect_beep": "detect_message_end"}
 
-Status = Literal["initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled"]
+Status = Literal[
+    "queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled"
+]
 Party = Literal["caller", "callee"]
 
 
@@ -62,6 +67,26 @@ class Call(msgspec.Struct, kw_only=True):
     hangup_code: int | None = None
     hangup_reason: str | None = None
     hangup_by: str | None = None
+    metadata: dict[str, str] = {}
+
+
+class CreateCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A call to place: the softswitch calls `to` (routed by `[[routes]]`, like any call) from `from`."""
+
+    to: Annotated[str, msgspec.Meta(pattern=PARTY, description="E.164 number (+15551234567), extension or user name")]
+    from_: Annotated[str, msgspec.Meta(pattern=PARTY, description="caller id: E.164 number or name")] = msgspec.field(
+        name="from"
+    )
+    timeout: Annotated[int, msgspec.Meta(ge=1, le=600, description="seconds to ring before giving up")] = 60
+    record: Annotated[
+        Literal[False, "mono", "dual"],
+        msgspec.Meta(description="record from the answer: the mix or one party per channel"),
+    ] = False
+    machine_detection: Annotated[
+        Literal["off", "detect", "detect_beep"],
+        msgspec.Meta(description="answering machine detection: call.amd, and answered_by on call.answered"),
+    ] = "off"
+    metadata: Annotated[dict[str, str], msgspec.Meta(description="yours, kept with the call")] = {}
 
 
 class CallQuery(TimeRangeQuery, kw_only=True):
@@ -116,6 +141,7 @@ def call_object(rec: CallRecord) -> Call:
         hangup_code=rec.hangup_code,
         hangup_reason=rec.hangup_reason,
         hangup_by=rec.hangup_by,
+        metadata=rec.data.get("metadata", {}),
     )
 
 
@@ -184,6 +210,44 @@ async def list_calls(request: web.Request) -> web.Response:
     return json_response(paginate([call_object(r) for r in rows], q.limit))
 
 
+@routes.route(
+    "POST",
+    "/v2/calls",
+    scope="calls:write",
+    body=CreateCall,
+    response=Call,
+    status=201,
+    summary="Place a call",
+    description="Answers at once with the call `queued`; it then moves through initiated, ringing, "
+    "in-progress and an end (completed, busy, no-answer, failed, canceled). The call's other side is the "
+    "API's own: once answered it can be recorded, played to, sent digits and hung up.",
+    tags=["calls"],
+)
+async def create_call(request: web.Request) -> web.Response:
+    body = await decode_body(request, CreateCall)
+    if current_key(request).test:
+        raise ApiError(
+            422, "invalid_param", "test calls are not built yet", [("to", "test keys cannot place calls yet")]
+        )
+    b2bua = request.app[B2BUA]
+    try:
+        call = b2bua.originate(
+            body.to,
+            body.from_,
+            ring_timeout_s=body.timeout,
+            machine_detection=AMD_MODES.get(body.machine_detection, ""),
+        )
+    except LookupError:
+        raise ApiError(422, "invalid_param", "no route", [("to", f"no route matches {body.to}")]) from None
+    except OSError as exc:
+        raise ApiError(503, "server_error", f"cannot place calls now: {exc}", headers={"Retry-After": "5"}) from None
+    if body.metadata:
+        call.record.data["metadata"] = dict(body.metadata)
+    if body.record:
+        call.record_on_answer = body.record
+    return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
+
+
 @routes.route("GET", "/v2/calls/{id}", scope="calls:read", response=Call, summary="Get a call", tags=["calls"])
 async def get_call(request: web.Request) -> web.Response:
     return json_response(call_object(_record(request)))
@@ -200,7 +264,10 @@ async def get_call(request: web.Request) -> web.Response:
 )
 async def hangup(request: web.Request) -> web.Response:
     call = _live(request)
-    call.hangup("api", 200, "hung up through the API")
+    if call.state == "answered":
+        call.hangup("api", 200, "hung up through the API")
+    else:  # still queued or ringing: the call is canceled
+        call.hangup("api", 487, "canceled through the API")
     return json_response(call_object(call.record))
 
 

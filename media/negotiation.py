@@ -53,7 +53,9 @@ def apply(engine: MediaEngine, leg: Leg, media: NegotiatedMedia) -> None:
     name = media.codec.name.upper()
     if name not in CODECS:
         raise ValueError(f"the engine cannot carry {media.codec.name}/{media.codec.clock_rate}")
-    engine.set_remote(leg, *media.remote_rtp)
+    host, port = media.remote_rtp
+    if host not in ("0.0.0.0", "::"):  # unspecified: the far end asks us not to send (RFC 3264 8.4)
+        engine.set_remote(leg, host, port)
     engine.set_codec(leg, name, pt=media.payload_type, te_pt=media.telephone_event)
 
 

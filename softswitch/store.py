@@ -134,9 +134,11 @@ class Binding:
 
 
 DIRECTIONS = frozenset({"inbound", "outbound", "internal"})
-CALL_STATUSES = frozenset({"initiated", "ringing", "answered", "completed", "failed", "busy", "no-answer", "canceled"})
+CALL_STATUSES = frozenset(
+    {"queued", "initiated", "ringing", "answered", "completed", "failed", "busy", "no-answer", "canceled"}
+)
 HANGUP_BY = frozenset({"caller", "callee", "system", "api"})  # api: hung up through the control API
-LEG_ROLES = frozenset({"inbound", "outbound"})
+LEG_ROLES = frozenset({"inbound", "outbound", "api"})  # api: the API's own end of a call it placed
 
 
 @dataclass(slots=True)

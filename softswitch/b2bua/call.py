@@ -33,6 +33,7 @@ from softswitch.b2bua import transfer
 from softswitch.b2bua.amd import CallAmd
 from softswitch.b2bua.dtmf import DTMF_RELAY, DtmfMerger, parse_dtmf_relay
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
+from softswitch.b2bua.recording import RecordingError
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
 from softswitch.logs import event
 from softswitch.router import Target
@@ -94,6 +95,7 @@ class Side:
     st: SessionTimer | None = None  # RFC 4028, once the dialog is confirmed
     allows_update: bool = False
     leg: LegRecord | None = None  # its part of the call record
+    virtual: bool = False  # the API's end of a call it placed: a dialog of ours only, nothing on the wire
 
 
 class Call:
@@ -108,7 +110,8 @@ class Call:
         self.targets = list(targets)
         self.media = media
         self.state = "routing"
-        self.a = Side(Dialog.uas(invite, sw.contact_for(flow, _user(invite))), flow, leg=record.legs[0])
+        dialog = Dialog.uas(invite, sw.contact_for(flow, _user(invite)))
+        self.a = Side(dialog, flow, leg=record.legs[0], virtual=key is None)
         self.b: Side | None = None
         self.forks: list[Fork] = []
         self.pending: dict[object, Pending] = {}
@@ -116,6 +119,7 @@ class Call:
         self.b_offer: bytes | None = None
         self.ringing_sent = False
         self.timers: dict[str, object] = {}
+        self.ring_timeout_s = sw.ring_timeout_s  # no answer within this: CANCEL, next target or 480
         self.transfer = None  # a blind transfer in progress (softswitch.b2bua.transfer)
         self.dialog_ids: list[object] = []  # every dialog of ours in the B2BUA's table, dropped at the end
         self.client_keys: list[object] = []  # in-dialog requests we sent, dropped from the tables at the end
@@ -123,6 +127,7 @@ class Call:
         self.called_user = _user(invite)
         self.dtmf: DtmfMerger | None = None  # made at the first digit: most calls never see one
         self.amd: CallAmd | None = None  # answering machine detection on the answered side, when asked for
+        self.record_on_answer: str | None = None  # "mono" or "dual": a recording starts as the call is answered
 
     # -- routing -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -139,7 +144,7 @@ class Call:
         except MediaRefused as exc:
             self.fail(488, "Not Acceptable Here", detail=exc.reason)
             return
-        self.sw.timer(self, "ring", self.sw.ring_timeout_s, self.on_ring_timeout)
+        self.sw.timer(self, "ring", self.ring_timeout_s, self.on_ring_timeout)
         self.next_target()
 
     def next_target(self) -> None:
@@ -258,6 +263,11 @@ class Call:
         self._arm_session("b")
         self.sw.timer(self, "max_duration", self.sw.max_duration_s, self.on_max_duration)
         self.sw.save(self)
+        if self.record_on_answer:
+            try:
+                self.sw.recordings.start(self, self.record_on_answer)
+            except (RecordingError, OSError) as exc:  # no bridge yet (late offer), or the disk refused
+                event(log, "call.record_failed", level=logging.WARNING, call=self.id, reason=str(exc))
         if fork.target.machine_detection:  # call.answered waits for the verdict (on_amd)
             self.amd = CallAmd(self, "b", fork.target.machine_detection, self.sw.amd_params)
         else:
@@ -320,7 +330,7 @@ class Call:
             return
         self.cancel_forks(status=408, reason="No Answer")
         if self.targets:
-            self.sw.timer(self, "ring", self.sw.ring_timeout_s, self.on_ring_timeout)
+            self.sw.timer(self, "ring", self.ring_timeout_s, self.on_ring_timeout)
             self.next_target()
         else:
             self.fail(480, "Temporarily Unavailable", hangup_by="system", status_name="no-answer")
@@ -335,6 +345,10 @@ class Call:
 
     # -- the caller -----------------------------------------------------------------------------------
     def _answer_a(self, status: int, reason: str, sdp: bytes | None = None, extra=()) -> None:
+        if self.a.virtual:  # a call the API placed: nobody to answer; its media leg is parked once answered
+            if 200 <= status < 300 and sdp:
+                self.media.late_answer("a", parked(sdp))
+            return
         headers = [("Allow", ALLOW), ("Supported", "replaces, timer")] if 200 <= status < 300 else []
         headers += list(extra)
         response = self.a.dialog.create_response(
@@ -384,13 +398,16 @@ class Call:
         if other is None or self.state != "answered":
             self.sw.endpoint.respond(key, this.dialog.create_response(request, 491 if method == "INVITE" else 481))
             return
-        if method == "REFER":
-            transfer.on_refer(self, side, key, request)
-            return
         if method == "INFO" and content_type_of(request) == DTMF_RELAY:
             digit = parse_dtmf_relay(request.body)
             if digit is not None:  # INFO has no start time: the press ended as it arrived
                 self.on_dtmf(side, digit[0], "info", digit[1], time.monotonic_ns() - digit[1] * 1_000_000)
+        if other.virtual:  # the API's call: what the far end asks is answered here
+            self._answer_for_virtual(side, key, request)
+            return
+        if method == "REFER":
+            transfer.on_refer(self, side, key, request)
+            return
         body, content_type, offer = request.body, request.content_type, False
         if method in ("INVITE", "UPDATE"):
             self._arm_session(side)  # any re-INVITE or UPDATE from the peer refreshes its session (RFC 4028 10)
@@ -419,6 +436,17 @@ class Call:
         self.pending[client_key] = Pending(side, request, key, offer)
         self.sw.track_request(client_key, self, OTHER[side])
 
+    def _answer_for_virtual(self, side: str, key, request: Request) -> None:
+        """A request from the far end of a call the API placed: re-INVITEs and UPDATEs get our current
+        session (the parked side takes whatever is offered), a transfer is declined, the rest is 200."""
+        this = self.side(side)
+        if request.method in ("INVITE", "UPDATE"):
+            self._arm_session(side)
+            self._answer_refresh(side, key, request)
+        else:
+            status = 603 if request.method == "REFER" else 200
+            self.sw.endpoint.respond(key, this.dialog.create_response(request, status))
+
     def _answer_refresh(self, side: str, key, request: Request) -> None:
         """A session refresh (same SDP version, or none for UPDATE): answered here, not sent across."""
         this = self.a if side == "a" else self.b
@@ -436,7 +464,7 @@ class Call:
     # -- session timers (RFC 4028) ----------------------------------------------------------------------
     def _arm_session(self, name: str) -> None:
         side = self.a if name == "a" else self.b
-        if side is None or side.st is None or self.state != "answered":
+        if side is None or side.virtual or side.st is None or self.state != "answered":
             return
         self.sw.timer(self, f"st_{name}", side.st.due_in, lambda: self._session_due(name))
 
@@ -644,6 +672,8 @@ class Call:
         return None
 
     def _send_in_dialog(self, side: Side, method: str) -> None:
+        if side.virtual:
+            return
         try:
             request = side.dialog.create_request(method)
         except DialogError:
@@ -703,6 +733,21 @@ class Call:
                 "duration_s": rec.duration_s,
             },
         )
+
+
+def parked(sdp: bytes) -> bytes:
+    """The answer a call the API placed gives our own offer for its side: the same session, its address
+    unspecified (0.0.0.0, RFC 3264's "do not send"), so the engine leg stays in the bridge (recording,
+    detection, players) and sends nothing."""
+    lines = []
+    for line in sdp.decode().split("\r\n"):
+        if line.startswith("c=IN IP4 ") or line.startswith("c=IN IP6 "):
+            line = "c=IN IP4 0.0.0.0"
+        elif line.startswith("m=audio "):
+            fields = line.split(" ")
+            line = " ".join([fields[0], "9", *fields[2:]])
+        lines.append(line)
+    return "\r\n".join(lines).encode()
 
 
 def new_call_id() -> str:

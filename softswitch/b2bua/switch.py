@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -32,6 +33,7 @@ from softswitch.router import Router, Target
 from softswitch.sip.dialog import Dialog, DialogSet, dialog_id_of, new_tag
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, build_response
+from softswitch.sip.message import parse as parse_message
 from softswitch.sip.transaction import RequestReceived, ResponseReceived, Timeout, TransportError
 from softswitch.store import CallRecord, LegRecord, Store
 
@@ -120,20 +122,66 @@ class B2bua:
             self.counters["rejected"] += 1
             endpoint.respond(ev.key, self._reply(request, 404, "No Route"))
             return
+        direction = "inbound" if trunk else ("outbound" if targets[0].kind == "trunk" else "internal")
         try:
-            media = CallMedia(self.engine, inband_dtmf=self.inband_dtmf)
+            call = self._new_call(request, ev.key, flow, targets, direction=direction, trunk=trunk, user=user)
         except OSError as exc:
             event(log, "call.no_media", level=logging.WARNING, reason=str(exc))
             endpoint.respond(ev.key, self._reply(request, 503, headers=[("Retry-After", "5")]))
             return
-        direction = "inbound" if trunk else ("outbound" if targets[0].kind == "trunk" else "internal")
+        self._invites[ev.key] = call
+        call.start()
+
+    def originate(
+        self, to: str, from_: str, *, ring_timeout_s: float | None = None, machine_detection: str = ""
+    ) -> Call:
+        """A call the API places: an INVITE to `to` (a number or user, routed like any call), from
+        `from_` (a number or name, our From user). Its other side is the API's own, kept by no SIP peer
+        (softswitch.b2bua.call: Side.virtual): once answered, the far end is bridged to a parked media leg,
+        so the call can be recorded, played to, listened to for digits and answering machines, and hung
+        up. LookupError when no route matches `to`, OSError when no media port is free."""
+        targets = self.router.targets(to)
+        if not targets:
+            raise LookupError(f"no route to {to!r}")
+        if machine_detection:
+            targets = [Target(t.kind, t.name, t.route, machine_detection) for t in targets]
+        for name, value in (("to", to), ("from", from_)):
+            if not _API_PARTY.fullmatch(value):
+                raise ValueError(f"{name}: a number or user name (letters, digits, + . _ -), not {value!r}")
+        flow = self.endpoint.flow_to("udp", "api", 0)
+        if flow is None:
+            raise OSError("no UDP listener to place calls from")
+        invite = _api_invite(to, from_, self.domain, flow.local)
+        direction = "outbound" if targets[0].kind == "trunk" else "internal"
+        trunk = self.router.trunks.get(targets[0].name) if targets[0].kind == "trunk" else None
+        call = self._new_call(
+            invite, None, flow, targets, direction=direction, trunk=trunk, user=None, role="api", status="queued"
+        )
+        if ring_timeout_s is not None:
+            call.ring_timeout_s = ring_timeout_s
+        self.loop.call_soon(self._dial, call)  # the API answers first (status queued), then the INVITE leaves
+        return call
+
+    def _dial(self, call: Call) -> None:
+        if call.state != "routing" or call.record.status != "queued":
+            return  # hung up while queued
+        call.record.status = "initiated"
+        self.save(call)
+        self.publish(call, "call.initiated", {})
+        call.start()
+
+    def _new_call(
+        self, request: Request, key, flow, targets, *, direction, trunk, user, role="inbound", status="initiated"
+    ) -> Call:
+        """A call for `request` (its media, record and tables), not yet started. OSError: no media port."""
+        media = CallMedia(self.engine, inband_dtmf=self.inband_dtmf)
         now = self.wall()
         record = CallRecord(
             id=new_id("call"),
             direction=direction,
             from_uri=str(request.from_.uri),
             to_uri=str(request.uri),
-            status="initiated",
+            status=status,
             created_at=now,
             trunk=trunk.name if trunk else (targets[0].name if targets[0].kind == "trunk" else None),
             user=user,
@@ -141,7 +189,7 @@ class B2bua:
         record.legs.append(
             LegRecord(
                 idx=0,
-                role="inbound",
+                role=role,
                 sip_call_id=request.call_id,
                 remote_uri=str(request.from_.uri),
                 created_at=now,
@@ -150,19 +198,19 @@ class B2bua:
             )
         )
         try:
-            call = Call(self, record, request, ev.key, flow, targets, media)
+            call = Call(self, record, request, key, flow, targets, media)
         except SipParseError:  # no usable Contact: the endpoint answers 400
             media.close()
             raise
         record.legs[0].local_tag = call.a.dialog.local_tag
         self.calls[call.id] = call
-        self._invites[ev.key] = call
         for side, leg in media.legs.items():
             self._media_legs[leg.id] = (call, side)
         self.counters["calls"] += 1
         self.save(call)
-        self.publish(call, "call.initiated", {})
-        call.start()
+        if status == "initiated":
+            self.publish(call, "call.initiated", {})
+        return call
 
     def _reply(self, request: Request, status: int, reason: str | None = None, headers=()):
         response = build_response(request, status, reason, to_tag=new_tag(), headers=headers)
@@ -446,3 +494,27 @@ class B2bua:
         """End every call (BYE or final response) so records are closed before the process exits."""
         for call in list(self.calls.values()):
             call.hangup("system", 503, "shutting down")
+
+
+_API_PARTY = re.compile(r"[A-Za-z0-9+._-]{1,64}")
+
+
+def _api_invite(to: str, from_: str, domain: str, local: tuple[str, int]) -> Request:
+    """The INVITE a call placed by the API would have come with, had the API been a SIP phone: what the
+    call's caller side (virtual) is built from. Never sent."""
+    host, port = local
+    host = f"[{host}]" if ":" in host else host
+    text = (
+        f"INVITE sip:{to}@{domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{new_tag()}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:{from_}@{domain}>;tag={new_tag()}\r\n"
+        f"To: <sip:{to}@{domain}>\r\n"
+        f"Call-ID: {new_call_id()}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:api@{host}:{port}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    request = parse_message(text.encode())
+    assert isinstance(request, Request)
+    return request

@@ -213,3 +213,45 @@ async def test_api_calls_errors_scopes_filters_and_test_keys(switch):
     assert status == 422 and body["error"]["param_errors"][0]["param"] == "digits"
     status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read", test=True))
     assert page["data"] == []  # test keys see test calls only
+
+
+async def test_api_place_a_call_recorded_from_the_answer_then_hang_up(switch):
+    key = switch.key("calls:read", "calls:write", "recordings:read")
+    body = {"to": "1000", "from": "+15550001111", "record": "dual", "metadata": {"order": "42"}, "timeout": 20}
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        status, call, headers = await api(switch, "POST", "/v2/calls", key, json=body)
+        assert status == 201 and call["status"] == "queued" and headers["Location"] == f"/v2/calls/{call['id']}"
+        assert call["metadata"] == {"order": "42"} and call["direction"] == "outbound"
+        assert call["from"].startswith("sip:+15550001111@")
+
+        async def in_progress():
+            s, c, _ = await api(switch, "GET", f"/v2/calls/{call['id']}", key)
+            return c if c["status"] == "in-progress" else None
+
+        live = await until(in_progress)
+        assert live["answered_at"] is not None
+        status, page, _ = await api(switch, "GET", f"/v2/recordings?call_id={call['id']}", key)
+        assert [r["status"] for r in page["data"]] == ["in-progress"]  # started as the call was answered
+        status, ended, _ = await api(switch, "POST", f"/v2/calls/{call['id']}/hangup", key)
+        assert status == 200
+        done = await asyncio.to_thread(callee.wait, 10)
+    assert done.successful == 1, done.summary()  # the callee got our INVITE, answered, and got our BYE
+    status, final, _ = await api(switch, "GET", f"/v2/calls/{call['id']}", key)
+    assert (final["status"], final["hangup_by"], final["metadata"]) == ("completed", "api", {"order": "42"})
+
+
+async def test_api_place_a_call_refusals(switch):
+    key = switch.key("calls:write")
+    status, body, _ = await api(switch, "POST", "/v2/calls", key, json={"to": "5555", "from": "alice"})
+    assert status == 422 and body["error"]["param_errors"] == [{"param": "to", "reason": "no route matches 5555"}]
+    status, body, _ = await api(switch, "POST", "/v2/calls", key, json={"to": "12 34", "from": "alice"})
+    assert status == 422 and body["error"]["param_errors"][0]["param"] == "to"
+    status, body, _ = await api(switch, "POST", "/v2/calls", key, json={"to": "1000", "from": "alice", "url": "x"})
+    assert status == 422 and body["error"]["param_errors"][0]["param"] == "url"  # not built yet: unknown field
+    status, body, _ = await api(
+        switch, "POST", "/v2/calls", switch.key("calls:write", test=True), json={"to": "1000", "from": "alice"}
+    )
+    assert status == 422
+    status, body, _ = await api(switch, "POST", "/v2/calls", switch.key("calls:read"), json={"to": "1000", "from": "a"})
+    assert status == 403
+    assert switch.calls.calls == {}

@@ -223,6 +223,9 @@ async def caller_says(port: int, pcm: np.ndarray) -> None:
     await far_end_says(port, pcm, CALLER["media_port"] + 8)
 
 
+TONE_1S = (8000 * np.sin(2 * np.pi * 700 * np.arange(8000) / 8000)).astype(np.int16)
+
+
 def beep(ms: int, hz: float) -> np.ndarray:
     t = np.arange(ms * 8) / 8000
     return (6000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
@@ -304,6 +307,48 @@ async def test_call_recording_started_on_a_live_call_holds_the_caller_audio(serv
     assert caller_rms > 2000  # the 700 Hz tone the caller sent (about 5,600 RMS over its second)
     if mode == "dual":
         assert float(np.sqrt(np.mean(audio[:, 1].astype(float) ** 2))) < 100  # the callee said nothing
+
+
+async def test_call_placed_by_the_api_reaches_the_callee_is_answered_recorded_and_hung_up(services):
+    seen = []
+    services.bus.subscribe(lambda ev: seen.append(ev.type), types=["call.*", "recording.*"])
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        call = services.calls.originate("1000", "+15550001111")
+        assert call.a.virtual and call.record.direction == "outbound" and call.record.legs[0].role == "api"
+        answered = await answered_call(services)
+        assert answered is call and call.media.mode == "relay"
+        rec = services.calls.recordings.start(call, "mono")  # the parked side's leg keeps the bridge usable
+        await far_end_says(call.media.legs["b"].port, TONE_1S)
+        services.calls.recordings.stop(call)
+        for _ in range(100):
+            if "recording.ready" in seen:
+                break
+            await asyncio.sleep(0.02)
+        call.hangup("api", 200, "done")
+        done = await asyncio.to_thread(callee.wait, 10)
+    assert done.successful == 1, done.summary()  # it got our BYE and answered it
+    assert "From: <sip:+15550001111@" in done.messages
+    assert seen == [
+        "call.initiated",
+        "call.ringing",
+        "call.answered",
+        "recording.started",
+        "recording.ready",
+        "call.completed",
+    ]
+    with wave.open(rec.path) as w:
+        audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    assert float(np.sqrt(np.mean(audio.astype(float) ** 2))) > 2000  # what the callee said
+    record = await ended(services, call.id)
+    assert (record.status, record.hangup_by) == ("completed", "api")
+
+
+async def test_call_placed_by_the_api_without_a_route_or_with_a_bad_party_is_refused(services):
+    with pytest.raises(LookupError):
+        services.calls.originate("5555", "api")
+    with pytest.raises(ValueError, match="from"):
+        services.calls.originate("1000", "a b\r\nVia: x")
+    assert services.calls.calls == {}
 
 
 async def _packets(sock: socket.socket, seconds: float) -> list[bytes]:
