@@ -77,6 +77,10 @@ class CreateCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     from_: Annotated[str, msgspec.Meta(pattern=PARTY, description="caller id: E.164 number or name")] = msgspec.field(
         name="from"
     )
+    connect: (
+        Annotated[str, msgspec.Meta(pattern=PARTY, description="once `to` answers, connect it to this number or user")]
+        | None
+    ) = None
     timeout: Annotated[int, msgspec.Meta(ge=1, le=600, description="seconds to ring before giving up")] = 60
     record: Annotated[
         Literal[False, "mono", "dual"],
@@ -230,10 +234,13 @@ async def create_call(request: web.Request) -> web.Response:
             422, "invalid_param", "test calls are not built yet", [("to", "test keys cannot place calls yet")]
         )
     b2bua = request.app[B2BUA]
+    if body.connect is not None and not b2bua.router.targets(body.connect):
+        raise ApiError(422, "invalid_param", "no route", [("connect", f"no route matches {body.connect}")])
     try:
         call = b2bua.originate(
             body.to,
             body.from_,
+            connect=body.connect,
             ring_timeout_s=body.timeout,
             machine_detection=AMD_MODES.get(body.machine_detection, ""),
         )

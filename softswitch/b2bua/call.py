@@ -128,6 +128,7 @@ class Call:
         self.dtmf: DtmfMerger | None = None  # made at the first digit: most calls never see one
         self.amd: CallAmd | None = None  # answering machine detection on the answered side, when asked for
         self.record_on_answer: str | None = None  # "mono" or "dual": a recording starts as the call is answered
+        self.connect_to: str | None = None  # a call the API placed: who the answered party is connected to
 
     # -- routing -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -268,6 +269,8 @@ class Call:
                 self.sw.recordings.start(self, self.record_on_answer)
             except (RecordingError, OSError) as exc:  # no bridge yet (late offer), or the disk refused
                 event(log, "call.record_failed", level=logging.WARNING, call=self.id, reason=str(exc))
+        if self.connect_to:  # the API's side hands over to the party to connect (a transfer, by us)
+            transfer.connect(self, self.connect_to)
         if fork.target.machine_detection:  # call.answered waits for the verdict (on_amd)
             self.amd = CallAmd(self, "b", fork.target.machine_detection, self.sw.amd_params)
         else:
@@ -639,7 +642,8 @@ class Call:
         """A transfer target answered: it takes `name`'s place; the transferor is sent away with a BYE."""
         old = self.side(name)
         self.sw.drop_dialog(old.dialog)
-        self.sw.add_dialog(old.dialog, self, "old")
+        if not old.virtual:  # the API's side had no dialog on the wire: nothing of it can still arrive
+            self.sw.add_dialog(old.dialog, self, "old")
         self.sw.cancel_timer(self, f"ok_{name}")
         self.sw.cancel_timer(self, f"st_{name}")
         self._send_in_dialog(old, "BYE")

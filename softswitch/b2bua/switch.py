@@ -133,19 +133,28 @@ class B2bua:
         call.start()
 
     def originate(
-        self, to: str, from_: str, *, ring_timeout_s: float | None = None, machine_detection: str = ""
+        self,
+        to: str,
+        from_: str,
+        *,
+        connect: str | None = None,
+        ring_timeout_s: float | None = None,
+        machine_detection: str = "",
     ) -> Call:
         """A call the API places: an INVITE to `to` (a number or user, routed like any call), from
         `from_` (a number or name, our From user). Its other side is the API's own, kept by no SIP peer
         (softswitch.b2bua.call: Side.virtual): once answered, the far end is bridged to a parked media leg,
         so the call can be recorded, played to, listened to for digits and answering machines, and hung
-        up. LookupError when no route matches `to`, OSError when no media port is free."""
+        up. With `connect`, the answered party is connected to that one (a number or user) in the API's
+        place. LookupError when no route matches `to` (or `connect`), OSError when no media port is free."""
         targets = self.router.targets(to)
         if not targets:
             raise LookupError(f"no route to {to!r}")
+        if connect is not None and not self.router.targets(connect):
+            raise LookupError(f"no route to {connect!r}")
         if machine_detection:
             targets = [Target(t.kind, t.name, t.route, machine_detection) for t in targets]
-        for name, value in (("to", to), ("from", from_)):
+        for name, value in (("to", to), ("from", from_), ("connect", connect or "x")):
             if not _API_PARTY.fullmatch(value):
                 raise ValueError(f"{name}: a number or user name (letters, digits, + . _ -), not {value!r}")
         flow = self.endpoint.flow_to("udp", "api", 0)
@@ -159,6 +168,7 @@ class B2bua:
         )
         if ring_timeout_s is not None:
             call.ring_timeout_s = ring_timeout_s
+        call.connect_to = connect
         self.loop.call_soon(self._dial, call)  # the API answers first (status queued), then the INVITE leaves
         return call
 

@@ -10,6 +10,10 @@ the REFER, is taken off hold with a re-INVITE. When C cannot be reached, X hears
 and the original call goes on (X may take Y off hold).
 
 A REFER with `Replaces` in its Refer-To (attended transfer) is not handled yet: 501.
+
+The same machinery connects a call the API placed (`connect`): once the called party answers, the API's own
+side (which nothing on the wire holds, so no NOTIFY goes to it) is transferred to the party to connect; if
+that party cannot be reached, the call is hung up.
 """
 
 from __future__ import annotations
@@ -63,6 +67,16 @@ def on_refer(call, side: str, key, request: Request) -> None:
     _notify(call, side, "SIP/2.0 100 Trying", terminated=False)
     event(log, "call.transfer", call=call.id, by=side, to=transfer.target_uri)
     call.record.data.setdefault("transfers", []).append({"by": side, "to": transfer.target_uri})
+    _next_target(call, transfer)
+
+
+def connect(call, target: str) -> None:
+    """A call the API placed was answered: bring in `target` (a number or user, routed) in the API's place."""
+    targets = call.sw.router.targets(target)
+    transfer = Transfer("a", f"sip:{target}@{call.sw.domain}", list(targets))
+    call.transfer = transfer
+    event(log, "call.connect", call=call.id, to=target)
+    call.record.data["connect"] = target
     _next_target(call, transfer)
 
 
@@ -147,12 +161,15 @@ def _failed(call, transfer: Transfer, status: int, reason: str) -> None:
     call.transfer = None
     _notify(call, transfer.side, f"SIP/2.0 {status} {reason}", terminated=True)
     event(log, "call.transfer_failed", level=logging.INFO, call=call.id, status=status)
+    side = call.side(transfer.side)
+    if side is not None and side.virtual:  # the API's call could not connect its party: it ends
+        call.hangup("system", status, f"connect failed: {status} {reason}")
 
 
 def _notify(call, side: str, frag: str, *, terminated: bool) -> None:
     """NOTIFY the transferor of the new call's progress (RFC 3515 2.4.5)."""
     this = call.side(side)
-    if this is None:
+    if this is None or this.virtual:
         return
     state = "terminated;reason=noresource" if terminated else "active;expires=60"
     try:

@@ -26,14 +26,23 @@ from softswitch.server import Services
 SWITCH = 14300
 CALLER = {"port": 14310, "media_port": 14320, "control_port": 14312}
 CALLEE = {"port": 14330, "media_port": 14340, "control_port": 14332}
+SECOND = {"port": 14380, "media_port": 14390, "control_port": 14382}
 TONE = (8000 * np.sin(2 * np.pi * 700 * np.arange(8000) / 8000)).astype(np.int16)
 
 
 @pytest.fixture
 async def switch(tmp_path):
     api_port = free_port()
+    second = f"""[[trunks]]
+name = "second"
+address = "127.0.0.1:{SECOND["port"]}"
+ping_interval_s = 0
+[[routes]]
+match = "^2002$"
+to = "trunk:second"
+"""
     cfg = trunk_switch_config(
-        tmp_path, switch=SWITCH, callee=CALLEE["port"], rtp_ports="14350-14399", api_port=api_port
+        tmp_path, switch=SWITCH, callee=CALLEE["port"], rtp_ports="14350-14379", api_port=api_port, routes=second
     )
     svc = Services(parse(cfg))
     await svc.start()
@@ -255,3 +264,27 @@ async def test_api_place_a_call_refusals(switch):
     status, body, _ = await api(switch, "POST", "/v2/calls", switch.key("calls:read"), json={"to": "1000", "from": "a"})
     assert status == 403
     assert switch.calls.calls == {}
+
+
+async def test_api_place_a_call_and_connect_the_answered_party_to_another(switch):
+    key = switch.key("calls:read", "calls:write")
+    body = {"to": "1000", "from": "+15550001111", "connect": "2002"}
+    with uas("uas_hold", calls=1, **CALLEE) as callee, uas("uas_hold", calls=1, **SECOND) as second:
+        status, call, _ = await api(switch, "POST", "/v2/calls", key, json=body)
+        assert status == 201
+
+        async def connected():
+            live = switch.calls.calls.get(call["id"])
+            return live if live is not None and live.state == "answered" and not live.a.virtual else None
+
+        live = await until(connected)
+        assert live.media.negotiated["a"].remote_rtp[1] == SECOND["media_port"]  # media now to the second party
+        status, _, _ = await api(switch, "POST", f"/v2/calls/{call['id']}/hangup", key)
+        assert status == 200
+        first, other = await asyncio.to_thread(callee.wait, 10), await asyncio.to_thread(second.wait, 10)
+    assert first.successful == 1 and other.successful == 1, (first.summary(), other.summary())
+    assert "From: <sip:1000@" in other.messages  # the second party sees who it is connected to
+    status, final, _ = await api(switch, "GET", f"/v2/calls/{call['id']}", key)
+    assert final["status"] == "completed"
+    status, body, _ = await api(switch, "POST", "/v2/calls", key, json={"to": "1000", "from": "a", "connect": "7777"})
+    assert status == 422 and body["error"]["param_errors"][0]["param"] == "connect"
