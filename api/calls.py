@@ -32,6 +32,7 @@ from api.http import (
 )
 from api.recordings import Recording, recording_object
 from media.audio import decode_wav
+from softswitch.b2bua import transfer as transfers
 from softswitch.b2bua.recording import RecordingError
 from softswitch.store import CallRecord
 
@@ -123,6 +124,11 @@ class Play(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: Annotated[str, msgspec.Meta(pattern="^https?://", description="a WAV file (any common rate)")]
     to: Literal["caller", "callee", "both"] = "both"
     loop: bool = False
+
+
+class Transfer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    to: Annotated[str, msgspec.Meta(pattern=PARTY, description="the number or user who takes the party's place")]
+    party: Annotated[Party, msgspec.Meta(description="who is replaced (the other party stays)")] = "callee"
 
 
 class StopPlay(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -355,6 +361,28 @@ async def stop_play(request: web.Request) -> web.Response:
     for side in _sides(body.to):
         engine.stop_play(call.media.legs[side])
     return json_response(call_object(call.record))
+
+
+@routes.route(
+    "POST",
+    "/v2/calls/{id}/transfer",
+    scope="calls:write",
+    body=Transfer,
+    response=Call,
+    status=202,
+    summary="Blind transfer: a number or user takes a party's place",
+    description="Answers 202 at once. The other party stays; when the new one answers, the replaced party "
+    "gets a BYE. If it cannot be reached the call goes on as before.",
+    tags=["calls"],
+)
+async def transfer_call(request: web.Request) -> web.Response:
+    body = await decode_body(request, Transfer)
+    call = _answered(request)
+    if not request.app[B2BUA].router.targets(body.to):
+        raise ApiError(422, "invalid_param", "no route", [("to", f"no route matches {body.to}")])
+    if not transfers.start(call, SIDES[body.party], body.to):
+        raise ApiError(409, "conflict", f"call {call.id} is being transferred already")
+    return json_response(call_object(call.record), status=202)
 
 
 async def _fetch_wav(url: str) -> bytes:

@@ -104,3 +104,20 @@ ping_interval_s = 0
 match = "^1000$"
 to = "trunk:carrier"
 {routes}"""
+
+
+def bench_module(name: str):
+    """A module of bench/ (the generated data sets, the references), loaded by path: bench/ is not put on
+    sys.path, where its api.py would hide the api package."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

@@ -11,11 +11,13 @@ import sys
 import wave
 from pathlib import Path
 
-import amd_data
 import dtmf_signals as sig
 import numpy as np
+from helpers import bench_module
 
 from media import g711
+
+amd_data = bench_module("amd_data")
 
 PCM, ALAW, MULAW = 1, 6, 7
 

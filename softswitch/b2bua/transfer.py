@@ -42,6 +42,7 @@ class Transfer:
     targets: list = field(default_factory=list)
     forks: list = field(default_factory=list)
     done: bool = False
+    notify: bool = True  # a REFER's transferor hears how it goes (RFC 3515); the API's transfers do not
 
 
 def on_refer(call, side: str, key, request: Request) -> None:
@@ -64,20 +65,29 @@ def on_refer(call, side: str, key, request: Request) -> None:
     call.sw.endpoint.respond(key, this.dialog.create_response(request, 202))
     transfer = Transfer(side, str(refer_to.uri), list(targets))
     call.transfer = transfer
-    _notify(call, side, "SIP/2.0 100 Trying", terminated=False)
+    _notify(call, transfer, "SIP/2.0 100 Trying", terminated=False)
     event(log, "call.transfer", call=call.id, by=side, to=transfer.target_uri)
     call.record.data.setdefault("transfers", []).append({"by": side, "to": transfer.target_uri})
     _next_target(call, transfer)
 
 
+def start(call, side: str, target: str) -> bool:
+    """The API moves `side` of an answered call to `target` (a number or user, routed): a blind transfer
+    decided here instead of by a REFER, so nobody is notified. False when a transfer is already going on."""
+    if call.transfer is not None:
+        return False
+    transfer = Transfer(side, f"sip:{target}@{call.sw.domain}", list(call.sw.router.targets(target)), notify=False)
+    call.transfer = transfer
+    event(log, "call.transfer", call=call.id, by="api", side=side, to=target)
+    call.record.data.setdefault("transfers", []).append({"by": "api", "side": side, "to": target})
+    _next_target(call, transfer)
+    return True
+
+
 def connect(call, target: str) -> None:
     """A call the API placed was answered: bring in `target` (a number or user, routed) in the API's place."""
-    targets = call.sw.router.targets(target)
-    transfer = Transfer("a", f"sip:{target}@{call.sw.domain}", list(targets))
-    call.transfer = transfer
-    event(log, "call.connect", call=call.id, to=target)
     call.record.data["connect"] = target
-    _next_target(call, transfer)
+    start(call, "a", target)
 
 
 def _next_target(call, transfer: Transfer) -> None:
@@ -108,7 +118,7 @@ def on_fork_response(call, transfer: Transfer, fork, response: Response) -> None
         fork.dialogs.receive_response(response)
         if status in (180, 183) and not fork.provisional:
             fork.provisional = True
-            _notify(call, transfer.side, f"SIP/2.0 {status} {response.reason}", terminated=False)
+            _notify(call, transfer, f"SIP/2.0 {status} {response.reason}", terminated=False)
         return
     if status >= 300:
         fork.status, fork.reason = status, response.reason
@@ -141,7 +151,7 @@ def on_fork_response(call, transfer: Transfer, fork, response: Response) -> None
         return
     call.cancel_forks()  # this fork is done already: only the transfer's other forks are still open
     transfer.done = True
-    _notify(call, transfer.side, "SIP/2.0 200 OK", terminated=True)
+    _notify(call, transfer, "SIP/2.0 200 OK", terminated=True)
     call.replace_side(transfer.side, dialog, fork.flow, response)
     call.transfer = None
     event(log, "call.transferred", call=call.id, side=transfer.side, to=transfer.target_uri)
@@ -159,17 +169,17 @@ def on_fork_timeout(call, transfer: Transfer, fork) -> None:
 def _failed(call, transfer: Transfer, status: int, reason: str) -> None:
     transfer.done = True
     call.transfer = None
-    _notify(call, transfer.side, f"SIP/2.0 {status} {reason}", terminated=True)
+    _notify(call, transfer, f"SIP/2.0 {status} {reason}", terminated=True)
     event(log, "call.transfer_failed", level=logging.INFO, call=call.id, status=status)
     side = call.side(transfer.side)
     if side is not None and side.virtual:  # the API's call could not connect its party: it ends
         call.hangup("system", status, f"connect failed: {status} {reason}")
 
 
-def _notify(call, side: str, frag: str, *, terminated: bool) -> None:
+def _notify(call, transfer: Transfer, frag: str, *, terminated: bool) -> None:
     """NOTIFY the transferor of the new call's progress (RFC 3515 2.4.5)."""
-    this = call.side(side)
-    if this is None or this.virtual:
+    this = call.side(transfer.side)
+    if this is None or this.virtual or not transfer.notify:
         return
     state = "terminated;reason=noresource" if terminated else "active;expires=60"
     try:

@@ -288,3 +288,28 @@ async def test_api_place_a_call_and_connect_the_answered_party_to_another(switch
     assert final["status"] == "completed"
     status, body, _ = await api(switch, "POST", "/v2/calls", key, json={"to": "1000", "from": "a", "connect": "7777"})
     assert status == 422 and body["error"]["param_errors"][0]["param"] == "connect"
+
+
+async def test_api_blind_transfer_of_the_callee(switch):
+    key = switch.key("calls:read", "calls:write")
+    with uas("uas_hold", calls=1, **CALLEE) as callee, uas("uas_hold", calls=1, **SECOND) as second:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered(switch)
+        status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/transfer", key, json={"to": "7777"})
+        assert status == 422 and body["error"]["param_errors"][0]["param"] == "to"
+        status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/transfer", key, json={"to": "2002"})
+        assert status == 202
+        first = await asyncio.to_thread(callee.wait, 10)  # the replaced callee got our BYE
+        assert first.successful == 1, first.summary()
+
+        async def moved():
+            return call.media.negotiated["b"].remote_rtp[1] == SECOND["media_port"] and call.transfer is None
+
+        await until(moved)
+        status, _, _ = await api(switch, "POST", f"/v2/calls/{call.id}/hangup", key)
+        assert status == 200
+        result = await caller
+        other = await asyncio.to_thread(second.wait, 10)
+    assert result.ok, result.summary()  # the caller stayed in the call until our BYE
+    assert other.successful == 1, other.summary()
+    assert call.record.data["transfers"] == [{"by": "api", "side": "b", "to": "2002"}]

@@ -3,10 +3,12 @@ its determinism (the quick cases are the full set's cases of the same name)."""
 
 from __future__ import annotations
 
-import amd_data
 import numpy as np
 import pytest
-from amd_data import CATEGORIES, RATE, Case
+from helpers import bench_module
+
+amd_data = bench_module("amd_data")
+CATEGORIES, RATE, Case = amd_data.CATEGORIES, amd_data.RATE, amd_data.Case
 
 
 @pytest.fixture(scope="module")

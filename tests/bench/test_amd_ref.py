@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 import wave
 
-import amd_ref
 import numpy as np
 import pytest
-from amd_ref import AmdParams, AmdResult, detect, frame_levels
+from helpers import bench_module
+
+amd_ref = bench_module("amd_ref")
+AmdParams, AmdResult, detect, frame_levels = amd_ref.AmdParams, amd_ref.AmdResult, amd_ref.detect, amd_ref.frame_levels
 
 RATE = 8000
 

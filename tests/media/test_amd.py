@@ -3,16 +3,18 @@ and the whole detector on the generated quick set (bench/amd_data.py)."""
 
 from __future__ import annotations
 
-import amd_data
 import dtmf_signals as sig
 import numpy as np
 import pytest
+from helpers import bench_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cext import amd as kernel
 from media.amd import AmdDetector, AmdParams, analyze
 from media.dtmf import dbm0_amplitude
+
+amd_data = bench_module("amd_data")
 
 RATE = 8000
 
