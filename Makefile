@@ -38,6 +38,7 @@ bench: build
 	bench/sip_load.sh --quick
 	$(BIN)/python bench/dtmf.py --quick
 	$(BIN)/python bench/amd.py --quick
+	$(BIN)/python bench/api.py --quick
 
 clean:
 	rm -rf build cext/*.c cext/*.so .pytest_cache .ruff_cache

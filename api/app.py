@@ -8,13 +8,14 @@ sets the app keys its handlers need).
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 from aiohttp import web
 
 from api import docs, health, idempotency, keys, openapi
-from api.guard import LIMITER, errors, guard
+from api.guard import LIMITER, REQUEST_COUNTS, errors, guard
 from api.health import CHECKS, STARTED_AT, Check
 from api.http import CLOCK, CONFIG, STORE
 from api.ratelimit import RateLimiter
@@ -46,6 +47,7 @@ def create_app(
     app[CHECKS] = dict(checks or {})
     app[LIMITER] = RateLimiter(config.api.rate_limit_per_s, config.api.rate_limit_burst)
     app[openapi.CACHE] = {}
+    app[REQUEST_COUNTS] = collections.Counter()  # what the metrics report (api.metrics)
     for register in (health.routes.register, keys.routes.register, openapi.routes.register, docs.routes.register):
         register(app)
     for register in routes:

@@ -1,9 +1,10 @@
 """`/v2/calls`: the calls the softswitch carried or carries (from the store), and control of live ones
 (hang up, send digits, record, play) through call control (softswitch.b2bua), never SIP or sockets.
 
-Statuses are the cloud APIs' words: initiated, ringing, in-progress (answered), completed, busy,
-no-answer, failed, canceled. Test keys see test calls only; until calls can be placed with a test key
-(POST /v2/calls, not built yet) there are none, so a test key's list is empty.
+Statuses are the cloud APIs' words: queued, initiated, ringing, in-progress (answered), completed, busy,
+no-answer, failed, canceled. Calls placed with a test key (`sk_test_`) never leave the box: they reach the
+simulated far end (softswitch.testmode: magic numbers), and test keys see test calls only, live keys live
+calls only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from api.http import (
+    B2BUA,
     STORE,
     ApiError,
     Page,
@@ -37,7 +39,6 @@ from softswitch.b2bua.recording import RecordingError
 from softswitch.store import CallRecord
 
 routes = RouteTable()
-B2BUA = web.AppKey("b2bua", object)  # softswitch.b2bua.switch.B2bua: the live calls
 PLAY_MAX_BYTES = 20 * 1024 * 1024
 SIDES = {"caller": "a", "callee": "b"}
 # E.164 (+ and 7-15 digits), an extension or short number (2-15 digits), or a user / caller name
@@ -68,6 +69,13 @@ class Call(msgspec.Struct, kw_only=True):
     hangup_code: int | None = None
     hangup_reason: str | None = None
     hangup_by: str | None = None
+    answered_by: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="with machine_detection: human, machine_start, machine_end_beep, "
+            "machine_end_silence, machine_end_other or unknown"
+        ),
+    ] = None
     metadata: dict[str, str] = {}
 
 
@@ -151,6 +159,7 @@ def call_object(rec: CallRecord) -> Call:
         hangup_code=rec.hangup_code,
         hangup_reason=rec.hangup_reason,
         hangup_by=rec.hangup_by,
+        answered_by=rec.data.get("answered_by"),
         metadata=rec.data.get("metadata", {}),
     )
 
@@ -159,13 +168,11 @@ def _record(request: web.Request) -> CallRecord:
     """The call of the path, as the key may see it (a live call's own record: the store may be up to a
     group commit behind): 404 otherwise."""
     call_id = request.match_info["id"]
-    rec = None
-    if not current_key(request).test:
-        live = request.app[B2BUA].calls.get(call_id)
-        if live is None:
-            request.app[B2BUA].flush()  # a call that just ended may still wait for the group commit
-        rec = live.record if live is not None else request.app[STORE].get_call(call_id)
-    if rec is None:
+    live = request.app[B2BUA].calls.get(call_id)
+    if live is None:
+        request.app[B2BUA].flush()  # a call that just ended may still wait for the group commit
+    rec = live.record if live is not None else request.app[STORE].get_call(call_id)
+    if rec is None or rec.test != current_key(request).test:
         raise ApiError(404, "not_found", f"no call {request.match_info['id']}")
     return rec
 
@@ -202,8 +209,6 @@ def _sides(to: str) -> list[str]:
 )
 async def list_calls(request: web.Request) -> web.Response:
     q = decode_query(request, CallQuery)
-    if current_key(request).test:
-        return json_response(paginate([], q.limit))
     request.app[B2BUA].flush()  # the records the next group commit would write: listed as they are now
     store = request.app[STORE]
     cursor = q.starting_after
@@ -215,6 +220,7 @@ async def list_calls(request: web.Request) -> web.Response:
         from_uri=q.from_,
         to_uri=q.to,
         starting_after=cursor,
+        test=current_key(request).test,
         **q.bounds(),
     )
     return json_response(paginate([call_object(r) for r in rows], q.limit))
@@ -235,11 +241,10 @@ async def list_calls(request: web.Request) -> web.Response:
 )
 async def create_call(request: web.Request) -> web.Response:
     body = await decode_body(request, CreateCall)
-    if current_key(request).test:
-        raise ApiError(
-            422, "invalid_param", "test calls are not built yet", [("to", "test keys cannot place calls yet")]
-        )
+    test = current_key(request).test
     b2bua = request.app[B2BUA]
+    if test and body.connect is not None:
+        raise ApiError(422, "invalid_param", "test calls cannot connect", [("connect", "not with a test key")])
     if body.connect is not None and not b2bua.router.targets(body.connect):
         raise ApiError(422, "invalid_param", "no route", [("connect", f"no route matches {body.connect}")])
     try:
@@ -249,6 +254,7 @@ async def create_call(request: web.Request) -> web.Response:
             connect=body.connect,
             ring_timeout_s=body.timeout,
             machine_detection=AMD_MODES.get(body.machine_detection, ""),
+            test=test,
         )
     except LookupError:
         raise ApiError(422, "invalid_param", "no route", [("to", f"no route matches {body.to}")]) from None

@@ -8,6 +8,8 @@ key is taken; and only a request allowed to run claims its Idempotency-Key.
 
 from __future__ import annotations
 
+import collections
+
 from aiohttp import web
 
 from api import idempotency
@@ -28,12 +30,29 @@ from api.ratelimit import RateLimiter
 from softswitch.events import new_id
 
 LIMITER = web.AppKey("limiter", RateLimiter)
+# Requests answered, by (method, route pattern, status): a dict increment per request, read by the metrics
+# scrape (api.metrics). Routes are counted by pattern (`/v2/calls/{id}`), never by raw URL, and unknown
+# methods as OTHER, so clients cannot grow the table without bound.
+REQUEST_COUNTS = web.AppKey("request_counts", collections.Counter)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"  # the route label of requests no route matched (404, 405)
+
+
+def route_label(request: web.Request) -> str:
+    """The path pattern of the route a request matched, or UNMATCHED."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+def _count(request: web.Request, status: int) -> None:
+    method = request.method if request.method in HTTP_METHODS else "OTHER"
+    request.app[REQUEST_COUNTS][(method, route_label(request), status)] += 1
 
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: give the request its id, turn every failure into the error shape, and put `X-Request-Id`
-    (and the rate limit headers, once known) on every response."""
+    """Outermost: give the request its id, turn every failure into the error shape, put `X-Request-Id`
+    (and the rate limit headers, once known) on every response, and count it for the metrics."""
     request[REQUEST_ID] = sane_request_id(request.headers.get("X-Request-Id")) or new_id("req")
     request[RESPONSE_HEADERS] = {}
     try:
@@ -41,10 +60,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:  # a redirect: pass it on with the id
             exc.headers["X-Request-Id"] = request[REQUEST_ID]
+            _count(request, exc.status)
             raise
         response = error_response(request, exc)
     except Exception as exc:
         response = error_response(request, exc)
+    _count(request, response.status)
     if not response.prepared:
         response.headers["X-Request-Id"] = request[REQUEST_ID]
         response.headers.update(request[RESPONSE_HEADERS])

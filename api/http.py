@@ -48,6 +48,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STORE = web.AppKey("store", Store)  # the softswitch's store (use it on the event loop's thread only)
 CONFIG = web.AppKey("config", Config)  # the whole config, [api] and the rest
 CLOCK = web.AppKey("clock", Callable[[], float])  # Unix time now; tests pass a fake one to create_app
+B2BUA = web.AppKey("b2bua", object)  # softswitch.b2bua.switch.B2bua: the live calls (set by the calls routes)
 
 
 def _request_key(name: str, kind: type) -> Any:
@@ -230,8 +231,8 @@ class Page(msgspec.Struct, Generic[T], kw_only=True):
 class TimeRangeQuery(PageQuery, kw_only=True):
     """A list filtered by creation time."""
 
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: Timestamp | None = None  # Timestamp: the document says date-time (a bare datetime does not)
+    created_before: Timestamp | None = None
 
     def bounds(self) -> dict[str, float | None]:
         """As the store's `after` / `before` (Unix seconds)."""

@@ -37,7 +37,8 @@ HEADER = "Idempotency-Key"
 TTL_S = 24 * 3600.0
 LOCK_S = 60.0
 PURGE_EVERY_S = 3600.0
-_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+KEY_PATTERN = r"[\x21-\x7e]{1,255}"  # printable ASCII, no spaces (the OpenAPI document says so too)
+_KEY = re.compile(KEY_PATTERN)
 _NOT_REPLAYED = frozenset({"content-length", "date", "server", "x-request-id", "transfer-encoding"})
 
 

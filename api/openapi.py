@@ -15,6 +15,7 @@ from aiohttp import web
 
 from api.auth import ADMIN, AUTHENTICATED
 from api.http import ErrorBody, RouteSpec, RouteTable, json_response, route_specs
+from api.idempotency import KEY_PATTERN
 from softswitch import __version__
 
 REF = "#/components/schemas/{name}"
@@ -96,7 +97,7 @@ def _parameters(spec: RouteSpec, path_params: list[str], schemas: dict[str, Any]
                 "in": "header",
                 "required": False,
                 "description": "replays the first response of the same request for 24 h",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": f"^{KEY_PATTERN}$"},
             }
         )
     return params

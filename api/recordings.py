@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 
 from api.http import (
+    B2BUA,
     STORE,
     ApiError,
     Page,
@@ -64,8 +65,13 @@ def recording_object(rec: RecordingRecord) -> Recording:
 
 
 def _recording(request: web.Request) -> RecordingRecord:
-    rec = None if current_key(request).test else request.app[STORE].get_recording(request.match_info["id"])
-    if rec is None:
+    """The recording of the path, if its call is of the key's kind (test or live): 404 otherwise."""
+    store = request.app[STORE]
+    if B2BUA in request.app:
+        request.app[B2BUA].flush()
+    rec = store.get_recording(request.match_info["id"])
+    call = None if rec is None else store.get_call(rec.call_id)
+    if rec is None or call is None or call.test != current_key(request).test:
         raise ApiError(404, "not_found", f"no recording {request.match_info['id']}")
     return rec
 
@@ -82,12 +88,14 @@ def _recording(request: web.Request) -> RecordingRecord:
 )
 async def list_recordings(request: web.Request) -> web.Response:
     q = decode_query(request, RecordingQuery)
-    if current_key(request).test:
-        return json_response(paginate([], q.limit))
+    if B2BUA in request.app:
+        request.app[B2BUA].flush()  # a call's record may still wait for the group commit
     store = request.app[STORE]
     cursor = q.starting_after
     require_cursor(cursor is not None and store.get_recording(cursor) is not None, cursor, "recording")
-    rows = store.list_recordings(limit=q.limit + 1, call_id=q.call_id, starting_after=cursor, **q.bounds())
+    rows = store.list_recordings(
+        limit=q.limit + 1, call_id=q.call_id, starting_after=cursor, test=current_key(request).test, **q.bounds()
+    )
     return json_response(paginate([recording_object(r) for r in rows], q.limit))
 
 

@@ -61,6 +61,7 @@ class ApiConfig(_Section):
     listen: str = "127.0.0.1:8080"
     rate_limit_per_s: float = 20.0  # requests per second each API key may make, sustained (token bucket rate)
     rate_limit_burst: int = 40  # requests a key may make at once after being idle (bucket size)
+    metrics_listen: str = ""  # host:port serving GET /metrics without a key (for a scraper); "" for none
 
 
 class StoreConfig(_Section):
@@ -213,11 +214,11 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
         parse_port_range(cfg.media.rtp_ports)
     except ValueError as exc:
         yield ("media", "rtp_ports"), f"bad port range: {exc}"
-    try:
-        host, _ = parse_hostport(cfg.api.listen)
-        ipaddress.ip_address(host)
-    except ValueError as exc:
-        yield ("api", "listen"), f"bad listen address {cfg.api.listen!r}: {exc}"
+    yield from _check_address(("api", "listen"), cfg.api.listen)
+    if cfg.api.metrics_listen:
+        yield from _check_address(("api", "metrics_listen"), cfg.api.metrics_listen)
+        if cfg.api.metrics_listen == cfg.api.listen:
+            yield ("api", "metrics_listen"), "must differ from api.listen (it serves /metrics without a key)"
     if not cfg.api.rate_limit_per_s > 0:
         yield ("api", "rate_limit_per_s"), "must be positive"
     if cfg.api.rate_limit_burst < 1:
@@ -267,6 +268,15 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
                 ("routes", i, "machine_detection"),
                 f"must be enable or detect_message_end (or absent), not {route.machine_detection!r}",
             )
+
+
+def _check_address(path: tuple, text: str) -> Iterator[tuple[tuple, str]]:
+    """An HTTP listen address: `IP:PORT` (an IP literal: we bind it)."""
+    try:
+        host, _ = parse_hostport(text)
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        yield path, f"bad listen address {text!r}: {exc}"
 
 
 def _check_amd(table: dict[str, int | float]) -> Iterator[tuple[tuple, str]]:
@@ -429,6 +439,8 @@ def summary(cfg: Config) -> list[str]:
         f"api listen: {cfg.api.listen} (rate limit {cfg.api.rate_limit_per_s:g}/s per key, "
         f"burst {cfg.api.rate_limit_burst})"
     )
+    if cfg.api.metrics_listen:
+        out.append(f"metrics listen: {cfg.api.metrics_listen} (GET /metrics, no key)")
     out.append(f"store: {cfg.store.path}")
     out.append(f"users: {len(cfg.users)}, trunks: {len(cfg.trunks)}, routes: {len(cfg.routes)}")
     out.extend(f"route {i}: /{r.match}/ -> {r.to}" for i, r in enumerate(cfg.routes))

@@ -17,11 +17,12 @@ from api import calls as api_calls
 from api import recordings as api_recordings
 from api.app import create_app
 from api.health import Check
+from api.metrics import Metrics, metrics_app
 from media.amd import AmdParams
 from media.engine import MediaEngine
 from softswitch import __version__
-from softswitch.b2bua.switch import B2bua
-from softswitch.config import Config, parse_hostport, parse_listen
+from softswitch.b2bua.switch import TEST_TRUNK, B2bua
+from softswitch.config import Config, Trunk, parse_hostport, parse_listen
 from softswitch.events import EventBus
 from softswitch.keepalive import ContactKeepalive
 from softswitch.logs import event
@@ -29,6 +30,7 @@ from softswitch.registrar import Registrar
 from softswitch.router import Router
 from softswitch.sip.transaction import TimerConfig
 from softswitch.store import Store
+from softswitch.testmode import TestFarEnd
 from softswitch.transport.endpoint import SipEndpoint
 from softswitch.transport.sockets import BindError, os_reason
 from softswitch.trunks import Trunks
@@ -39,17 +41,31 @@ log = logging.getLogger("softswitch")
 SHUTDOWN_BUDGET_S = 1.5
 
 
-async def _start_api(cfg: Config, store: Store, checks: dict[str, Check], calls: B2bua) -> web.AppRunner:
-    host, port = parse_hostport(cfg.api.listen)
-    app = create_app(store, cfg, checks=checks, routes=[api_calls.register_with(calls), api_recordings.routes.register])
+async def _start_api(
+    cfg: Config, store: Store, checks: dict[str, Check], calls: B2bua, metrics: Metrics
+) -> list[web.AppRunner]:
+    """The control API, and the keyless metrics listener when `[api] metrics_listen` asks for one."""
+    routes = [api_calls.register_with(calls), api_recordings.routes.register, metrics.register]
+    runners = [await _serve(create_app(store, cfg, checks=checks, routes=routes), "api", cfg.api.listen)]
+    if cfg.api.metrics_listen:
+        try:
+            runners.append(await _serve(metrics_app(metrics), "metrics", cfg.api.metrics_listen))
+        except BindError:
+            await runners[0].cleanup()
+            raise
+    return runners
+
+
+async def _serve(app: web.Application, name: str, listen: str) -> web.AppRunner:
+    host, port = parse_hostport(listen)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         await runner.cleanup()
-        raise BindError(f"cannot listen on api:{cfg.api.listen}: {os_reason(exc)}") from None
-    event(log, "api.listening", addr=cfg.api.listen)
+        raise BindError(f"cannot listen on {name}:{listen}: {os_reason(exc)}") from None
+    event(log, f"{name}.listening", addr=listen)
     return runner
 
 
@@ -98,7 +114,9 @@ class Services:
         self.calls.trunks = self.trunks
         names = [u.name for u in cfg.users]
         self.keepalive = ContactKeepalive(self.sip, self.store, names, cfg.sip.contact_ping_s)
-        self.runner: web.AppRunner | None = None
+        self.metrics = Metrics(self.calls, self.sip, self.bus)
+        self.test_far_end = TestFarEnd()
+        self.runners: list[web.AppRunner] = []
         self._gc_task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -107,10 +125,17 @@ class Services:
             await self.sip.listen(parse_listen(item))
         self.trunks.start()
         self.keepalive.start()
-        self.runner = await _start_api(self.cfg, self.store, self.ready_checks(), self.calls)
+        await self._start_test_far_end()
+        self.runners = await _start_api(self.cfg, self.store, self.ready_checks(), self.calls, self.metrics)
         _tune_gc()
         self._gc_task = asyncio.get_running_loop().create_task(_full_gc())
         event(log, "softswitch.started", version=__version__)
+
+    async def _start_test_far_end(self) -> None:
+        """The simulated far end test API keys' calls reach (softswitch.testmode), as a trunk of its own that
+        no route names: only `B2bua.originate(test=True)` sends calls there."""
+        host, port = await self.test_far_end.start()
+        self.calls.router.trunks[TEST_TRUNK] = Trunk(name=TEST_TRUNK, address=f"{host}:{port}", ping_interval_s=0)
 
     def ready_checks(self) -> dict[str, Check]:
         """What `/health/ready` asks: the store answers a query, the media thread has run (its CPU clock
@@ -131,13 +156,15 @@ class Services:
                 await self.trunks.close()
                 await self.keepalive.close()
                 await asyncio.sleep(0.05)  # let the BYEs leave
-                if self.runner is not None:
-                    await self.runner.cleanup()
+                for runner in self.runners:
+                    await runner.cleanup()
                 await self.sip.close()
+                await self.test_far_end.close()
         except TimeoutError:
             event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
         finally:
             self.calls.flush()
+            self.metrics.close()
             self.engine.close()
             self.store.close()
 

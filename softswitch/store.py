@@ -114,6 +114,9 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX recordings_call ON recordings (call_id)",
         "CREATE INDEX recordings_created ON recordings (created_at)",
     ],
+    [  # 6: test calls (placed with a test API key, answered by the simulated far end) apart from live ones
+        "ALTER TABLE calls ADD COLUMN test INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -179,6 +182,7 @@ class CallRecord:
     hangup_by: str | None = None
     trunk: str | None = None
     user: str | None = None
+    test: bool = False  # placed with a test API key: listed to test keys only
     legs: list[LegRecord] = field(default_factory=list)
     data: dict = field(default_factory=dict)
 
@@ -237,7 +241,7 @@ def _filters(*pairs: tuple[str, object]) -> tuple[list[str], list]:
 
 _CALL_COLUMNS = (  # in CallRecord's field order
     "id, direction, from_uri, to_uri, status, created_at, answered_at, ended_at, "
-    "hangup_code, hangup_reason, hangup_by, trunk, user, data"
+    "hangup_code, hangup_reason, hangup_by, trunk, user, test, data"
 )
 _LEG_COLUMNS = (  # in LegRecord's field order, after call_id
     "call_id, idx, role, sip_call_id, remote_uri, created_at, local_tag, remote_tag, remote_addr, "
@@ -271,12 +275,12 @@ def _json(value: dict) -> str:
 
 
 _UPSERT_CALL = (
-    f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)}) ON CONFLICT (id) DO UPDATE SET "
+    f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 15)}) ON CONFLICT (id) DO UPDATE SET "
     "direction = excluded.direction, from_uri = excluded.from_uri, to_uri = excluded.to_uri, "
     "status = excluded.status, created_at = excluded.created_at, answered_at = excluded.answered_at, "
     "ended_at = excluded.ended_at, hangup_code = excluded.hangup_code, "
     "hangup_reason = excluded.hangup_reason, hangup_by = excluded.hangup_by, trunk = excluded.trunk, "
-    "user = excluded.user, data = excluded.data"
+    "user = excluded.user, test = excluded.test, data = excluded.data"
 )
 _UPSERT_LEG = (
     f"INSERT INTO call_legs ({_LEG_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
@@ -310,6 +314,7 @@ def _call_row(record: CallRecord) -> tuple:
         record.hangup_by,
         record.trunk,
         record.user,
+        int(record.test),
         _json(record.data),
     )
 
@@ -333,8 +338,8 @@ def _leg_row(call_id: str, leg: LegRecord) -> tuple:
 
 
 def _call_from_row(row: tuple) -> CallRecord:
-    *fields, data = row
-    return CallRecord(*fields, data=json.loads(data))
+    *fields, test, data = row
+    return CallRecord(*fields, test=bool(test), data=json.loads(data))
 
 
 def _leg_from_row(row: tuple) -> LegRecord:
@@ -555,6 +560,7 @@ class Store:
         from_uri: str | None = None,
         to_uri: str | None = None,
         starting_after: str | None = None,
+        test: bool | None = None,
     ) -> list[CallRecord]:
         """Newest first, filtered (`before`/`after` bound `created_at`; `from_uri`/`to_uri` match a
         substring, so a number finds its SIP URIs); page back with `starting_after`, the last call's id."""
@@ -569,6 +575,7 @@ class Store:
             ("direction = ?", direction),
             ("instr(from_uri, ?) > 0", from_uri),
             ("instr(to_uri, ?) > 0", to_uri),
+            ("test = ?", None if test is None else int(test)),
         )
         return self._with_legs([_call_from_row(row) for row in rows])
 
@@ -606,8 +613,9 @@ class Store:
         before: float | None = None,
         after: float | None = None,
         starting_after: str | None = None,
+        test: bool | None = None,
     ) -> list[RecordingRecord]:
-        """Newest first, as list_calls."""
+        """Newest first, as list_calls (`test`: only recordings of test calls, or of live ones)."""
         rows = self._newest_first(
             "recordings",
             _RECORDING_COLUMNS,
@@ -616,6 +624,7 @@ class Store:
             ("call_id = ?", call_id),
             ("created_at < ?", before),
             ("created_at > ?", after),
+            ("call_id IN (SELECT id FROM calls WHERE test = ?)", None if test is None else int(test)),
         )
         return [RecordingRecord(*row) for row in rows]
 

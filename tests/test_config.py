@@ -301,3 +301,26 @@ def test_config_api_rate_limit_defaults_and_values():
 )
 def test_config_api_rate_limit_problems_name_file_line_and_field(line, expected):
     assert problems(f'[api]\nlisten = "127.0.0.1:8080"\n{line}\n') == [expected]
+
+
+def test_config_api_metrics_listen_default_and_value():
+    assert config.parse("").api.metrics_listen == ""
+    cfg = config.parse('[api]\nmetrics_listen = "127.0.0.1:9100"\n')
+    assert cfg.api.metrics_listen == "127.0.0.1:9100"
+    assert "metrics listen: 127.0.0.1:9100 (GET /metrics, no key)" in config.summary(cfg)
+    assert not any(line.startswith("metrics") for line in config.summary(config.parse("")))
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('metrics_listen = "9100"', "sw.toml:3: api.metrics_listen: bad listen address '9100': expected host:port"),
+        ('metrics_listen = "metrics.example:9100"', "sw.toml:3: api.metrics_listen: bad listen address"),
+        ('metrics_listen = "127.0.0.1:70000"', "sw.toml:3: api.metrics_listen: bad listen address"),
+        ('metrics_listen = "127.0.0.1:8080"', "sw.toml:3: api.metrics_listen: must differ from api.listen"),
+        ("metrics_listen = 9100", "sw.toml:3: api.metrics_listen: Expected `str`, got `int`"),
+    ],
+)
+def test_config_api_metrics_listen_problems_name_file_line_and_field(line, expected):
+    [problem] = problems(f'[api]\nlisten = "127.0.0.1:8080"\n{line}\n')
+    assert problem.startswith(expected), problem

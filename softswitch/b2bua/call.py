@@ -608,6 +608,8 @@ class Call:
 
     def on_amd(self, amd: CallAmd, result: AmdResult, answered_by: str) -> None:
         """The detector's final word: the held-back `call.answered`, then `call.amd`."""
+        self.record.data["answered_by"] = answered_by
+        self.sw.save(self)
         self.sw.publish(self, "call.answered", {"answered_by": answered_by})
         data = {
             "answered_by": answered_by,

@@ -140,14 +140,23 @@ class B2bua:
         connect: str | None = None,
         ring_timeout_s: float | None = None,
         machine_detection: str = "",
+        test: bool = False,
     ) -> Call:
         """A call the API places: an INVITE to `to` (a number or user, routed like any call), from
         `from_` (a number or name, our From user). Its other side is the API's own, kept by no SIP peer
         (softswitch.b2bua.call: Side.virtual): once answered, the far end is bridged to a parked media leg,
         so the call can be recorded, played to, listened to for digits and answering machines, and hung
         up. With `connect`, the answered party is connected to that one (a number or user) in the API's
-        place. LookupError when no route matches `to` (or `connect`), OSError when no media port is free."""
-        targets = self.router.targets(to)
+        place. A `test` call never leaves the box: it goes to the simulated far end (softswitch.testmode),
+        whatever the routes say. LookupError when no route matches `to` (or `connect`), OSError when no media
+        port is free."""
+        if test:
+            if self.router.trunks.get(TEST_TRUNK) is None:
+                raise OSError("the test far end is not running")
+            targets = [Target("trunk", TEST_TRUNK, -1)]
+            connect = None  # a second party would be a live one
+        else:
+            targets = self.router.targets(to)
         if not targets:
             raise LookupError(f"no route to {to!r}")
         if connect is not None and not self.router.targets(connect):
@@ -168,6 +177,7 @@ class B2bua:
         )
         if ring_timeout_s is not None:
             call.ring_timeout_s = ring_timeout_s
+        call.record.test = test
         call.connect_to = connect
         self.loop.call_soon(self._dial, call)  # the API answers first (status queued), then the INVITE leaves
         return call
@@ -506,6 +516,7 @@ class B2bua:
             call.hangup("system", 503, "shutting down")
 
 
+TEST_TRUNK = "test-far-end"  # the simulated far end's trunk, added by Services when it runs
 _API_PARTY = re.compile(r"[A-Za-z0-9+._-]{1,64}")
 
 

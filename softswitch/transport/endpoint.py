@@ -17,6 +17,7 @@ either. A transmission that cannot go out because its connection is gone ends it
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import ipaddress
@@ -46,6 +47,18 @@ from softswitch.transport.sockets import BindError, os_reason, udp_socket
 
 log = logging.getLogger("softswitch.sip")
 _CLIENT_EVENTS = (ResponseReceived, Timeout, TransportError)
+# Methods counted by name in `received_by`/`sent_by`; any other (extension methods, a peer's garbage) is
+# counted as OTHER, so a hostile peer cannot grow the tables (or a metrics label) without bound.
+COUNTED_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
+)
+
+
+def tally_key(message: Request | Response) -> str | int:
+    """What a message is counted under: its method (OTHER when unknown) or its status code."""
+    if isinstance(message, Response):
+        return message.status
+    return message.method if message.method in COUNTED_METHODS else "OTHER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +179,10 @@ class SipEndpoint:
         self._pumping = False
         self._callbacks: dict[object, Callable[[object], None]] = {}
         self.counters = {"received": 0, "sent": 0, "malformed": 0, "answered_400": 0}
+        # Parsed messages in and out by method (str) or status code (int), retransmissions included: a dict
+        # increment per message, read by the metrics scrape (api.metrics), never a metrics call per message.
+        self.received_by: collections.Counter[str | int] = collections.Counter()
+        self.sent_by: collections.Counter[str | int] = collections.Counter()
 
     async def listen(self, addr: ListenAddress) -> None:
         local = (addr.host, addr.port)
@@ -234,6 +251,7 @@ class SipEndpoint:
         except SipParseError as exc:
             self._refuse(exc, flow)
             return
+        self.received_by[tally_key(msg)] += 1
         try:  # what the parser left lazy (lower Vias, list headers) may still be malformed
             if isinstance(msg, Request):
                 self._stamp_via(msg, flow)
@@ -343,6 +361,7 @@ class SipEndpoint:
                     return
                 conn.transport.write(data)
             self.counters["sent"] += 1
+            self.sent_by[tally_key(tx.message)] += 1
         except OSError as exc:  # no route (a documentation address, say): the peer's loss, not ours
             event(log, "sip.send_failed", level=logging.DEBUG, peer=flow.remote, reason=os_reason(exc))
             if flow.reliable:

@@ -22,6 +22,7 @@ from api.auth import create_key
 from media import g711
 from softswitch.config import parse
 from softswitch.server import Services
+from softswitch.testmode import TestFarEnd
 
 SWITCH = 14300
 CALLER = {"port": 14310, "media_port": 14320, "control_port": 14312}
@@ -45,6 +46,7 @@ to = "trunk:second"
         tmp_path, switch=SWITCH, callee=CALLEE["port"], rtp_ports="14350-14379", api_port=api_port, routes=second
     )
     svc = Services(parse(cfg))
+    svc.test_far_end = TestFarEnd(answer_delay_s=0.3, talk_s=3.0, greeting_s=2.0, greeting_talk_s=6.0)
     await svc.start()
     svc.url = f"http://127.0.0.1:{api_port}"
     svc.key = lambda *scopes, test=False: create_key(svc.store, "t", list(scopes), test, svc.calls.wall())[1]
@@ -258,9 +260,9 @@ async def test_api_place_a_call_refusals(switch):
     status, body, _ = await api(switch, "POST", "/v2/calls", key, json={"to": "1000", "from": "alice", "url": "x"})
     assert status == 422 and body["error"]["param_errors"][0]["param"] == "url"  # not built yet: unknown field
     status, body, _ = await api(
-        switch, "POST", "/v2/calls", switch.key("calls:write", test=True), json={"to": "1000", "from": "alice"}
+        switch, "POST", "/v2/calls", switch.key("calls:write", test=True), json={"to": "1", "from": "alice"}
     )
-    assert status == 422
+    assert status == 422  # E.164 or names: a one-digit number is neither
     status, body, _ = await api(switch, "POST", "/v2/calls", switch.key("calls:read"), json={"to": "1000", "from": "a"})
     assert status == 403
     assert switch.calls.calls == {}
@@ -313,3 +315,35 @@ async def test_api_blind_transfer_of_the_callee(switch):
     assert result.ok, result.summary()  # the caller stayed in the call until our BYE
     assert other.successful == 1, other.summary()
     assert call.record.data["transfers"] == [{"by": "api", "side": "b", "to": "2002"}]
+
+
+async def test_api_test_keys_place_calls_to_the_simulated_far_end_only(switch):
+    test_key = switch.key("calls:read", "calls:write", test=True)
+    live_key = switch.key("calls:read")
+    events = []
+    switch.bus.subscribe(events.append, types=["call.answered", "call.amd"])
+    status, busy, _ = await api(switch, "POST", "/v2/calls", test_key, json={"to": "+15005550001", "from": "app"})
+    assert status == 201
+    status, human, _ = await api(switch, "POST", "/v2/calls", test_key, json={"to": "+15005550006", "from": "app"})
+    body = {"to": "+15005550007", "from": "app", "machine_detection": "detect_beep"}
+    status, machine, _ = await api(switch, "POST", "/v2/calls", test_key, json=body)
+
+    async def final(call_id: str, states: tuple[str, ...]):
+        s, c, _ = await api(switch, "GET", f"/v2/calls/{call_id}", test_key)
+        return c if c["status"] in states else None
+
+    assert (await until(lambda: final(busy["id"], ("busy",))))["hangup_code"] == 486
+    await until(lambda: final(human["id"], ("in-progress",)))
+    status, _, _ = await api(switch, "POST", f"/v2/calls/{human['id']}/hangup", test_key)
+    assert status == 200
+    done = await until(lambda: final(machine["id"], ("completed",)), seconds=12)  # the far end's BYE
+    assert done["answered_by"] == "machine_end_beep" and done["hangup_by"] == "callee"
+    amd = [e.data for e in events if e.type == "call.amd"]
+    assert len(amd) == 1 and abs(amd[0]["beep_end_ms"] - 2900) < 400  # 2 s greeting, 0.4 s, 0.5 s beep
+    status, page, _ = await api(switch, "GET", "/v2/calls", test_key)
+    assert {c["id"] for c in page["data"]} == {busy["id"], human["id"], machine["id"]}
+    status, page, _ = await api(switch, "GET", "/v2/calls", live_key)
+    assert page["data"] == []  # test calls are not live data
+    status, _, _ = await api(switch, "GET", f"/v2/calls/{human['id']}", live_key)
+    assert status == 404
+    assert switch.test_far_end.calls == 0

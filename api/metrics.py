@@ -1,0 +1,201 @@
+"""`GET /metrics`: the softswitch's state in the Prometheus text format, for a Prometheus (or compatible)
+scraper.
+
+Served two ways: on the control API with a key that has the `admin` scope, and, when `[api] metrics_listen`
+is set, without a key on that address alone (`metrics_app`), which is how a scraper on the same host or a
+private network usually reaches it.
+
+Nothing here sits on a hot path. The SIP endpoint (`received_by`, `sent_by`) and the API's error middleware
+(`api.guard.REQUEST_COUNTS`) only increment plain dicts; `ScrapeCollector` turns them into samples when a
+scrape asks, together with the live call count. Per-call figures (outcome, media statistics) come from the
+event bus once per call. Each `Metrics` has its own `CollectorRegistry`, never the process-wide default, so
+several softswitches in one process (as the tests run them) do not share or clash.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from api.auth import ADMIN
+from api.guard import REQUEST_COUNTS
+from api.http import RouteTable
+from softswitch.events import Event, EventBus
+
+if TYPE_CHECKING:
+    from softswitch.b2bua.switch import B2bua
+    from softswitch.store import CallRecord
+    from softswitch.transport.endpoint import SipEndpoint
+
+PATH = "/metrics"
+OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")  # a call.completed event's `status`
+# Loss per leg: what listeners notice starts around 1 %; a leg past 20 % is broken.
+LOSS_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# Interarrival jitter per leg (RFC 3550): 20 ms is one frame, past 50 ms a jitter buffer is struggling.
+JITTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+
+
+class Metrics:
+    """The metrics of one softswitch: its call control, SIP endpoint and event bus, plus the API app it is
+    registered on (`register`)."""
+
+    def __init__(self, calls: B2bua, sip: SipEndpoint, bus: EventBus):
+        self.calls, self.sip = calls, sip
+        self.registry = CollectorRegistry()
+        self.api_counts: collections.Counter = collections.Counter()  # the app's, once registered
+        self.calls_completed = Counter(
+            "softswitch_calls_completed", "Calls ended, by final status", ["status"], registry=self.registry
+        )
+        self.media_packets = Counter(
+            "softswitch_media_packets",
+            "RTP packets of ended call legs: rx from the far end, tx to it",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.media_lost = Counter(
+            "softswitch_media_packets_lost",
+            "RTP packets of ended legs lost on the way to us",
+            registry=self.registry,
+        )
+        self.leg_loss = Histogram(
+            "softswitch_media_leg_loss_ratio",
+            "Packet loss of each ended leg that received media (0-1)",
+            buckets=LOSS_BUCKETS,
+            registry=self.registry,
+        )
+        self.leg_jitter = Histogram(
+            "softswitch_media_leg_jitter_seconds",
+            "Interarrival jitter (RFC 3550) of each ended leg that received media",
+            buckets=JITTER_BUCKETS,
+            registry=self.registry,
+        )
+        for status in OUTCOMES:  # every series present from the first scrape, so rates start from 0
+            self.calls_completed.labels(status)
+        self.media_packets.labels("rx")
+        self.media_packets.labels("tx")
+        self.registry.register(ScrapeCollector(self))
+        self._records: dict[str, CallRecord] = {}  # live calls' records: their media statistics at the end
+        self._unsubscribe = bus.subscribe(self._on_call, ["call.initiated", "call.completed"])
+
+    def register(self, app: web.Application) -> None:
+        """The `create_app` hook: serve `/metrics` (admin scope) and count that app's requests."""
+        app[METRICS] = self
+        self.api_counts = app[REQUEST_COUNTS]
+        routes.register(app)
+
+    def render(self) -> bytes:
+        """The current exposition (text format)."""
+        return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """Stop following the bus."""
+        self._unsubscribe()
+        self._records.clear()
+
+    def _on_call(self, ev: Event) -> None:
+        if ev.type == "call.initiated":
+            call = self.calls.calls.get(ev.call_id)
+            if call is not None:
+                self._records[ev.call_id] = call.record
+            return
+        self.calls_completed.labels(ev.data.get("status", "unknown")).inc()
+        record = self._records.pop(ev.call_id, None)
+        for leg in record.legs if record is not None else ():
+            self._observe_leg(leg.media)
+
+    def _observe_leg(self, media: dict) -> None:
+        """A leg's final statistics (`LegRecord.media`, filled when the call ends)."""
+        rx, tx = media.get("rx_packets") or 0, media.get("tx_packets") or 0
+        self.media_packets.labels("rx").inc(rx)
+        self.media_packets.labels("tx").inc(tx)
+        self.media_lost.inc(media.get("lost") or 0)
+        if rx:  # a leg that heard nothing says nothing about loss or jitter
+            self.leg_loss.observe(min(1.0, (media.get("loss_pct") or 0.0) / 100))
+            self.leg_jitter.observe((media.get("jitter_ms") or 0.0) / 1000)
+
+
+class ScrapeCollector:
+    """What is read at scrape time: live calls, SIP messages, API requests, webhook deliveries."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield GaugeMetricFamily(
+            "softswitch_calls_active", "Calls in progress (ringing or answered)", len(m.calls.calls)
+        )
+        requests = CounterMetricFamily(
+            "softswitch_sip_requests",
+            "SIP requests received (in) and sent (out) by method, retransmissions included",
+            labels=["direction", "method"],
+        )
+        responses = CounterMetricFamily(
+            "softswitch_sip_responses",
+            "SIP responses received (in) and sent (out) by status code, retransmissions included",
+            labels=["direction", "code"],
+        )
+        for direction, counts in (("in", m.sip.received_by), ("out", m.sip.sent_by)):
+            for key, n in sorted(counts.items(), key=str):
+                if isinstance(key, int):
+                    responses.add_metric([direction, str(key)], n)
+                else:
+                    requests.add_metric([direction, key], n)
+        yield requests
+        yield responses
+        yield CounterMetricFamily(
+            "softswitch_sip_malformed", "SIP messages refused as malformed", value=m.sip.counters["malformed"]
+        )
+        api = CounterMetricFamily(
+            "softswitch_api_requests",
+            "Control API requests answered, by method, route pattern and status",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), n in sorted(m.api_counts.items()):
+            api.add_metric([method, route, str(status)], n)
+        yield api
+        # Webhook delivery is not built yet: these stay 0 until the webhooks issue's sender updates them,
+        # so dashboards and alerts can be written against the names now.
+        yield GaugeMetricFamily("softswitch_webhook_deliveries_pending", "Webhook deliveries waiting to be sent", 0)
+        yield CounterMetricFamily(
+            "softswitch_webhook_deliveries_failed", "Webhook deliveries that failed every attempt", value=0
+        )
+
+
+METRICS = web.AppKey("metrics", Metrics)
+routes = RouteTable()
+
+
+def _exposition(metrics: Metrics) -> web.Response:
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.route(
+    "GET",
+    PATH,
+    scope=ADMIN,
+    content_type="text/plain",
+    summary="Metrics in the Prometheus text format",
+    description="Calls, SIP messages, media quality, API requests. Also served without a key on "
+    "`[api] metrics_listen` when set.",
+    tags=["meta"],
+)
+async def get_metrics(request: web.Request) -> web.Response:
+    return _exposition(request.app[METRICS])
+
+
+def metrics_app(metrics: Metrics) -> web.Application:
+    """The app of `[api] metrics_listen`: `GET /metrics` and nothing else, without a key (whoever can reach
+    that address may read it: bind it to loopback or a private network)."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        return _exposition(metrics)
+
+    app = web.Application()
+    app.router.add_get(PATH, scrape)
+    return app
