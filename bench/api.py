@@ -9,8 +9,10 @@ measured per request in the client.
 
 Operations, one function each (`OPERATIONS`):
   * get: `GET /v2/calls/{id}` over the saved records, with a `calls:read` key;
-  * create: `POST /v2/calls` (placing calls) is not built yet, so it reports nothing: create_rps=0 and
-    originate latencies nan. Filling in `create_calls` is all it takes to measure it.
+  * create: `POST /v2/calls` with a test key to the simulated far end's busy number (+15005550001): the
+    rate of 201s, and originate_p50_ms / originate_p99_ms, the time from the request leaving the client to
+    the INVITE leaving the softswitch (its `call.initiated`, published as the INVITE is sent; both
+    processes read the same clock).
 
 Runs: (default) 10 s per operation with 32 connections; `--quick` 3 s. The last line is the headline,
 `api get_rps=N create_rps=N originate_p50_ms=X originate_p99_ms=X`.
@@ -75,13 +77,15 @@ class Target:
     url: str
     read_key: str
     call_ids: list[str]
+    write_key: str = ""  # a test key: its calls go to the simulated far end
+    bus: object = None  # the softswitch's event bus (softswitch.events.EventBus)
 
 
 # -- the load process --------------------------------------------------------------------------------
 async def _load(spec: dict) -> dict:
     """Run the load `spec` describes (url, method, paths, body, status, headers, connections, seconds) and
     return its counts and latency percentiles."""
-    paths, latencies, errors = spec["paths"], [], 0
+    paths, latencies, errors, sent_at = spec["paths"], [], 0, {}
     loop = asyncio.get_running_loop()
     start = loop.time()
     measure_from, stop_at = start + spec["warmup"], start + spec["warmup"] + spec["seconds"]
@@ -93,9 +97,12 @@ async def _load(spec: dict) -> dict:
             i = first
             while (sent := loop.time()) < stop_at:
                 try:
+                    wall = time.time()
                     async with session.request(spec["method"], paths[i % len(paths)], json=spec["body"]) as resp:
-                        await resp.read()
+                        raw = await resp.read()
                         ok = resp.status == spec["status"]
+                    if ok and spec.get("collect_ids") and sent >= measure_from:
+                        sent_at[json.loads(raw)["id"]] = wall  # when the request left, on the shared clock
                 except aiohttp.ClientError:
                     ok = False
                 done = loop.time()
@@ -111,6 +118,7 @@ async def _load(spec: dict) -> dict:
         "errors": errors,
         "p50_ms": 1000 * _percentile(latencies, 0.50),
         "p99_ms": 1000 * _percentile(latencies, 0.99),
+        "sent_at": sent_at,
     }
 
 
@@ -128,6 +136,7 @@ async def run_load(
     seconds: float,
     status: int = 200,
     body: object = None,
+    collect_ids: bool = False,
 ) -> dict:
     """The load in a second process (this script with `--load`), so the client's CPU is not the server's."""
     spec = {
@@ -140,6 +149,7 @@ async def run_load(
         "connections": connections,
         "seconds": seconds,
         "warmup": WARMUP_S,
+        "collect_ids": collect_ids,
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--load", json.dumps(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -157,13 +167,34 @@ async def get_calls(target: Target, connections: int, seconds: float) -> Result:
     got = await run_load(
         target.url, method="GET", paths=paths, key=target.read_key, connections=connections, seconds=seconds
     )
+    got.pop("sent_at")
     return Result("get", connections, seconds, **got)
 
 
 async def create_calls(target: Target, connections: int, seconds: float) -> Result:
-    """`POST /v2/calls`: not built yet. Its measurement goes here (a callee to answer, the rate of 201s and
-    the time from the request to the answer as originate_p50_ms / originate_p99_ms)."""
-    return Result("create", 0, 0.0, 0, 0, math.nan, math.nan, note="POST /v2/calls is not built yet")
+    """`POST /v2/calls` with a test key to the simulated far end's busy number (each call is over in
+    milliseconds, so the load does not pile calls up): the rate of 201s, and the time from the request
+    leaving the client to the INVITE leaving the softswitch (its `call.initiated`, published as the
+    INVITE is sent), on the clock both processes share."""
+    initiated: dict[str, float] = {}
+    target.bus.subscribe(lambda ev: initiated.setdefault(ev.call_id, time.time()), types=["call.initiated"])
+    got = await run_load(
+        target.url,
+        method="POST",
+        paths=["/v2/calls"],
+        key=target.write_key,
+        connections=connections,
+        seconds=seconds,
+        status=201,
+        body={"to": "+15005550001", "from": "bench"},
+        collect_ids=True,
+    )
+    await asyncio.sleep(0.5)  # the last INVITEs leave
+    sent_at = got.pop("sent_at")
+    delays = sorted(1000 * (initiated[c] - t) for c, t in sent_at.items() if c in initiated)
+    note = f"originate: {len(delays)} of {len(sent_at)} calls timed (request sent -> INVITE sent)"
+    got["p50_ms"], got["p99_ms"] = _percentile(delays, 0.50), _percentile(delays, 0.99)
+    return Result("create", connections, seconds, **got, note=note)
 
 
 OPERATIONS: dict[str, Callable[[Target, int, float], Awaitable[Result]]] = {"get": get_calls, "create": create_calls}
@@ -173,7 +204,7 @@ OPERATIONS: dict[str, Callable[[Target, int, float], Awaitable[Result]]] = {"get
 def _config(workdir: Path, api_port: int, sip_port: int) -> str:
     return (
         f'[sip]\nlisten = ["udp:127.0.0.1:{sip_port}"]\n'
-        f'[media]\nrtp_ports = "14500-14599"\nrecordings_dir = "{workdir / "recordings"}"\n'
+        f'[media]\nrtp_ports = "16500-16999"\nrecordings_dir = "{workdir / "recordings"}"\n'
         f'[api]\nlisten = "127.0.0.1:{api_port}"\nrate_limit_per_s = 1000000000\nrate_limit_burst = 1000000000\n'
         f'[store]\npath = "{workdir / "sw.db"}"\n[log]\nlevel = "warning"\n'
     )
@@ -214,7 +245,8 @@ async def bench(operations: list[str], connections: int, seconds: float) -> list
             records = _records(time.time())
             svc.store.save_calls(records)
             key = create_key(svc.store, "bench", ["calls:read"], False, time.time())[1]
-            target = Target(f"http://127.0.0.1:{api_port}", key, [r.id for r in records])
+            write_key = create_key(svc.store, "bench", ["calls:write"], True, time.time())[1]
+            target = Target(f"http://127.0.0.1:{api_port}", key, [r.id for r in records], write_key, svc.bus)
             results = []
             for name in operations:
                 cpu, wall = time.process_time(), time.monotonic()
