@@ -15,6 +15,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from api.audio import audio_of
 from api.http import (
     B2BUA,
     STORE,
@@ -33,7 +34,7 @@ from api.http import (
     timestamp_or_none,
 )
 from api.recordings import Recording, recording_object
-from media.audio import decode_wav
+from media.audio import decode_wav, load_wav
 from softswitch.b2bua import transfer as transfers
 from softswitch.b2bua.recording import RecordingError
 from softswitch.store import CallRecord
@@ -100,6 +101,15 @@ class CreateCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         msgspec.Meta(description="answering machine detection: call.amd, and answered_by on call.answered"),
     ] = "off"
     metadata: Annotated[dict[str, str], msgspec.Meta(description="yours, kept with the call")] = {}
+    status_callback: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern="^https?://", description="kept with the call; signed deliveries arrive with webhooks"
+            ),
+        ]
+        | None
+    ) = None
 
 
 class CallQuery(TimeRangeQuery, kw_only=True):
@@ -129,7 +139,10 @@ class RecordAction(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Play(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    url: Annotated[str, msgspec.Meta(pattern="^https?://", description="a WAV file (any common rate)")]
+    """What to play: a WAV file by `url`, or one uploaded to /v2/audio by `audio_id` (one of the two)."""
+
+    url: Annotated[str, msgspec.Meta(pattern="^https?://", description="a WAV file (any common rate)")] | None = None
+    audio_id: Annotated[str | None, msgspec.Meta(description="an uploaded audio file (POST /v2/audio)")] = None
     to: Literal["caller", "callee", "both"] = "both"
     loop: bool = False
 
@@ -262,6 +275,8 @@ async def create_call(request: web.Request) -> web.Response:
         raise ApiError(503, "server_error", f"cannot place calls now: {exc}", headers={"Retry-After": "5"}) from None
     if body.metadata:
         call.record.data["metadata"] = dict(body.metadata)
+    if body.status_callback:
+        call.record.data["status_callback"] = body.status_callback
     if body.record:
         call.record_on_answer = body.record
     return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
@@ -343,7 +358,15 @@ async def record(request: web.Request) -> web.Response:
 async def play(request: web.Request) -> web.Response:
     body = await decode_body(request, Play)
     _answered(request)
-    pcm = await _fetch_wav(body.url)
+    if (body.url is None) == (body.audio_id is None):
+        raise ApiError(422, "invalid_param", "say what to play", [("url", "give url or audio_id, one of the two")])
+    if body.audio_id is not None:
+        try:
+            pcm = load_wav(audio_of(request, body.audio_id, "audio_id").path)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_param", "cannot play the audio", [("audio_id", str(exc))]) from None
+    else:
+        pcm = await _fetch_wav(body.url)
     call = _answered(request)  # the download took time: the call may have ended meanwhile
     engine = request.app[B2BUA].engine
     for side in _sides(body.to):

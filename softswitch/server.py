@@ -13,6 +13,7 @@ import signal
 
 from aiohttp import web
 
+from api import audio as api_audio
 from api import calls as api_calls
 from api import recordings as api_recordings
 from api.app import create_app
@@ -45,7 +46,12 @@ async def _start_api(
     cfg: Config, store: Store, checks: dict[str, Check], calls: B2bua, metrics: Metrics
 ) -> list[web.AppRunner]:
     """The control API, and the keyless metrics listener when `[api] metrics_listen` asks for one."""
-    routes = [api_calls.register_with(calls), api_recordings.routes.register, metrics.register]
+    routes = [
+        api_calls.register_with(calls),
+        api_recordings.routes.register,
+        api_audio.routes.register,
+        metrics.register,
+    ]
     runners = [await _serve(create_app(store, cfg, checks=checks, routes=routes), "api", cfg.api.listen)]
     if cfg.api.metrics_listen:
         try:

@@ -117,6 +117,17 @@ MIGRATIONS: list[list[str]] = [
     [  # 6: test calls (placed with a test API key, answered by the simulated far end) apart from live ones
         "ALTER TABLE calls ADD COLUMN test INTEGER NOT NULL DEFAULT 0",
     ],
+    [  # 7: audio files uploaded through the API, to play into calls
+        """CREATE TABLE audio_files (
+               id TEXT PRIMARY KEY,
+               name TEXT NOT NULL,
+               path TEXT NOT NULL,
+               size INTEGER NOT NULL,
+               duration_s REAL NOT NULL,
+               test INTEGER NOT NULL,
+               created_at REAL NOT NULL)""",
+        "CREATE INDEX audio_files_created ON audio_files (created_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -217,6 +228,32 @@ class RecordingRecord:
 
 
 _RECORDING_COLUMNS = "id, call_id, path, channels, status, duration_s, size, error, created_at"
+
+
+@dataclass(slots=True)
+class AudioRecord:
+    """An audio file uploaded to play into calls: where it is, and whose (test keys' uploads apart)."""
+
+    id: str
+    name: str
+    path: str
+    size: int
+    duration_s: float
+    test: bool
+    created_at: float
+
+
+_AUDIO_COLUMNS = "id, name, path, size, duration_s, test, created_at"
+
+
+def _audio_row(a: AudioRecord) -> tuple:
+    return (a.id, a.name, a.path, a.size, a.duration_s, int(a.test), a.created_at)
+
+
+def _audio_from_row(row: tuple) -> AudioRecord:
+    audio = AudioRecord(*row)
+    audio.test = bool(audio.test)
+    return audio
 
 
 def _recording_row(rec: RecordingRecord) -> tuple:
@@ -627,6 +664,25 @@ class Store:
             ("call_id IN (SELECT id FROM calls WHERE test = ?)", None if test is None else int(test)),
         )
         return [RecordingRecord(*row) for row in rows]
+
+    # -- audio files -----------------------------------------------------------------------------------
+    def save_audio(self, audio: AudioRecord) -> None:
+        with self._db:
+            self._db.execute(
+                f"INSERT INTO audio_files ({_AUDIO_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", _audio_row(audio)
+            )
+
+    def get_audio(self, audio_id: str) -> AudioRecord | None:
+        row = self._db.execute(f"SELECT {_AUDIO_COLUMNS} FROM audio_files WHERE id = ?", (audio_id,)).fetchone()
+        return None if row is None else _audio_from_row(row)
+
+    def list_audio(self, *, limit: int = 50, test: bool, starting_after: str | None = None) -> list[AudioRecord]:
+        rows = self._newest_first("audio_files", _AUDIO_COLUMNS, limit, starting_after, ("test = ?", int(test)))
+        return [_audio_from_row(row) for row in rows]
+
+    def delete_audio(self, audio_id: str) -> bool:
+        with self._db:
+            return self._db.execute("DELETE FROM audio_files WHERE id = ?", (audio_id,)).rowcount > 0
 
     def delete_recording(self, rec_id: str) -> bool:
         with self._db:

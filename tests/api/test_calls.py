@@ -56,8 +56,9 @@ to = "trunk:second"
     await svc.close()
 
 
-async def api(svc, method: str, path: str, key: str, **kw) -> tuple[int, object, dict]:
-    async with svc.http.request(method, svc.url + path, headers={"Authorization": f"Bearer {key}"}, **kw) as r:
+async def api(svc, method: str, path: str, key: str, headers=None, **kw) -> tuple[int, object, dict]:
+    headers = {"Authorization": f"Bearer {key}", **(headers or {})}
+    async with svc.http.request(method, svc.url + path, headers=headers, **kw) as r:
         raw = await r.read()
         body = raw if r.content_type.startswith("audio/") else (await r.json() if raw else None)
         return r.status, body, r.headers.copy()
@@ -72,16 +73,20 @@ async def answered(svc):
     raise AssertionError("no call was answered")
 
 
-async def send_tone(port: int) -> None:
-    """The caller's phone sending a second of 700 Hz in real time (from a socket the engine latches onto)."""
+async def send_tone(port: int, from_port: int = CALLER["media_port"] + 8) -> None:
+    """A phone sending a second of 700 Hz in real time (from a socket the engine latches onto)."""
     audio = g711.ulaw_encode(TONE)
     loop = asyncio.get_running_loop()
     start = loop.time()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
-        phone.bind(("127.0.0.1", CALLER["media_port"] + 8))
+        phone.bind(("127.0.0.1", from_port))
         for i in range(len(TONE) // 160):
             await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
             phone.sendto(rtp(i, 160 * i, 0x7171, payload=audio[i * 160 : (i + 1) * 160]), ("127.0.0.1", port))
+
+
+async def callee_says(port: int) -> None:
+    await send_tone(port, CALLEE["media_port"] + 8)
 
 
 async def until(predicate, seconds: float = 5.0):
@@ -229,6 +234,7 @@ async def test_api_calls_errors_scopes_filters_and_test_keys(switch):
 async def test_api_place_a_call_recorded_from_the_answer_then_hang_up(switch):
     key = switch.key("calls:read", "calls:write", "recordings:read")
     body = {"to": "1000", "from": "+15550001111", "record": "dual", "metadata": {"order": "42"}, "timeout": 20}
+    body["status_callback"] = "https://app.example/status"
     with uas("uas_hold", calls=1, **CALLEE) as callee:
         status, call, headers = await api(switch, "POST", "/v2/calls", key, json=body)
         assert status == 201 and call["status"] == "queued" and headers["Location"] == f"/v2/calls/{call['id']}"
@@ -243,10 +249,22 @@ async def test_api_place_a_call_recorded_from_the_answer_then_hang_up(switch):
         assert live["answered_at"] is not None
         status, page, _ = await api(switch, "GET", f"/v2/recordings?call_id={call['id']}", key)
         assert [r["status"] for r in page["data"]] == ["in-progress"]  # started as the call was answered
+        rec_id = page["data"][0]["id"]
+        await callee_says(switch.calls.calls[call["id"]].media.legs["b"].port)
         status, ended, _ = await api(switch, "POST", f"/v2/calls/{call['id']}/hangup", key)
         assert status == 200
         done = await asyncio.to_thread(callee.wait, 10)
     assert done.successful == 1, done.summary()  # the callee got our INVITE, answered, and got our BYE
+
+    async def completed():
+        s, r, _ = await api(switch, "GET", f"/v2/recordings/{rec_id}", key)
+        return r if r["status"] == "completed" else None
+
+    rec = await until(completed)
+    status, wav, _ = await api(switch, "GET", rec["media_url"], key)
+    with wave.open(io.BytesIO(wav)) as w:
+        audio = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+    assert np.sqrt(np.mean(audio[:, 1].astype(float) ** 2)) > 2000  # what the callee sent, on the right
     status, final, _ = await api(switch, "GET", f"/v2/calls/{call['id']}", key)
     assert (final["status"], final["hangup_by"], final["metadata"]) == ("completed", "api", {"order": "42"})
 
@@ -347,3 +365,56 @@ async def test_api_test_keys_place_calls_to_the_simulated_far_end_only(switch):
     status, _, _ = await api(switch, "GET", f"/v2/calls/{human['id']}", live_key)
     assert status == 404
     assert switch.test_far_end.calls == 0
+
+
+def wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
+    blob = io.BytesIO()
+    with wave.open(blob, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return blob.getvalue()
+
+
+async def test_api_audio_upload_play_by_id_list_and_delete(switch):
+    key = switch.key("calls:read", "calls:write")
+    blob = wav_bytes(np.repeat(TONE[:4000], 2), 16000)  # half a second at 16 kHz: converted when played
+    upload = {"data": blob, "headers": {"Content-Type": "audio/wav"}}
+    status, audio, headers = await api(switch, "POST", "/v2/audio?name=hold", key, **upload)
+    assert status == 201 and (audio["name"], audio["size"], audio["duration_s"]) == ("hold", len(blob), 0.5)
+    assert headers["Location"] == f"/v2/audio/{audio['id']}"
+    status, body, _ = await api(switch, "POST", "/v2/audio", key, data=b"not a wav")
+    assert status == 422 and body["error"]["param_errors"][0]["param"] == "body"
+    status, page, _ = await api(switch, "GET", "/v2/audio", key)
+    assert [a["id"] for a in page["data"]] == [audio["id"]]
+    status, _, _ = await api(switch, "GET", f"/v2/audio/{audio['id']}", switch.key("calls:read", test=True))
+    assert status == 404  # test keys do not see live uploads
+    with uas("uas_hold", calls=1, **CALLEE) as callee:
+        caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
+        call = await answered(switch)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+            far.bind(("127.0.0.1", CALLEE["media_port"] + 6))
+            far.setblocking(False)
+            switch.engine.set_remote(call.media.legs["b"], "127.0.0.1", CALLEE["media_port"] + 6)
+            play = {"audio_id": audio["id"], "to": "callee"}
+            status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=play)
+            assert status == 200, reply
+            packets = []
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 0.6
+            while loop.time() < end:
+                with contextlib.suppress(TimeoutError):
+                    packets.append(await asyncio.wait_for(loop.sock_recv(far, 2048), 0.1))
+        both = {"audio_id": audio["id"], "url": "http://127.0.0.1:1/x.wav"}
+        status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=both)
+        assert status == 422 and reply["error"]["param_errors"][0]["param"] == "url"
+        call.hangup("system", 200, "test over")
+        await caller
+        await asyncio.to_thread(callee.wait, 10)
+    audio_rx = np.frombuffer(b"".join(g711.ulaw_decode(p[12:]) for p in packets if header(p)["pt"] == 0), "<i2")
+    assert np.sqrt(np.mean(audio_rx.astype(float) ** 2)) > 2000  # the uploaded 700 Hz
+    status, _, _ = await api(switch, "DELETE", f"/v2/audio/{audio['id']}", key)
+    assert status == 200
+    status, _, _ = await api(switch, "GET", f"/v2/audio/{audio['id']}", key)
+    assert status == 404
