@@ -85,6 +85,23 @@ async def send_tone(port: int, from_port: int = CALLER["media_port"] + 8) -> Non
             phone.sendto(rtp(i, 160 * i, 0x7171, payload=audio[i * 160 : (i + 1) * 160]), ("127.0.0.1", port))
 
 
+async def play_and_capture(switch, call, key: str, body: dict, seconds: float) -> list[bytes]:
+    """POST /play to the callee and the RTP it then receives (the callee's leg pointed at a socket here)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+        far.bind(("127.0.0.1", CALLEE["media_port"] + 6))
+        far.setblocking(False)
+        switch.engine.set_remote(call.media.legs["b"], "127.0.0.1", CALLEE["media_port"] + 6)
+        status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=body)
+        assert status == 200, reply
+        packets = []
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            with contextlib.suppress(TimeoutError):
+                packets.append(await asyncio.wait_for(loop.sock_recv(far, 2048), 0.1))
+    return packets
+
+
 async def callee_says(port: int) -> None:
     await send_tone(port, CALLEE["media_port"] + 8)
 
@@ -175,19 +192,8 @@ async def test_api_play_a_wav_by_url_to_the_callee(switch):
         with uas("uas_hold", calls=1, **CALLEE) as callee:
             caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
             call = await answered(switch)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
-                far.bind(("127.0.0.1", CALLEE["media_port"] + 6))
-                far.setblocking(False)
-                switch.engine.set_remote(call.media.legs["b"], "127.0.0.1", CALLEE["media_port"] + 6)
-                body = {"url": f"http://127.0.0.1:{port}/hold.wav", "to": "callee"}
-                status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=body)
-                assert status == 200, reply
-                packets = []
-                loop = asyncio.get_running_loop()
-                end = loop.time() + 0.8
-                while loop.time() < end:
-                    with contextlib.suppress(TimeoutError):
-                        packets.append(await asyncio.wait_for(loop.sock_recv(far, 2048), 0.1))
+            body = {"url": f"http://127.0.0.1:{port}/hold.wav", "to": "callee"}
+            packets = await play_and_capture(switch, call, key, body, 0.8)
             bad = {"url": f"http://127.0.0.1:{port}/missing.wav"}
             status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=bad)
             assert status == 422 and reply["error"]["param_errors"][0]["param"] == "url"
@@ -393,19 +399,7 @@ async def test_api_audio_upload_play_by_id_list_and_delete(switch):
     with uas("uas_hold", calls=1, **CALLEE) as callee:
         caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
         call = await answered(switch)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
-            far.bind(("127.0.0.1", CALLEE["media_port"] + 6))
-            far.setblocking(False)
-            switch.engine.set_remote(call.media.legs["b"], "127.0.0.1", CALLEE["media_port"] + 6)
-            play = {"audio_id": audio["id"], "to": "callee"}
-            status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=play)
-            assert status == 200, reply
-            packets = []
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 0.6
-            while loop.time() < end:
-                with contextlib.suppress(TimeoutError):
-                    packets.append(await asyncio.wait_for(loop.sock_recv(far, 2048), 0.1))
+        packets = await play_and_capture(switch, call, key, {"audio_id": audio["id"], "to": "callee"}, 0.6)
         both = {"audio_id": audio["id"], "url": "http://127.0.0.1:1/x.wav"}
         status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=both)
         assert status == 422 and reply["error"]["param_errors"][0]["param"] == "url"
