@@ -289,7 +289,7 @@ class TestFarEnd:
 
     async def start(self, host: str = "127.0.0.1") -> tuple[str, int]:
         """Bind UDP on an ephemeral port of `host`; returns the (host, port) to send INVITEs to."""
-        self.endpoint = SipEndpoint(self._on_event, timers=self.timers)
+        self.endpoint = SipEndpoint(self._on_event, timers=self.timers, name="testmode")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for attempt in range(20):  # the listener needs its real port up front, for our Via and Contact
             with socket.socket(family, socket.SOCK_DGRAM) as probe:

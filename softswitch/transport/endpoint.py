@@ -155,11 +155,13 @@ class SipEndpoint:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_verify: bool = False,
+        name: str = "sip",
     ):
         """`tls_cert`/`tls_key` (PEM files) serve `tls:` listeners and are offered on connections we open;
         `tls_verify` checks the certificate of servers we connect to, off by default because trunks often
         present self-signed ones. `tcp_idle_s` closes TCP and TLS connections alike."""
         self.handler = handler
+        self.name = name  # what its log events start with ("sip"; the test far end is another endpoint)
         self.max_message_bytes = max_message_bytes
         self.tcp_idle_s = tcp_idle_s
         self.tls_cert, self.tls_key, self.tls_verify = tls_cert, tls_key, tls_verify
@@ -203,7 +205,7 @@ class SipEndpoint:
         except OSError as exc:
             raise BindError(f"cannot listen on {addr}: {os_reason(exc)}") from None
         self._start_idle_check()
-        event(log, "sip.listening", addr=str(addr))
+        event(log, f"{self.name}.listening", addr=str(addr))
 
     def _server_context(self, addr: ListenAddress) -> ssl.SSLContext:
         if self._server_tls is None:

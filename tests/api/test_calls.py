@@ -127,6 +127,9 @@ async def test_api_live_call_listed_recorded_downloaded_and_hung_up(switch):
         assert status == 201 and rec["status"] == "in-progress" and rec["channels"] == 2
         status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/record", key, json={"action": "start"})
         assert status == 409 and body["error"]["code"] == "conflict"
+        for action, state in (("pause", "paused"), ("resume", "in-progress")):
+            status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/record", key, json={"action": action})
+            assert status == 200 and body["status"] == state
         await send_tone(call.media.legs["a"].port)
         status, _, _ = await api(switch, "POST", f"/v2/calls/{call.id}/record", key, json={"action": "stop"})
         assert status == 200
@@ -194,6 +197,8 @@ async def test_api_play_a_wav_by_url_to_the_callee(switch):
             call = await answered(switch)
             body = {"url": f"http://127.0.0.1:{port}/hold.wav", "to": "callee"}
             packets = await play_and_capture(switch, call, key, body, 0.8)
+            status, _, _ = await api(switch, "POST", f"/v2/calls/{call.id}/stop-play", key, json={"to": "callee"})
+            assert status == 200
             bad = {"url": f"http://127.0.0.1:{port}/missing.wav"}
             status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=bad)
             assert status == 422 and reply["error"]["param_errors"][0]["param"] == "url"
