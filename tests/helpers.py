@@ -121,3 +121,20 @@ def bench_module(name: str):
     sys.modules[name] = module  # before running it: dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+async def stream_pcmu(port: int, pcm, bind_port: int, ssrc: int = 0x5151) -> None:
+    """Send 8 kHz PCM16 to 127.0.0.1:`port` as PCMU RTP in real time (20 ms frames, paced by the running
+    loop) from a socket bound to `bind_port`: a far end whose media comes from where the engine latches."""
+    import asyncio
+
+    from media.g711 import ulaw_encode
+
+    audio = ulaw_encode(pcm)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+        far.bind((HOST, bind_port))
+        for i in range(len(pcm) // 160):
+            await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
+            far.sendto(rtp(i, 160 * i, ssrc, payload=audio[i * 160 : (i + 1) * 160]), (HOST, port))

@@ -15,7 +15,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from helpers import free_port, header, rtp, trunk_switch_config
+from helpers import free_port, header, stream_pcmu, trunk_switch_config
 from interop.sipp import run_uac, uas
 
 from api.auth import create_key
@@ -75,14 +75,7 @@ async def answered(svc):
 
 async def send_tone(port: int, from_port: int = CALLER["media_port"] + 8) -> None:
     """A phone sending a second of 700 Hz in real time (from a socket the engine latches onto)."""
-    audio = g711.ulaw_encode(TONE)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
-        phone.bind(("127.0.0.1", from_port))
-        for i in range(len(TONE) // 160):
-            await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
-            phone.sendto(rtp(i, 160 * i, 0x7171, payload=audio[i * 160 : (i + 1) * 160]), ("127.0.0.1", port))
+    await stream_pcmu(port, TONE, from_port)
 
 
 async def play_and_capture(switch, call, key: str, body: dict, seconds: float) -> list[bytes]:

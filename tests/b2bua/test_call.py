@@ -11,7 +11,7 @@ import wave
 import dtmf_signals as sig
 import numpy as np
 import pytest
-from helpers import header, rtp, trunk_switch_config
+from helpers import header, rtp, stream_pcmu, trunk_switch_config
 from interop.sipp import run_uac, uas
 
 from media.dtmf import detect, tones
@@ -209,14 +209,7 @@ async def test_call_inband_digits_from_the_caller_become_one_call_dtmf_per_press
 async def far_end_says(port: int, pcm: np.ndarray, bind_port: int = CALLEE["media_port"] + 8) -> None:
     """A side sending `pcm` (8 kHz PCM16) as PCMU in real time from another socket of its host, as a far
     end whose media comes from elsewhere than its SDP said (the engine latches onto it)."""
-    audio = ulaw_encode(pcm)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
-        far.bind(("127.0.0.1", bind_port))
-        for i in range(len(pcm) // 160):
-            await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
-            far.sendto(rtp(i, 160 * i, 0x5151, payload=audio[i * 160 : (i + 1) * 160]), ("127.0.0.1", port))
+    await stream_pcmu(port, pcm, bind_port)
 
 
 async def caller_says(port: int, pcm: np.ndarray) -> None:
