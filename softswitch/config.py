@@ -65,6 +65,12 @@ class ApiConfig(_Section):
     metrics_listen: str = ""  # host:port serving GET /metrics without a key (for a scraper); "" for none
 
 
+class WebhooksConfig(_Section):
+    allow_private: bool = False  # deliver to loopback/private/link-local addresses (a LAN receiver; SSRF risk)
+    timeout_s: float = 15.0  # per delivery attempt, connect to last byte
+    concurrency: int = 4  # deliveries in flight at once to one endpoint
+
+
 class StoreConfig(_Section):
     path: str = "var/softswitch.db"
 
@@ -104,6 +110,7 @@ class Config(_Section):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     calls: CallsConfig = msgspec.field(default_factory=CallsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     users: list[User] = msgspec.field(default_factory=list)
     trunks: list[Trunk] = msgspec.field(default_factory=list)
     routes: list[Route] = msgspec.field(default_factory=list)
@@ -224,6 +231,10 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
         yield ("api", "rate_limit_per_s"), "must be positive"
     if cfg.api.rate_limit_burst < 1:
         yield ("api", "rate_limit_burst"), "must be at least 1"
+    if not 0 < cfg.webhooks.timeout_s <= 60:
+        yield ("webhooks", "timeout_s"), "must be positive and at most 60"
+    if not 1 <= cfg.webhooks.concurrency <= 64:
+        yield ("webhooks", "concurrency"), "must be 1-64"
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         yield ("log", "level"), "must be one of debug, info, warning, error"
     if cfg.log.format not in ("plain", "json"):

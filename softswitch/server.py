@@ -16,6 +16,7 @@ from aiohttp import web
 from api import audio as api_audio
 from api import calls as api_calls
 from api import recordings as api_recordings
+from api import webhooks as api_webhooks
 from api.app import create_app
 from api.health import Check
 from api.metrics import Metrics, metrics_app
@@ -36,6 +37,7 @@ from softswitch.transport.endpoint import SipEndpoint
 from softswitch.transport.sockets import BindError, os_reason
 from softswitch.trunks import Trunks
 from softswitch.uas import BasicUas
+from softswitch.webhooks import WebhookDispatcher
 
 log = logging.getLogger("softswitch")
 
@@ -43,7 +45,12 @@ SHUTDOWN_BUDGET_S = 1.5
 
 
 async def _start_api(
-    cfg: Config, store: Store, checks: dict[str, Check], calls: B2bua, metrics: Metrics
+    cfg: Config,
+    store: Store,
+    checks: dict[str, Check],
+    calls: B2bua,
+    metrics: Metrics,
+    webhooks: WebhookDispatcher | None = None,
 ) -> list[web.AppRunner]:
     """The control API, and the keyless metrics listener when `[api] metrics_listen` asks for one."""
     routes = [
@@ -51,6 +58,7 @@ async def _start_api(
         api_recordings.routes.register,
         api_audio.routes.register,
         metrics.register,
+        api_webhooks.register_with(webhooks),
     ]
     runners = [await _serve(create_app(store, cfg, checks=checks, routes=routes), "api", cfg.api.listen)]
     if cfg.api.metrics_listen:
@@ -122,6 +130,14 @@ class Services:
         self.keepalive = ContactKeepalive(self.sip, self.store, names, cfg.sip.contact_ping_s)
         self.metrics = Metrics(self.calls, self.sip, self.bus)
         self.test_far_end = TestFarEnd()
+        self.webhooks = WebhookDispatcher(
+            self.store,
+            self.bus,
+            allow_private=cfg.webhooks.allow_private,
+            timeout_s=cfg.webhooks.timeout_s,
+            concurrency=cfg.webhooks.concurrency,
+            test_of=self._test_event,
+        )
         self.runners: list[web.AppRunner] = []
         self._gc_task: asyncio.Task | None = None
 
@@ -132,7 +148,10 @@ class Services:
         self.trunks.start()
         self.keepalive.start()
         await self._start_test_far_end()
-        self.runners = await _start_api(self.cfg, self.store, self.ready_checks(), self.calls, self.metrics)
+        await self.webhooks.start()
+        self.runners = await _start_api(
+            self.cfg, self.store, self.ready_checks(), self.calls, self.metrics, self.webhooks
+        )
         _tune_gc()
         self._gc_task = asyncio.get_running_loop().create_task(_full_gc())
         event(log, "softswitch.started", version=__version__)
@@ -142,6 +161,14 @@ class Services:
         no route names: only `B2bua.originate(test=True)` sends calls there."""
         host, port = await self.test_far_end.start()
         self.calls.router.trunks[TEST_TRUNK] = Trunk(name=TEST_TRUNK, address=f"{host}:{port}", ping_interval_s=0)
+
+    def _test_event(self, ev) -> bool:
+        """Whether an event is a test call's (webhooks of test keys get those, of live keys the others)."""
+        live = self.calls.calls.get(ev.call_id) if ev.call_id else None
+        if live is not None:
+            return bool(live.record.test)
+        rec = self.store.get_call(ev.call_id) if ev.call_id else None
+        return bool(rec and rec.test)
 
     def ready_checks(self) -> dict[str, Check]:
         """What `/health/ready` asks: the store answers a query, the media thread has run (its CPU clock
@@ -172,6 +199,7 @@ class Services:
             self.calls.flush()
             self.metrics.close()
             self.engine.close()
+            await self.webhooks.close()  # what it had not sent stays pending in the store, for the next start
             self.store.close()
 
 

@@ -12,7 +12,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +127,51 @@ MIGRATIONS: list[list[str]] = [
                test INTEGER NOT NULL,
                created_at REAL NOT NULL)""",
         "CREATE INDEX audio_files_created ON audio_files (created_at)",
+    ],
+    [  # 8: webhooks: endpoints, the outbox of events, one delivery per (endpoint, event), every attempt
+        """CREATE TABLE webhook_endpoints (
+               id TEXT PRIMARY KEY,
+               url TEXT NOT NULL,
+               events TEXT NOT NULL,
+               enabled INTEGER NOT NULL,
+               description TEXT NOT NULL,
+               secret TEXT NOT NULL,
+               previous_secret TEXT,
+               previous_expires_at REAL,
+               test INTEGER NOT NULL,
+               created_at REAL NOT NULL)""",
+        "CREATE INDEX webhook_endpoints_created ON webhook_endpoints (created_at)",
+        """CREATE TABLE webhook_events (
+               id TEXT PRIMARY KEY,
+               type TEXT NOT NULL,
+               call_id TEXT,
+               payload TEXT NOT NULL,
+               created_at REAL NOT NULL)""",
+        """CREATE TABLE webhook_deliveries (
+               id TEXT PRIMARY KEY,
+               endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints (id),
+               event_id TEXT NOT NULL REFERENCES webhook_events (id),
+               call_id TEXT,
+               status TEXT NOT NULL,
+               attempt INTEGER NOT NULL,
+               next_attempt_at REAL NOT NULL,
+               last_status_code INTEGER,
+               last_error TEXT,
+               last_latency_ms REAL,
+               created_at REAL NOT NULL,
+               updated_at REAL NOT NULL)""",
+        "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending'",
+        "CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at)",
+        "CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, call_id, id) "
+        "WHERE status = 'pending'",
+        """CREATE TABLE webhook_attempts (
+               delivery_id TEXT NOT NULL REFERENCES webhook_deliveries (id),
+               attempt INTEGER NOT NULL,
+               at REAL NOT NULL,
+               status_code INTEGER,
+               latency_ms REAL,
+               error TEXT,
+               PRIMARY KEY (delivery_id, attempt))""",
     ],
 ]
 
@@ -449,6 +494,83 @@ def _idempotency_from_row(row: tuple) -> IdempotencyRecord:
     *fields, headers, body = row
     pairs = [(name, value) for name, value in json.loads(headers or "[]")]
     return IdempotencyRecord(*fields, headers=pairs, body=bytes(body or b""))
+
+
+@dataclass(slots=True)
+class WebhookEndpoint:
+    """Where events are POSTed. `events` holds event types or "*"; `secret` signs every delivery, and
+    `previous_secret` too until `previous_expires_at` (a rotation's grace). `test`: endpoints of test keys
+    receive test calls' events only, live keys' live calls' only."""
+
+    id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    description: str
+    secret: str
+    previous_secret: str | None
+    previous_expires_at: float | None
+    test: bool
+    created_at: float
+
+    def wants(self, event_type: str) -> bool:
+        return "*" in self.events or event_type in self.events
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """An outbox row: the JSON body every endpoint receives for one event."""
+
+    id: str
+    type: str
+    call_id: str | None
+    payload: bytes
+    created_at: float
+
+
+@dataclass(slots=True)
+class WebhookDelivery:
+    """One event to one endpoint: pending until delivered or given up (failed)."""
+
+    id: str
+    endpoint_id: str
+    event_id: str
+    call_id: str | None
+    status: str
+    attempt: int
+    next_attempt_at: float
+    last_status_code: int | None
+    last_error: str | None
+    last_latency_ms: float | None
+    created_at: float
+    updated_at: float
+    event_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    delivery_id: str
+    attempt: int
+    at: float
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+
+
+_ENDPOINT_COLUMNS = (
+    "id, url, events, enabled, description, secret, previous_secret, previous_expires_at, test, created_at"
+)
+_DELIVERY_COLUMNS = (
+    "d.id, d.endpoint_id, d.event_id, d.call_id, d.status, d.attempt, d.next_attempt_at, d.last_status_code, "
+    "d.last_error, d.last_latency_ms, d.created_at, d.updated_at, e.type"
+)
+_DELIVERY_FROM = "webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id"
+
+
+def _endpoint_from_row(row: tuple) -> WebhookEndpoint:
+    r = list(row)
+    r[2], r[3], r[8] = json.loads(r[2]), bool(r[3]), bool(r[8])
+    return WebhookEndpoint(*r)
 
 
 class SchemaTooNew(Exception):
@@ -841,6 +963,220 @@ class Store:
     def purge_idempotency(self, now: float) -> int:
         """Forget expired idempotency keys; returns how many."""
         return self._db.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,)).rowcount
+
+    # -- webhooks --------------------------------------------------------------------------------------
+    def add_webhook_endpoint(self, ep: WebhookEndpoint) -> None:
+        with self._db:
+            self._db.execute(
+                f"INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ep.id,
+                    ep.url,
+                    json.dumps(ep.events),
+                    int(ep.enabled),
+                    ep.description,
+                    ep.secret,
+                    ep.previous_secret,
+                    ep.previous_expires_at,
+                    int(ep.test),
+                    ep.created_at,
+                ),
+            )
+
+    def get_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        row = self._db.execute(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?", (endpoint_id,)
+        ).fetchone()
+        return None if row is None else _endpoint_from_row(row)
+
+    def list_webhook_endpoints(
+        self, *, limit: int = 50, test: bool | None = None, starting_after: str | None = None
+    ) -> list[WebhookEndpoint]:
+        """Newest first (cursor pagination as list_calls)."""
+        rows = self._newest_first(
+            "webhook_endpoints",
+            _ENDPOINT_COLUMNS,
+            limit,
+            starting_after,
+            ("test = ?", None if test is None else int(test)),
+        )
+        return [_endpoint_from_row(row) for row in rows]
+
+    def update_webhook_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        events: list[str] | None = None,
+        enabled: bool | None = None,
+        description: str | None = None,
+    ) -> WebhookEndpoint | None:
+        """Change the given fields (None leaves one as is); the endpoint after, None if there is none."""
+        sets, args = _filters(
+            ("url = ?", url),
+            ("events = ?", None if events is None else json.dumps(events)),
+            ("enabled = ?", None if enabled is None else int(enabled)),
+            ("description = ?", description),
+        )
+        if sets:
+            with self._db:
+                self._db.execute(f"UPDATE webhook_endpoints SET {', '.join(sets)} WHERE id = ?", (*args, endpoint_id))
+        return self.get_webhook_endpoint(endpoint_id)
+
+    def rotate_webhook_secret(
+        self, endpoint_id: str, secret: str, previous_expires_at: float
+    ) -> WebhookEndpoint | None:
+        """`secret` becomes the signing secret; the current one keeps signing too until `previous_expires_at`."""
+        with self._db:
+            self._db.execute(
+                "UPDATE webhook_endpoints SET previous_secret = secret, previous_expires_at = ?, secret = ? "
+                "WHERE id = ?",
+                (previous_expires_at, secret, endpoint_id),
+            )
+        return self.get_webhook_endpoint(endpoint_id)
+
+    def delete_webhook_endpoint(self, endpoint_id: str) -> bool:
+        """Delete the endpoint with its deliveries and their attempts (events other endpoints share stay)."""
+        sub = "SELECT id FROM webhook_deliveries WHERE endpoint_id = ?"
+        counts = self._transaction(
+            [
+                (f"DELETE FROM webhook_attempts WHERE delivery_id IN ({sub})", (endpoint_id,)),
+                ("DELETE FROM webhook_deliveries WHERE endpoint_id = ?", (endpoint_id,)),
+                ("DELETE FROM webhook_endpoints WHERE id = ?", (endpoint_id,)),
+            ]
+        )
+        return counts[-1] > 0
+
+    def has_enabled_webhook_endpoints(self) -> bool:
+        return self._db.execute("SELECT 1 FROM webhook_endpoints WHERE enabled = 1 LIMIT 1").fetchone() is not None
+
+    def enqueue_webhook_event(self, event: WebhookEvent, *, test: bool, delivery_id: Callable[[], str]) -> list[str]:
+        """Write the event and a pending delivery for every enabled endpoint (of test or live keys, as `test`)
+        that wants its type, in one transaction, so an event is never half-queued; nothing is written when no
+        endpoint wants it. Returns the new deliveries' ids (from `delivery_id()`)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._db.execute(
+                f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE enabled = 1 AND test = ? ORDER BY id",
+                (int(test),),
+            ).fetchall()
+            targets = [ep.id for ep in map(_endpoint_from_row, rows) if ep.wants(event.type)]
+            ids = [delivery_id() for _ in targets]
+            if targets:
+                self._db.execute(
+                    "INSERT INTO webhook_events (id, type, call_id, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (event.id, event.type, event.call_id, event.payload, event.created_at),
+                )
+                t = event.created_at
+                self._db.executemany(
+                    "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, call_id, status, attempt, "
+                    "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                    [(i, ep_id, event.id, event.call_id, t, t, t) for i, ep_id in zip(ids, targets, strict=True)],
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return ids
+
+    def get_webhook_event(self, event_id: str) -> WebhookEvent | None:
+        row = self._db.execute(
+            "SELECT id, type, call_id, payload, created_at FROM webhook_events WHERE id = ?", (event_id,)
+        ).fetchone()
+        return None if row is None else WebhookEvent(row[0], row[1], row[2], bytes(row[3]), row[4])
+
+    def due_webhook_deliveries(self, now: float, limit: int = 100) -> list[WebhookDelivery]:
+        """Pending deliveries due by `now` to enabled endpoints, oldest first, leaving out any whose call has
+        an earlier delivery to the same endpoint still pending (a call's events arrive in order)."""
+        rows = self._db.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM} JOIN webhook_endpoints w ON w.id = d.endpoint_id "
+            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND w.enabled = 1 AND NOT EXISTS ("
+            "  SELECT 1 FROM webhook_deliveries p WHERE p.status = 'pending' AND p.endpoint_id = d.endpoint_id"
+            "  AND p.call_id = d.call_id AND p.id < d.id) "
+            "ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [WebhookDelivery(*row) for row in rows]
+
+    def next_webhook_attempt_at(self, after: float) -> float | None:
+        """When the soonest pending delivery falls due after `after` (None if none will)."""
+        return self._db.execute(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at > ?",
+            (after,),
+        ).fetchone()[0]
+
+    def get_webhook_delivery(self, delivery_id: str) -> WebhookDelivery | None:
+        row = self._db.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM} WHERE d.id = ?", (delivery_id,)
+        ).fetchone()
+        return None if row is None else WebhookDelivery(*row)
+
+    def list_webhook_deliveries(
+        self, endpoint_id: str, *, limit: int = 50, starting_after: str | None = None
+    ) -> list[WebhookDelivery]:
+        """An endpoint's deliveries, newest first."""
+        args: list = [endpoint_id]
+        where = "d.endpoint_id = ?"
+        if starting_after is not None:
+            where += " AND (d.created_at, d.id) < (SELECT created_at, id FROM webhook_deliveries WHERE id = ?)"
+            args.append(starting_after)
+        rows = self._db.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM} WHERE {where} "
+            "ORDER BY d.created_at DESC, d.id DESC LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        return [WebhookDelivery(*row) for row in rows]
+
+    def webhook_attempts(self, delivery_id: str) -> list[WebhookAttempt]:
+        rows = self._db.execute(
+            "SELECT delivery_id, attempt, at, status_code, latency_ms, error FROM webhook_attempts "
+            "WHERE delivery_id = ? ORDER BY attempt",
+            (delivery_id,),
+        )
+        return [WebhookAttempt(*row) for row in rows]
+
+    def record_webhook_attempt(self, attempt: WebhookAttempt, *, status: str, next_attempt_at: float) -> None:
+        """Log an attempt and move its delivery on (pending again at `next_attempt_at`, delivered, failed),
+        together: a crash between the two could otherwise send an attempt twice without logging it."""
+        self._transaction(
+            [
+                (
+                    "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        attempt.delivery_id,
+                        attempt.attempt,
+                        attempt.at,
+                        attempt.status_code,
+                        attempt.latency_ms,
+                        attempt.error,
+                    ),
+                ),
+                (
+                    "UPDATE webhook_deliveries SET status = ?, attempt = ?, next_attempt_at = ?, "
+                    "last_status_code = ?, last_error = ?, last_latency_ms = ?, updated_at = ? WHERE id = ?",
+                    (
+                        status,
+                        attempt.attempt,
+                        next_attempt_at,
+                        attempt.status_code,
+                        attempt.error,
+                        attempt.latency_ms,
+                        attempt.at,
+                        attempt.delivery_id,
+                    ),
+                ),
+            ]
+        )
+
+    def redeliver_webhook(self, delivery_id: str, now: float) -> WebhookDelivery | None:
+        """Queue a delivery again (whatever its status) to be attempted at once, with the same event id."""
+        with self._db:
+            self._db.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (now, now, delivery_id),
+            )
+        return self.get_webhook_delivery(delivery_id)
 
 
 def _insert_secret(secret: ApiKeySecret) -> tuple[str, tuple]:

@@ -324,3 +324,24 @@ def test_config_api_metrics_listen_default_and_value():
 def test_config_api_metrics_listen_problems_name_file_line_and_field(line, expected):
     [problem] = problems(f'[api]\nlisten = "127.0.0.1:8080"\n{line}\n')
     assert problem.startswith(expected), problem
+
+
+def test_config_webhooks_defaults_and_values():
+    cfg = config.parse("")
+    assert (cfg.webhooks.allow_private, cfg.webhooks.timeout_s, cfg.webhooks.concurrency) == (False, 15.0, 4)
+    cfg = config.parse("[webhooks]\nallow_private = true\ntimeout_s = 5\nconcurrency = 2\n")
+    assert (cfg.webhooks.allow_private, cfg.webhooks.timeout_s, cfg.webhooks.concurrency) == (True, 5.0, 2)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('allow_private = "yes"', "sw.toml:3: webhooks.allow_private: Expected `bool`, got `str`"),
+        ("timeout_s = 0", "sw.toml:3: webhooks.timeout_s: must be positive and at most 60"),
+        ("timeout_s = 61", "sw.toml:3: webhooks.timeout_s: must be positive and at most 60"),
+        ("concurrency = 0", "sw.toml:3: webhooks.concurrency: must be 1-64"),
+        ("retries = 3", "sw.toml:3: webhooks.retries: unknown key `retries`"),
+    ],
+)
+def test_config_webhooks_problems_name_file_line_and_field(line, expected):
+    assert problems(f"[webhooks]\n# delivery\n{line}\n") == [expected]
