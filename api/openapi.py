@@ -65,7 +65,7 @@ def openapi_path(path: str) -> str:
 
 
 def _error_responses(spec: RouteSpec, path_params: list[str]) -> list[int]:
-    codes = [500]
+    codes = [400, 500]  # 400: any request can be malformed at the HTTP level (the server's parser answers it)
     if spec.scope is not None:
         codes += [401, 429]
         if spec.scope != AUTHENTICATED:
