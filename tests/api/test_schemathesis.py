@@ -108,8 +108,13 @@ def test_schemathesis_every_operation_conforms_to_the_live_document(tmp_path):
                     suppress_health_check=list(HealthCheck),
                 )
                 def check(case: schemathesis.Case) -> None:
-                    response = case.call_and_validate(base_url=url, session=session, headers=headers, checks=CHECKS)
+                    response = case.call(base_url=url, session=session, headers=headers)
                     statuses.setdefault(case.operation.label, collections.Counter())[response.status_code] += 1
+                    if response.status_code == 400 and "transfer-encoding" in {h.lower() for h in case.headers or {}}:
+                        # a made-up Transfer-Encoding breaks the HTTP framing: aiohttp's parser answers it (a
+                        # plain-text 400) before any handler or middleware of ours sees the request
+                        return
+                    case.validate_response(response, checks=CHECKS, headers=headers)
 
                 try:
                     check()
