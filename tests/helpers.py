@@ -138,3 +138,15 @@ async def stream_pcmu(port: int, pcm, bind_port: int, ssrc: int = 0x5151) -> Non
         for i in range(len(pcm) // 160):
             await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
             far.sendto(rtp(i, 160 * i, ssrc, payload=audio[i * 160 : (i + 1) * 160]), (HOST, port))
+
+
+async def answered_call(svc):
+    """The first answered call of an in-process softswitch (`softswitch.server.Services`), waited for."""
+    import asyncio
+
+    for _ in range(200):
+        calls = [c for c in svc.calls.calls.values() if c.state == "answered"]
+        if calls:
+            return calls[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no call was answered")

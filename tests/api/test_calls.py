@@ -15,7 +15,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from helpers import free_port, header, stream_pcmu, trunk_switch_config
+from helpers import answered_call, free_port, header, stream_pcmu, trunk_switch_config
 from interop.sipp import run_uac, uas
 
 from api.auth import create_key
@@ -64,15 +64,6 @@ async def api(svc, method: str, path: str, key: str, headers=None, **kw) -> tupl
         return r.status, body, r.headers.copy()
 
 
-async def answered(svc):
-    for _ in range(200):
-        calls = [c for c in svc.calls.calls.values() if c.state == "answered"]
-        if calls:
-            return calls[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError("no call was answered")
-
-
 async def send_tone(port: int, from_port: int = CALLER["media_port"] + 8) -> None:
     """A phone sending a second of 700 Hz in real time (from a socket the engine latches onto)."""
     await stream_pcmu(port, TONE, from_port)
@@ -112,7 +103,7 @@ async def test_api_live_call_listed_recorded_downloaded_and_hung_up(switch):
     key = switch.key("calls:read", "calls:write", "recordings:read", "recordings:write")
     with uas("uas_hold", calls=1, **CALLEE) as callee:
         caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
-        call = await answered(switch)
+        call = await answered_call(switch)
         status, page, headers = await api(switch, "GET", "/v2/calls?status=in-progress", key)
         assert status == 200 and "X-Request-Id" in headers
         assert [(c["id"], c["status"], c["direction"]) for c in page["data"]] == [(call.id, "in-progress", "inbound")]
@@ -187,7 +178,7 @@ async def test_api_play_a_wav_by_url_to_the_callee(switch):
     try:
         with uas("uas_hold", calls=1, **CALLEE) as callee:
             caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
-            call = await answered(switch)
+            call = await answered_call(switch)
             body = {"url": f"http://127.0.0.1:{port}/hold.wav", "to": "callee"}
             packets = await play_and_capture(switch, call, key, body, 0.8)
             status, _, _ = await api(switch, "POST", f"/v2/calls/{call.id}/stop-play", key, json={"to": "callee"})
@@ -318,7 +309,7 @@ async def test_api_blind_transfer_of_the_callee(switch):
     key = switch.key("calls:read", "calls:write")
     with uas("uas_hold", calls=1, **CALLEE) as callee, uas("uas_hold", calls=1, **SECOND) as second:
         caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
-        call = await answered(switch)
+        call = await answered_call(switch)
         status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/transfer", key, json={"to": "7777"})
         assert status == 422 and body["error"]["param_errors"][0]["param"] == "to"
         status, body, _ = await api(switch, "POST", f"/v2/calls/{call.id}/transfer", key, json={"to": "2002"})
@@ -396,7 +387,7 @@ async def test_api_audio_upload_play_by_id_list_and_delete(switch):
     assert status == 404  # test keys do not see live uploads
     with uas("uas_hold", calls=1, **CALLEE) as callee:
         caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
-        call = await answered(switch)
+        call = await answered_call(switch)
         packets = await play_and_capture(switch, call, key, {"audio_id": audio["id"], "to": "callee"}, 0.6)
         both = {"audio_id": audio["id"], "url": "http://127.0.0.1:1/x.wav"}
         status, reply, _ = await api(switch, "POST", f"/v2/calls/{call.id}/play", key, json=both)

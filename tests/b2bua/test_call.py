@@ -11,7 +11,7 @@ import wave
 import dtmf_signals as sig
 import numpy as np
 import pytest
-from helpers import header, rtp, stream_pcmu, trunk_switch_config
+from helpers import answered_call, header, rtp, stream_pcmu, trunk_switch_config
 from interop.sipp import run_uac, uas
 
 from media.dtmf import detect, tones
@@ -61,15 +61,6 @@ async def listening(tmp_path):
     await svc.start()
     yield svc
     await svc.close()
-
-
-async def answered_call(svc: Services):
-    for _ in range(200):
-        calls = [c for c in svc.calls.calls.values() if c.state == "answered"]
-        if calls:
-            return calls[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError("no call was answered")
 
 
 async def ended(svc: Services, call_id: str):
