@@ -21,6 +21,7 @@ from api.http import (
     STORE,
     ApiError,
     Page,
+    PageQuery,
     RouteTable,
     TimeRangeQuery,
     Timestamp,
@@ -34,6 +35,7 @@ from api.http import (
     timestamp_or_none,
 )
 from api.recordings import Recording, recording_object
+from api.webhooks import EventType, WebhookDelivery, add_status_callback, check_url, delivery_object
 from media.audio import decode_wav, load_wav
 from softswitch.b2bua import transfer as transfers
 from softswitch.b2bua.recording import RecordingError
@@ -78,6 +80,9 @@ class Call(msgspec.Struct, kw_only=True):
         ),
     ] = None
     metadata: dict[str, str] = {}
+    status_callback: Annotated[
+        str | None, msgspec.Meta(description="where this call's events go too (GET .../webhook-deliveries)")
+    ] = None
 
 
 class CreateCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -105,11 +110,17 @@ class CreateCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Annotated[
             str,
             msgspec.Meta(
-                pattern="^https?://", description="kept with the call; signed deliveries arrive with webhooks"
+                pattern="^https?://",
+                max_length=2048,
+                description="this call's events are POSTed here too, as webhooks, signed with the key's webhook "
+                "secret (GET /v2/account/webhook-secret)",
             ),
         ]
         | None
     ) = None
+    status_callback_events: Annotated[
+        list[EventType], msgspec.Meta(min_length=1, max_length=16, description='which events; ["*"] for all')
+    ] = msgspec.field(default_factory=lambda: ["*"])
 
 
 class CallQuery(TimeRangeQuery, kw_only=True):
@@ -174,6 +185,7 @@ def call_object(rec: CallRecord) -> Call:
         hangup_by=rec.hangup_by,
         answered_by=rec.data.get("answered_by"),
         metadata=rec.data.get("metadata", {}),
+        status_callback=rec.data.get("status_callback"),
     )
 
 
@@ -260,6 +272,8 @@ async def create_call(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_param", "test calls cannot connect", [("connect", "not with a test key")])
     if body.connect is not None and not b2bua.router.targets(body.connect):
         raise ApiError(422, "invalid_param", "no route", [("connect", f"no route matches {body.connect}")])
+    if body.status_callback is not None:
+        check_url(request, body.status_callback, "status_callback")
     try:
         call = b2bua.originate(
             body.to,
@@ -277,6 +291,7 @@ async def create_call(request: web.Request) -> web.Response:
         call.record.data["metadata"] = dict(body.metadata)
     if body.status_callback:
         call.record.data["status_callback"] = body.status_callback
+        add_status_callback(request, call.id, body.status_callback, list(body.status_callback_events))
     if body.record:
         call.record_on_answer = body.record
     return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
@@ -285,6 +300,34 @@ async def create_call(request: web.Request) -> web.Response:
 @routes.route("GET", "/v2/calls/{id}", scope="calls:read", response=Call, summary="Get a call", tags=["calls"])
 async def get_call(request: web.Request) -> web.Response:
     return json_response(call_object(_record(request)))
+
+
+@routes.route(
+    "GET",
+    "/v2/calls/{id}/webhook-deliveries",
+    scope="calls:read",
+    query=PageQuery,
+    response=Page[WebhookDelivery],
+    summary="Deliveries to the call's status_callback",
+    description="Newest first, each with its attempts (status code, latency, error). Empty for a call placed "
+    "without a status_callback; account-wide endpoints' deliveries are under /v2/webhooks.",
+    tags=["calls"],
+)
+async def call_webhook_deliveries(request: web.Request) -> web.Response:
+    rec = _record(request)
+    query = decode_query(request, PageQuery)
+    store = request.app[STORE]
+    endpoints = store.call_webhook_endpoints(rec.id)
+    if query.starting_after is not None:
+        cursor = store.get_webhook_delivery(query.starting_after)
+        ok = cursor is not None and cursor.endpoint_id in {ep.id for ep in endpoints}
+        require_cursor(ok, query.starting_after, "delivery")
+    rows = [
+        d
+        for ep in endpoints
+        for d in store.list_webhook_deliveries(ep.id, limit=query.limit + 1, starting_after=query.starting_after)
+    ]
+    return json_response(paginate([delivery_object(request, d) for d in rows], query.limit))
 
 
 @routes.route(

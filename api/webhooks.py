@@ -233,16 +233,43 @@ def delivery_object(request: web.Request, d: DeliveryRecord) -> WebhookDelivery:
     )
 
 
-def _check_url(request: web.Request, url: str) -> None:
+def check_url(request: web.Request, url: str, param: str = "url") -> None:
+    """422 naming `param` when `url` cannot receive webhooks (not http(s), a private address refused...)."""
     problem = url_problem(url, request.app[CONFIG].webhooks.allow_private)
     if problem is not None:
-        raise ApiError(422, "invalid_param", f"url: {problem}", [("url", problem)])
+        raise ApiError(422, "invalid_param", f"{param}: {problem}", [(param, problem)])
+
+
+def add_status_callback(request: web.Request, call_id: str, url: str, events: list[str]) -> EndpointRecord:
+    """A call's own endpoint: its events (of `events`) go to `url` too, signed with the webhook secret of
+    the key that placed it. Called before the call's first event is published (call.initiated follows the
+    API's answer)."""
+    key = current_key(request)
+    store = request.app[STORE]
+    ep = EndpointRecord(
+        new_id("wh"),
+        url,
+        events,
+        True,
+        f"status_callback of {call_id}",
+        store.key_webhook_secret(key.id, new_secret),
+        None,
+        None,
+        key.test,
+        request.app[CLOCK](),
+        call_id=call_id,
+    )
+    store.add_webhook_endpoint(ep)
+    dispatcher = request.app.get(DISPATCHER)
+    if dispatcher is not None:
+        dispatcher.watch_call(call_id)
+    return ep
 
 
 def _endpoint(request: web.Request) -> EndpointRecord:
     """The endpoint the path names, if the key's mode (test or live) owns it; 404 otherwise."""
     ep = request.app[STORE].get_webhook_endpoint(request.match_info["webhook_id"])
-    if ep is None or ep.test != current_key(request).test:
+    if ep is None or ep.test != current_key(request).test or ep.call_id is not None:
         raise ApiError(404, "not_found", f"no such webhook endpoint: {request.match_info['webhook_id']}")
     return ep
 
@@ -274,7 +301,7 @@ def _changed(request: web.Request) -> None:
 async def create_webhook(request: web.Request) -> web.Response:
     """The response holds the signing secret; it is not shown again (rotate it to get a new one)."""
     body = await decode_body(request, CreateWebhook)
-    _check_url(request, body.url)
+    check_url(request, body.url)
     now = request.app[CLOCK]()
     ep = EndpointRecord(
         new_id("wh"),
@@ -338,7 +365,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     ep = _endpoint(request)
     body = await decode_body(request, UpdateWebhook)
     if body.url is not None:
-        _check_url(request, body.url)
+        check_url(request, body.url)
     events = None if body.events is None else list(body.events)
     updated = request.app[STORE].update_webhook_endpoint(
         ep.id, url=body.url, events=events, enabled=body.enabled, description=body.description
@@ -426,6 +453,29 @@ async def event_types(request: web.Request) -> web.Response:
     """What an endpoint's `events` may name, with the schema of each delivery's body."""
     data = [EventType_(type=t, description=d, schema=_event_schema(s)) for t, (s, d) in PAYLOADS.items()]
     return json_response(EventTypeList(data=data))
+
+
+class KeyWebhookSecret(msgspec.Struct, kw_only=True):
+    object: str = "webhook_secret"
+    key_id: str
+    secret: Annotated[str, msgspec.Meta(description="whsec_...: verifies the status callbacks of the key's calls")]
+
+
+@routes.route(
+    "GET",
+    "/v2/account/webhook-secret",
+    scope="calls:write",
+    response=KeyWebhookSecret,
+    summary="The secret signing your calls' status callbacks",
+    tags=TAGS,
+)
+async def key_webhook_secret(request: web.Request) -> web.Response:
+    """Deliveries to a call's `status_callback` are signed with this secret of the key that placed the call
+    (Standard Webhooks, as for endpoints); made on first use, the same afterwards."""
+    key = current_key(request)
+    return json_response(
+        KeyWebhookSecret(key_id=key.id, secret=request.app[STORE].key_webhook_secret(key.id, new_secret))
+    )
 
 
 def register_with(dispatcher: object | None) -> callable:

@@ -173,6 +173,11 @@ MIGRATIONS: list[list[str]] = [
                error TEXT,
                PRIMARY KEY (delivery_id, attempt))""",
     ],
+    [  # 9: a call's own status_callback (an endpoint tied to one call), signed with its API key's secret
+        "ALTER TABLE webhook_endpoints ADD COLUMN call_id TEXT",
+        "CREATE INDEX webhook_endpoints_call ON webhook_endpoints (call_id) WHERE call_id IS NOT NULL",
+        "ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -512,6 +517,7 @@ class WebhookEndpoint:
     previous_expires_at: float | None
     test: bool
     created_at: float
+    call_id: str | None = None  # a call's status_callback: that call's events only, not listed with the others
 
     def wants(self, event_type: str) -> bool:
         return "*" in self.events or event_type in self.events
@@ -558,7 +564,7 @@ class WebhookAttempt:
 
 
 _ENDPOINT_COLUMNS = (
-    "id, url, events, enabled, description, secret, previous_secret, previous_expires_at, test, created_at"
+    "id, url, events, enabled, description, secret, previous_secret, previous_expires_at, test, created_at, call_id"
 )
 _DELIVERY_COLUMNS = (
     "d.id, d.endpoint_id, d.event_id, d.call_id, d.status, d.attempt, d.next_attempt_at, d.last_status_code, "
@@ -968,7 +974,7 @@ class Store:
     def add_webhook_endpoint(self, ep: WebhookEndpoint) -> None:
         with self._db:
             self._db.execute(
-                f"INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     ep.id,
                     ep.url,
@@ -980,6 +986,7 @@ class Store:
                     ep.previous_expires_at,
                     int(ep.test),
                     ep.created_at,
+                    ep.call_id,
                 ),
             )
 
@@ -992,13 +999,14 @@ class Store:
     def list_webhook_endpoints(
         self, *, limit: int = 50, test: bool | None = None, starting_after: str | None = None
     ) -> list[WebhookEndpoint]:
-        """Newest first (cursor pagination as list_calls)."""
+        """Newest first (cursor pagination as list_calls); calls' own status callbacks are not listed."""
         rows = self._newest_first(
             "webhook_endpoints",
             _ENDPOINT_COLUMNS,
             limit,
             starting_after,
             ("test = ?", None if test is None else int(test)),
+            ("coalesce(call_id, '') = ?", ""),
         )
         return [_endpoint_from_row(row) for row in rows]
 
@@ -1048,17 +1056,41 @@ class Store:
         return counts[-1] > 0
 
     def has_enabled_webhook_endpoints(self) -> bool:
-        return self._db.execute("SELECT 1 FROM webhook_endpoints WHERE enabled = 1 LIMIT 1").fetchone() is not None
+        """Whether any account-wide endpoint is enabled (calls' own status callbacks left out)."""
+        return (
+            self._db.execute("SELECT 1 FROM webhook_endpoints WHERE enabled = 1 AND call_id IS NULL LIMIT 1").fetchone()
+            is not None
+        )
+
+    def call_webhook_endpoints(self, call_id: str) -> list[WebhookEndpoint]:
+        """The status callback(s) of a call."""
+        rows = self._db.execute(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE call_id = ? ORDER BY id", (call_id,)
+        )
+        return [_endpoint_from_row(row) for row in rows]
+
+    def key_webhook_secret(self, key_id: str, new: Callable[[], str]) -> str:
+        """The secret signing the status callbacks of calls the key places, made with `new()` the first time."""
+        with self._db:
+            self._db.execute(
+                "UPDATE api_keys SET webhook_secret = ? WHERE id = ? AND webhook_secret IS NULL", (new(), key_id)
+            )
+            row = self._db.execute("SELECT webhook_secret FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise KeyError(key_id)
+        return row[0]
 
     def enqueue_webhook_event(self, event: WebhookEvent, *, test: bool, delivery_id: Callable[[], str]) -> list[str]:
-        """Write the event and a pending delivery for every enabled endpoint (of test or live keys, as `test`)
-        that wants its type, in one transaction, so an event is never half-queued; nothing is written when no
-        endpoint wants it. Returns the new deliveries' ids (from `delivery_id()`)."""
+        """Write the event and a pending delivery for every enabled endpoint that wants its type (those of
+        test or live keys, as `test`, and the call's own status callback) in one transaction, so an event is
+        never half-queued; nothing is written when no endpoint wants it. Returns the new deliveries' ids
+        (from `delivery_id()`)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             rows = self._db.execute(
-                f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE enabled = 1 AND test = ? ORDER BY id",
-                (int(test),),
+                f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE enabled = 1 "
+                "AND ((call_id IS NULL AND test = ?) OR call_id = ?) ORDER BY id",
+                (int(test), event.call_id),
             ).fetchall()
             targets = [ep.id for ep in map(_endpoint_from_row, rows) if ep.wants(event.type)]
             ids = [delivery_id() for _ in targets]

@@ -54,6 +54,7 @@ EVENT_TYPES = (
     "call.amd",
     "recording.ready",
 )
+CALLBACK_AFTER_END_S = 600.0  # a call's status callback still hears its events this long after it ends
 RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # after attempts 1..7
 MAX_RETRY_AFTER_S = 86400.0
 MAX_RESPONSE_BYTES = 64 * 1024  # what is read of a receiver's answer (only its status matters)
@@ -215,6 +216,8 @@ class WebhookDispatcher:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._wanted: bool | None = None  # whether any endpoint is enabled; None: ask the store
+        self._callbacks: dict[str, float] = {}  # calls with a status callback -> until when (inf while live)
+        self._forget_at = 0.0
         self._closing = False
         self._inflight: dict[str, asyncio.Task] = {}
         self._per_endpoint: Counter[str] = Counter()
@@ -261,13 +264,27 @@ class WebhookDispatcher:
         self._wanted = None
         self.wake()
 
+    def watch_call(self, call_id: str) -> None:
+        """The call has its own status callback (an endpoint the API stored with its `call_id`): its events
+        go to the outbox even when no account-wide endpoint wants them, until a while after it completes
+        (its recording.ready comes after call.completed)."""
+        self._callbacks[call_id] = float("inf")
+
     def on_event(self, ev: Event) -> None:
         """A bus event: into the outbox first (persisted before anything is sent), then wake the sender.
-        With no enabled endpoint at all (known without a query until the API changes one), nothing to do:
-        a busy switch publishes thousands of events a second and most have no webhook."""
+        With no enabled endpoint at all (known without a query until the API changes one) and no status
+        callback on the call, nothing to do: a busy switch publishes thousands of events a second and most
+        have no webhook."""
         if self._wanted is None:
             self._wanted = self.store.has_enabled_webhook_endpoints()
-        if not self._wanted:
+        callback = ev.call_id is not None and ev.call_id in self._callbacks
+        if callback and ev.type == "call.completed":
+            self._callbacks[ev.call_id] = ev.at + CALLBACK_AFTER_END_S
+            if ev.at >= self._forget_at:  # a sweep a minute at most, not a scan per call
+                self._forget_at = ev.at + 60.0
+                for call_id in [c for c, until in self._callbacks.items() if until < ev.at]:
+                    del self._callbacks[call_id]
+        if not (self._wanted or callback):
             return
         body = {"id": ev.id, "type": ev.type, "timestamp": rfc3339(ev.at), "data": ev.data}
         row = WebhookEvent(ev.id, ev.type, ev.call_id, _encoder.encode(body), ev.at)

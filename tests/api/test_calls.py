@@ -12,11 +12,13 @@ import wave
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import numpy as np
 import pytest
 from aiohttp import web
 from helpers import answered_call, free_port, header, stream_pcmu, trunk_switch_config
 from interop.sipp import run_uac, uas
+from standardwebhooks import Webhook
 
 from api.auth import create_key
 from media import g711
@@ -43,7 +45,13 @@ match = "^2002$"
 to = "trunk:second"
 """
     cfg = trunk_switch_config(
-        tmp_path, switch=SWITCH, callee=CALLEE["port"], rtp_ports="14350-14379", api_port=api_port, routes=second
+        tmp_path,
+        switch=SWITCH,
+        callee=CALLEE["port"],
+        rtp_ports="14350-14379",
+        api_port=api_port,
+        routes=second,
+        head="[webhooks]\nallow_private = true\n",
     )
     svc = Services(parse(cfg))
     svc.test_far_end = TestFarEnd(answer_delay_s=0.3, talk_s=3.0, greeting_s=2.0, greeting_talk_s=6.0)
@@ -360,6 +368,76 @@ async def test_api_test_keys_place_calls_to_the_simulated_far_end_only(switch):
     status, _, _ = await api(switch, "GET", f"/v2/calls/{human['id']}", live_key)
     assert status == 404
     assert switch.test_far_end.calls == 0
+
+
+@contextlib.asynccontextmanager
+async def receiver():
+    """An HTTP receiver on 127.0.0.1: (url, list of (headers, body bytes) received)."""
+    got: list[tuple[dict, bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append((dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/status", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/status", got
+    finally:
+        await runner.cleanup()
+
+
+async def test_api_status_callback_gets_the_calls_events_signed_with_the_keys_secret(switch):
+    key = switch.key("calls:read", "calls:write", test=True)
+    status, secret, _ = await api(switch, "GET", "/v2/account/webhook-secret", key)
+    assert status == 200 and secret["secret"].startswith("whsec_")
+    assert (await api(switch, "GET", "/v2/account/webhook-secret", key))[1] == secret  # the same every time
+    verifier = Webhook(secret["secret"])
+    async with receiver() as (url, got):
+        body = {"to": "+15005550006", "from": "app", "status_callback": url}
+        status, human, _ = await api(switch, "POST", "/v2/calls", key, json=body)
+        assert status == 201 and human["status_callback"] == url
+        body = {
+            "to": "+15005550001",
+            "from": "app",
+            "status_callback": url,
+            "status_callback_events": ["call.completed"],
+        }
+        status, busy, _ = await api(switch, "POST", "/v2/calls", key, json=body)
+        assert status == 201
+
+        async def ended():
+            done = [msgspec.json.decode(raw) for _, raw in got]
+            return done if sum(e["type"] == "call.completed" for e in done) == 2 else None
+
+        events = await until(ended, seconds=10)  # the far end hangs up after talk_s (3 s)
+        for headers, raw in got:
+            verifier.verify(raw, {k.lower(): v for k, v in headers.items()})  # raises on a bad signature
+        human_events = [e for e in events if e["data"]["call_id"] == human["id"]]
+        assert [e["type"] for e in human_events] == [
+            "call.initiated",
+            "call.ringing",
+            "call.answered",
+            "call.completed",
+        ]
+        assert [(e["type"], e["data"]["status"]) for e in events if e["data"]["call_id"] == busy["id"]] == [
+            ("call.completed", "busy")
+        ]
+        status, page, _ = await api(switch, "GET", f"/v2/calls/{human['id']}/webhook-deliveries", key)
+        assert status == 200 and len(page["data"]) == 4
+        assert {(d["status"], d["attempts"][0]["status_code"]) for d in page["data"]} == {("delivered", 204)}
+        assert {d["event_id"] for d in page["data"]} == {e["id"] for e in human_events}
+    status, page, _ = await api(switch, "GET", "/v2/webhooks", switch.key("webhooks:write", test=True))
+    assert page["data"] == []  # a call's own callback is not an account-wide endpoint
+    body = {"to": "+15005550006", "from": "app", "status_callback": "ftp://example.com/x"}
+    status, err, _ = await api(switch, "POST", "/v2/calls", key, json=body)
+    assert status == 422 and err["error"]["param_errors"][0]["param"] == "status_callback"
+    status, page, _ = await api(switch, "GET", "/v2/calls", key)
+    assert len(page["data"]) == 2  # the refused one was never placed
 
 
 def wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
