@@ -192,11 +192,7 @@ def call_object(rec: CallRecord) -> Call:
 def _record(request: web.Request) -> CallRecord:
     """The call of the path, as the key may see it (a live call's own record: the store may be up to a
     group commit behind): 404 otherwise."""
-    call_id = request.match_info["id"]
-    live = request.app[B2BUA].calls.get(call_id)
-    if live is None:
-        request.app[B2BUA].flush()  # a call that just ended may still wait for the group commit
-    rec = live.record if live is not None else request.app[STORE].get_call(call_id)
+    rec = request.app[B2BUA].record(request.match_info["id"])
     if rec is None or rec.test != current_key(request).test:
         raise ApiError(404, "not_found", f"no call {request.match_info['id']}")
     return rec

@@ -115,7 +115,6 @@ class Services:
             amd=AmdParams(**cfg.amd),
             recordings_dir=cfg.media.recordings_dir,
         )
-        self.calls.close_orphans()
         self.sip = SipEndpoint(
             BasicUas(cfg.sip.user_agent, self.registrar, calls=self.calls),
             timers=timers,
@@ -149,6 +148,7 @@ class Services:
         self.keepalive.start()
         await self._start_test_far_end()
         await self.webhooks.start()
+        self.calls.close_orphans()  # after the dispatcher subscribed: their call.completed reach webhooks
         self.runners = await _start_api(
             self.cfg, self.store, self.ready_checks(), self.calls, self.metrics, self.webhooks
         )
@@ -164,10 +164,7 @@ class Services:
 
     def _test_event(self, ev) -> bool:
         """Whether an event is a test call's (webhooks of test keys get those, of live keys the others)."""
-        live = self.calls.calls.get(ev.call_id) if ev.call_id else None
-        if live is not None:
-            return bool(live.record.test)
-        rec = self.store.get_call(ev.call_id) if ev.call_id else None
+        rec = self.calls.record(ev.call_id) if ev.call_id else None
         return bool(rec and rec.test)
 
     def ready_checks(self) -> dict[str, Check]:

@@ -1069,6 +1069,14 @@ class Store:
         )
         return [_endpoint_from_row(row) for row in rows]
 
+    def open_calls_with_callbacks(self) -> list[str]:
+        """Calls not yet closed out that have a status callback."""
+        rows = self._db.execute(
+            "SELECT DISTINCT w.call_id FROM webhook_endpoints w JOIN calls c ON c.id = w.call_id "
+            "WHERE c.ended_at IS NULL"
+        )
+        return [row[0] for row in rows]
+
     def key_webhook_secret(self, key_id: str, new: Callable[[], str]) -> str:
         """The secret signing the status callbacks of calls the key places, made with `new()` the first time."""
         with self._db:

@@ -236,6 +236,8 @@ class WebhookDispatcher:
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             headers={"User-Agent": f"softswitch-webhooks/{__version__}"},
         )
+        for call_id in self.store.open_calls_with_callbacks():  # cut off by a crash: their end is yet to come
+            self.watch_call(call_id)
         self._unsubscribe = self.bus.subscribe(self.on_event, EVENT_TYPES)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
 

@@ -8,57 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import free_port, spawn, stop, wait_health, write_config
 
 from softswitch.store import SCHEMA_VERSION
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-def write_config(tmp_path: Path, sip_port: int, api_port: int, extra: str = "") -> Path:
-    path = tmp_path / "sw.toml"
-    path.write_text(
-        f'[sip]\nlisten = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]\n'
-        f'[api]\nlisten = "127.0.0.1:{api_port}"\n'
-        f'[store]\npath = "{tmp_path / "var" / "sw.db"}"\n{extra}'
-    )
-    return path
-
-
-def spawn(cfg: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "softswitch", "serve", "-c", str(cfg), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=PROJECT,
-    )
-
-
-def wait_health(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                assert resp.status == 200
-                assert resp.headers["Content-Type"].startswith("application/json")
-                return json.loads(resp.read())
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("softswitch did not answer /health in time")
-
-
-def stop(proc: subprocess.Popen, sig: int) -> tuple[float, str]:
-    start = time.monotonic()
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=10)
-    return time.monotonic() - start, err
 
 
 @pytest.fixture

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
-from helpers import free_port
+from helpers import free_port, spawn, wait_health, write_config
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from api.auth import create_key
 from softswitch.events import EventBus, new_id
 from softswitch.store import Store, WebhookEndpoint, WebhookEvent
 from softswitch.webhooks import (
@@ -395,3 +398,120 @@ async def test_test_calls_events_reach_test_endpoints_only(rig: Rig):
     await wait_until(lambda: len(live.delivered()) == 1 and len(test_rx.delivered()) == 1)
     assert live.delivered()[0]["data"]["call_id"] == "call_L"
     assert test_rx.delivered()[0]["data"]["call_id"] == "call_T"
+
+
+# -- the whole softswitch, killed -----------------------------------------------------------------------
+class HoldingReceiver:
+    """A receiver on 127.0.0.1 that, while `hold` is set, accepts requests and never answers them (a slow
+    application: the deliveries are in flight when the softswitch dies), and answers 204 otherwise."""
+
+    def __init__(self) -> None:
+        self.hold = True
+        self.got: list[tuple[str, dict, bytes]] = []  # (path, headers, body)
+        self._release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.got.append((request.path, {k.lower(): v for k, v in request.headers.items()}, await request.read()))
+        if self.hold:
+            await self._release.wait()
+        return web.Response(status=204)
+
+    def release(self) -> None:
+        self.hold = False
+        self._release.set()
+
+
+def _stored_events(db: Path) -> dict[str, list[str]]:
+    """endpoint id -> the ids of the events queued for it, in order, read as another process would."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT endpoint_id, event_id FROM webhook_deliveries ORDER BY id").fetchall()
+    out: dict[str, list[str]] = {}
+    for endpoint, event in rows:
+        out.setdefault(endpoint, []).append(event)
+    return out
+
+
+async def test_kill_9_with_deliveries_in_flight_and_queued_then_restart_delivers_every_event(tmp_path: Path):
+    sip, api = free_port(also_udp=True), free_port()
+    rx, rx_port = HoldingReceiver(), free_port()
+    app = web.Application()
+    app.router.add_post("/{name}", rx.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", rx_port).start()
+    cfg = write_config(tmp_path, sip, api, "[webhooks]\nallow_private = true\n")
+    db = tmp_path / "var" / "sw.db"
+    store = Store.open(db)
+    key = create_key(store, "app", ["calls:write", "webhooks:write"], True, time.time())[1]
+    store.close()
+    headers = {"Authorization": f"Bearer {key}"}
+    proc = spawn(cfg)
+    try:
+        await asyncio.to_thread(wait_health, api, proc)
+        base = f"http://127.0.0.1:{api}/v2"
+        async with aiohttp.ClientSession(headers=headers) as http:
+            hook = {"url": f"http://127.0.0.1:{rx_port}/all", "events": ["*"]}
+            async with http.post(f"{base}/webhooks", json=hook) as r:
+                endpoint = await r.json()
+            async with http.get(f"{base}/account/webhook-secret") as r:
+                key_secret = (await r.json())["secret"]
+            busy = []
+            for _ in range(10):  # each: call.initiated, then call.completed (486)
+                async with http.post(f"{base}/calls", json={"to": "+15005550001", "from": "app"}) as r:
+                    busy.append((await r.json())["id"])
+            live = {"to": "+15005550006", "from": "app", "status_callback": f"http://127.0.0.1:{rx_port}/cb"}
+            async with http.post(f"{base}/calls", json=live) as r:
+                talking = (await r.json())["id"]  # answered and still talking when the softswitch dies
+
+        def queued() -> bool:
+            per_endpoint = _stored_events(db)
+            return len(per_endpoint.get(endpoint["id"], [])) == 10 * 2 + 3  # the live call: initiated..answered
+
+        deadline = time.monotonic() + 10
+        while not queued():
+            assert time.monotonic() < deadline, {k: len(v) for k, v in _stored_events(db).items()}
+            await asyncio.sleep(0.05)
+        in_flight = len(rx.got)
+        assert 1 <= in_flight <= 4 + 1  # the endpoint's concurrency (4), and the callback's first event
+        proc.kill()  # SIGKILL: no shutdown, no flush beyond what was committed
+        proc.communicate(timeout=10)
+        rx.release()
+
+        proc = spawn(cfg)  # the same store
+        await asyncio.to_thread(wait_health, api, proc)
+        stored = {}
+
+        def complete() -> bool:
+            stored.update(_stored_events(db))
+            ids = {evt for evts in stored.values() for evt in evts}
+            seen = {h["webhook-id"] for _, h, _ in rx.got}
+            return len(stored.get(endpoint["id"], [])) == 10 * 2 + 4 and ids <= seen
+
+        deadline = time.monotonic() + 20
+        while not complete():
+            assert time.monotonic() < deadline, (len(rx.got), stored)
+            await asyncio.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+        rx.release()
+        await runner.cleanup()
+
+    verifiers = {"/all": Webhook(endpoint["secret"]), "/cb": Webhook(key_secret)}
+    first_arrival: dict[str, list[dict]] = {"/all": [], "/cb": []}
+    for path, hdrs, body in rx.got:
+        event = verifiers[path].verify(body, hdrs)  # raises on a bad signature; returns the payload
+        if event["id"] not in {e["id"] for e in first_arrival[path]}:
+            first_arrival[path].append(event)
+    everything = first_arrival["/all"]
+    assert len(everything) == 24 and len(rx.got) > 24  # what was in flight at the kill came again, same id
+    by_call: dict[str, list[str]] = {}
+    for event in everything:
+        by_call.setdefault(event["data"]["call_id"], []).append(event["type"])
+    assert all(by_call[c] == ["call.initiated", "call.completed"] for c in busy)  # in order, none lost
+    assert by_call[talking] == ["call.initiated", "call.ringing", "call.answered", "call.completed"]
+    callback = first_arrival["/cb"]
+    assert [e["type"] for e in callback] == by_call[talking]
+    end = callback[-1]["data"]
+    assert (end["hangup_by"], end["hangup_reason"]) == ("system", "softswitch restarted")  # closed at the restart

@@ -454,6 +454,13 @@ class B2bua:
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_later(FLUSH_S, self.flush)
 
+    def record(self, call_id: str) -> CallRecord | None:
+        """A call's record as it is now: the live call's, one waiting for the group commit, or the stored one."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            return call.record
+        return self._dirty.get(call_id) or self.store.get_call(call_id)
+
     def flush(self) -> None:
         """Write every queued record now."""
         if self._flush_handle is not None:
@@ -464,7 +471,9 @@ class B2bua:
             self.store.save_calls(records)
 
     def publish(self, call: Call, kind: str, data: dict) -> None:
-        rec = call.record
+        self._publish_record(call.record, kind, data)
+
+    def _publish_record(self, rec: CallRecord, kind: str, data: dict) -> None:
         payload = {
             "call_id": rec.id,
             "direction": rec.direction,
@@ -496,7 +505,9 @@ class B2bua:
         self.save(call)
 
     def close_orphans(self) -> int:
-        """Records of calls that were live when the process died: closed as ended by the system now."""
+        """Records of calls that were live when the process died: closed as ended by the system now, each
+        with its `call.completed` (webhooks subscribed first hear it: an application waiting for the end of a
+        call the crash cut off gets it)."""
         now = self.wall()
         orphans = self.store.open_calls()
         for rec in orphans:
@@ -506,6 +517,9 @@ class B2bua:
             for leg in rec.legs:
                 leg.ended_at = leg.ended_at or now
         self.store.save_calls(orphans)
+        for rec in orphans:
+            data = {k: getattr(rec, k) for k in ("status", "hangup_code", "hangup_reason", "hangup_by", "duration_s")}
+            self._publish_record(rec, "call.completed", data)
         if orphans:
             event(log, "call.orphans_closed", level=logging.WARNING, count=len(orphans))
         return len(orphans)
