@@ -7,7 +7,8 @@ private network usually reaches it.
 
 Nothing here sits on a hot path. The SIP endpoint (`received_by`, `sent_by`) and the API's error middleware
 (`api.guard.REQUEST_COUNTS`) only increment plain dicts; `ScrapeCollector` turns them into samples when a
-scrape asks, together with the live call count. Per-call figures (outcome, media statistics) come from the
+scrape asks, together with the live call count and the webhook outbox (a count over its pending index, and
+the dispatcher's counters). Per-call figures (outcome, media statistics) come from the
 event bus once per call. Each `Metrics` has its own `CollectorRegistry`, never the process-wide default, so
 several softswitches in one process (as the tests run them) do not share or clash.
 """
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from softswitch.b2bua.switch import B2bua
     from softswitch.store import CallRecord
     from softswitch.transport.endpoint import SipEndpoint
+    from softswitch.webhooks import WebhookDispatcher
 
 PATH = "/metrics"
 OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")  # a call.completed event's `status`
@@ -44,8 +46,8 @@ class Metrics:
     """The metrics of one softswitch: its call control, SIP endpoint and event bus, plus the API app it is
     registered on (`register`)."""
 
-    def __init__(self, calls: B2bua, sip: SipEndpoint, bus: EventBus):
-        self.calls, self.sip = calls, sip
+    def __init__(self, calls: B2bua, sip: SipEndpoint, bus: EventBus, webhooks: WebhookDispatcher | None = None):
+        self.calls, self.sip, self.webhooks = calls, sip, webhooks
         self.registry = CollectorRegistry()
         self.api_counts: collections.Counter = collections.Counter()  # the app's, once registered
         self.calls_completed = Counter(
@@ -159,11 +161,24 @@ class ScrapeCollector:
         for (method, route, status), n in sorted(m.api_counts.items()):
             api.add_metric([method, route, str(status)], n)
         yield api
-        # Webhook delivery is not built yet: these stay 0 until the webhooks issue's sender updates them,
-        # so dashboards and alerts can be written against the names now.
-        yield GaugeMetricFamily("softswitch_webhook_deliveries_pending", "Webhook deliveries waiting to be sent", 0)
+        hooks = m.webhooks
+        pending = hooks.store.count_pending_webhook_deliveries() if hooks is not None else 0
+        counts = hooks.counters if hooks is not None else collections.Counter()
+        yield GaugeMetricFamily(
+            "softswitch_webhook_deliveries_pending", "Webhook deliveries waiting to be sent (in the outbox)", pending
+        )
         yield CounterMetricFamily(
-            "softswitch_webhook_deliveries_failed", "Webhook deliveries that failed every attempt", value=0
+            "softswitch_webhook_deliveries_delivered", "Webhook deliveries answered 2xx", value=counts["delivered"]
+        )
+        yield CounterMetricFamily(
+            "softswitch_webhook_deliveries_failed",
+            "Webhook deliveries given up (retries used up, 410, other 4xx, refused address)",
+            value=counts["failed"],
+        )
+        yield CounterMetricFamily(
+            "softswitch_webhook_attempts_retried",
+            "Webhook attempts that failed and will be retried (429, 5xx, timeouts, connection errors)",
+            value=counts["pending"],
         )
 
 

@@ -274,10 +274,10 @@ def _endpoint(request: web.Request) -> EndpointRecord:
     return ep
 
 
-def _wake(request: web.Request) -> None:
+def _resync(request: web.Request) -> None:
     dispatcher = request.app.get(DISPATCHER)
     if dispatcher is not None:
-        dispatcher.wake()
+        dispatcher.resync()
 
 
 def _changed(request: web.Request) -> None:
@@ -437,7 +437,7 @@ async def redeliver(request: web.Request) -> web.Response:
     if delivery is None or delivery.endpoint_id != ep.id:
         raise ApiError(404, "not_found", f"no such delivery: {request.match_info['delivery_id']}")
     delivery = store.redeliver_webhook(delivery.id, request.app[CLOCK]())
-    _wake(request)
+    _resync(request)
     return json_response(delivery_object(request, delivery), status=202)
 
 

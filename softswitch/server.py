@@ -127,7 +127,6 @@ class Services:
         self.calls.trunks = self.trunks
         names = [u.name for u in cfg.users]
         self.keepalive = ContactKeepalive(self.sip, self.store, names, cfg.sip.contact_ping_s)
-        self.metrics = Metrics(self.calls, self.sip, self.bus)
         self.test_far_end = TestFarEnd()
         self.webhooks = WebhookDispatcher(
             self.store,
@@ -137,6 +136,7 @@ class Services:
             concurrency=cfg.webhooks.concurrency,
             test_of=self._test_event,
         )
+        self.metrics = Metrics(self.calls, self.sip, self.bus, self.webhooks)
         self.runners: list[web.AppRunner] = []
         self._gc_task: asyncio.Task | None = None
 

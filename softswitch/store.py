@@ -1088,11 +1088,13 @@ class Store:
             raise KeyError(key_id)
         return row[0]
 
-    def enqueue_webhook_event(self, event: WebhookEvent, *, test: bool, delivery_id: Callable[[], str]) -> list[str]:
+    def enqueue_webhook_event(
+        self, event: WebhookEvent, *, test: bool, delivery_id: Callable[[], str]
+    ) -> list[tuple[str, str]]:
         """Write the event and a pending delivery for every enabled endpoint that wants its type (those of
         test or live keys, as `test`, and the call's own status callback) in one transaction, so an event is
         never half-queued; nothing is written when no endpoint wants it. Returns the new deliveries' ids
-        (from `delivery_id()`)."""
+        (from `delivery_id()`) with their endpoints' ids."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             rows = self._db.execute(
@@ -1117,7 +1119,7 @@ class Store:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        return ids
+        return list(zip(ids, targets, strict=True))
 
     def get_webhook_event(self, event_id: str) -> WebhookEvent | None:
         row = self._db.execute(
@@ -1125,25 +1127,30 @@ class Store:
         ).fetchone()
         return None if row is None else WebhookEvent(row[0], row[1], row[2], bytes(row[3]), row[4])
 
-    def due_webhook_deliveries(self, now: float, limit: int = 100) -> list[WebhookDelivery]:
-        """Pending deliveries due by `now` to enabled endpoints, oldest first, leaving out any whose call has
-        an earlier delivery to the same endpoint still pending (a call's events arrive in order)."""
+    def webhook_chain_heads(self, limit: int) -> list[WebhookDelivery]:
+        """Pending deliveries to enabled endpoints that head their chain: no earlier delivery of the same call
+        to the same endpoint is pending (a call's events arrive in order). Soonest due first."""
         rows = self._db.execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM} JOIN webhook_endpoints w ON w.id = d.endpoint_id "
-            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND w.enabled = 1 AND NOT EXISTS ("
+            "WHERE d.status = 'pending' AND w.enabled = 1 AND NOT EXISTS ("
             "  SELECT 1 FROM webhook_deliveries p WHERE p.status = 'pending' AND p.endpoint_id = d.endpoint_id"
             "  AND p.call_id = d.call_id AND p.id < d.id) "
             "ORDER BY d.next_attempt_at, d.id LIMIT ?",
-            (now, limit),
+            (limit,),
         ).fetchall()
         return [WebhookDelivery(*row) for row in rows]
 
-    def next_webhook_attempt_at(self, after: float) -> float | None:
-        """When the soonest pending delivery falls due after `after` (None if none will)."""
-        return self._db.execute(
-            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at > ?",
-            (after,),
-        ).fetchone()[0]
+    def next_webhook_in_chain(self, endpoint_id: str, call_id: str, after_id: str) -> WebhookDelivery | None:
+        """The call's next pending delivery to the endpoint after `after_id` (by the order index)."""
+        row = self._db.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM} WHERE d.endpoint_id = ? AND d.call_id = ? "
+            "AND d.status = 'pending' AND d.id > ? ORDER BY d.id LIMIT 1",
+            (endpoint_id, call_id, after_id),
+        ).fetchone()
+        return None if row is None else WebhookDelivery(*row)
+
+    def count_pending_webhook_deliveries(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'").fetchone()[0]
 
     def get_webhook_delivery(self, delivery_id: str) -> WebhookDelivery | None:
         row = self._db.execute(

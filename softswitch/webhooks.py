@@ -21,6 +21,7 @@ import base64
 import contextlib
 import email.utils
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import logging
@@ -28,7 +29,7 @@ import random
 import secrets
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -41,7 +42,7 @@ from aiohttp.resolver import DefaultResolver
 from softswitch import __version__
 from softswitch.events import Event, EventBus, new_id
 from softswitch.logs import event as log_event
-from softswitch.store import Store, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from softswitch.store import Store, WebhookAttempt, WebhookEndpoint, WebhookEvent
 
 log = logging.getLogger("softswitch.webhooks")
 
@@ -59,7 +60,7 @@ RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # af
 MAX_RETRY_AFTER_S = 86400.0
 MAX_RESPONSE_BYTES = 64 * 1024  # what is read of a receiver's answer (only its status matters)
 ROTATION_GRACE_S = 86400.0  # how long the previous secret keeps signing after a rotation
-POLL_S = 5.0  # the worker looks at the store at least this often (deliveries queued by another process)
+RESYNC_S = 60.0  # the worker rebuilds its index from the store this often (and after every change it cannot follow)
 SECRET_PREFIX = "whsec_"
 
 
@@ -182,6 +183,100 @@ def _json_default(value: object) -> object:
 _encoder = msgspec.json.Encoder(enc_hook=_json_default)
 
 
+ChainKey = tuple[str, str]  # (endpoint id, call id), or (endpoint id, delivery id) for an event of no call
+
+
+class DeliveryQueue:
+    """Which pending deliveries to attempt when: an index of the store's outbox kept in memory, so the
+    worker never scans the outbox per delivery. Sans-IO: the dispatcher passes the time.
+
+    Deliveries of one call to one endpoint form a chain, attempted one at a time in id order (the call's
+    events arrive in order); only each chain's head is held here (the rest are found in the store when the
+    head is done, `advance`), in a timer heap until due, then in its endpoint's ready queue until the
+    endpoint has a free slot (`concurrency` attempts at once). At most `cap` heads are held: past it, new
+    chains are left in the store (`complete` turns False) and the dispatcher rebuilds from the store once
+    what is held has drained."""
+
+    def __init__(self, concurrency: int, cap: int = 50_000) -> None:
+        self.concurrency = concurrency
+        self.cap = cap
+        self.complete = True
+        self.heads: dict[ChainKey, str] = {}
+        self.busy: Counter[str] = Counter()  # attempts under way per endpoint
+        self._timers: list[tuple[float, str, ChainKey]] = []
+        self._ready: dict[str, deque[tuple[ChainKey, str]]] = {}
+        self._running: set[str] = set()
+
+    @staticmethod
+    def key(endpoint_id: str, call_id: str | None, delivery_id: str) -> ChainKey:
+        return (endpoint_id, call_id or delivery_id)
+
+    def add(self, key: ChainKey, delivery_id: str, at: float) -> None:
+        """A new pending delivery: it heads its chain unless the chain already has one (it then follows)."""
+        if key in self.heads:
+            return
+        if len(self.heads) >= self.cap:
+            self.complete = False
+            return
+        self.heads[key] = delivery_id
+        heapq.heappush(self._timers, (at, delivery_id, key))
+
+    def rebuild(self, heads: Iterable[tuple[ChainKey, str, float]], complete: bool) -> None:
+        """Start over from the store's chain heads (attempts under way stay as they are)."""
+        running = {k: d for k, d in self.heads.items() if d in self._running}
+        self.heads, self._timers, self._ready = dict(running), [], {}
+        for key, delivery_id, at in heads:
+            if key not in self.heads:
+                self.heads[key] = delivery_id
+                self._timers.append((at, delivery_id, key))
+        heapq.heapify(self._timers)
+        self.complete = complete
+
+    def due(self, now: float) -> list[tuple[ChainKey, str]]:
+        """The heads to attempt now (marked under way), within each endpoint's free slots."""
+        while self._timers and self._timers[0][0] <= now:
+            _, delivery_id, key = heapq.heappop(self._timers)
+            if self.heads.get(key) == delivery_id and delivery_id not in self._running:
+                self._ready.setdefault(key[0], deque()).append((key, delivery_id))
+        out = []
+        for endpoint_id, ready in self._ready.items():
+            while ready and self.busy[endpoint_id] < self.concurrency:
+                key, delivery_id = ready.popleft()
+                if self.heads.get(key) == delivery_id and delivery_id not in self._running:
+                    self.busy[endpoint_id] += 1
+                    self._running.add(delivery_id)
+                    out.append((key, delivery_id))
+        return out
+
+    def done(self, key: ChainKey, delivery_id: str) -> None:
+        """An attempt ended (however): its endpoint's slot is free."""
+        if delivery_id in self._running:
+            self._running.discard(delivery_id)
+            self.busy[key[0]] -= 1
+
+    def retry(self, key: ChainKey, delivery_id: str, at: float) -> None:
+        """The head stays pending, to be attempted again at `at`."""
+        if self.heads.get(key) == delivery_id:
+            heapq.heappush(self._timers, (at, delivery_id, key))
+
+    def advance(self, key: ChainKey, delivery_id: str, successor: tuple[str, float] | None) -> None:
+        """The head was delivered or given up: the chain goes on with `successor` (id, due time) or ends."""
+        if self.heads.get(key) != delivery_id:
+            return
+        if successor is None:
+            del self.heads[key]
+        else:
+            self.heads[key] = successor[0]
+            heapq.heappush(self._timers, (successor[1], successor[0], key))
+
+    def next_at(self) -> float | None:
+        """When the soonest held head falls due (None when none waits for a time)."""
+        return self._timers[0][0] if self._timers else None
+
+    def idle(self) -> bool:
+        return not self.heads
+
+
 class WebhookDispatcher:
     """Writes bus events to the webhook outbox and delivers it (see the module docstring).
 
@@ -220,7 +315,9 @@ class WebhookDispatcher:
         self._forget_at = 0.0
         self._closing = False
         self._inflight: dict[str, asyncio.Task] = {}
-        self._per_endpoint: Counter[str] = Counter()
+        self.queue = DeliveryQueue(concurrency)
+        self._resync = True  # rebuild the queue from the store before the next round
+        self._resync_at = 0.0
         self._session: aiohttp.ClientSession | None = None
 
     def _stored_test(self, ev: Event) -> bool:
@@ -230,7 +327,7 @@ class WebhookDispatcher:
     async def start(self) -> None:
         """Subscribe to the bus and start delivering (pending deliveries left in the store included)."""
         resolver = None if self.allow_private else _PublicResolver()
-        connector = aiohttp.TCPConnector(resolver=resolver, limit=0, force_close=True)
+        connector = aiohttp.TCPConnector(resolver=resolver, limit=0, force_close=False, keepalive_timeout=4.0)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
@@ -257,14 +354,16 @@ class WebhookDispatcher:
             await self._session.close()
             self._session = None
 
-    def wake(self) -> None:
-        """Look at the store now (an event was queued, a delivery finished or was queued again)."""
+    def resync(self) -> None:
+        """The outbox changed behind the dispatcher's back (a delivery queued again through the API): rebuild
+        the queue from the store now."""
+        self._resync = True
         self._wake.set()
 
     def endpoints_changed(self) -> None:
         """The API added, changed or removed an endpoint: look again before the next event, and send."""
         self._wanted = None
-        self.wake()
+        self.resync()
 
     def watch_call(self, call_id: str) -> None:
         """The call has its own status callback (an endpoint the API stored with its `call_id`): its events
@@ -290,9 +389,11 @@ class WebhookDispatcher:
             return
         body = {"id": ev.id, "type": ev.type, "timestamp": rfc3339(ev.at), "data": ev.data}
         row = WebhookEvent(ev.id, ev.type, ev.call_id, _encoder.encode(body), ev.at)
-        ids = self.store.enqueue_webhook_event(row, test=self.test_of(ev), delivery_id=lambda: new_id("whd"))
-        if ids:
-            self.counters["queued"] += len(ids)
+        queued = self.store.enqueue_webhook_event(row, test=self.test_of(ev), delivery_id=lambda: new_id("whd"))
+        if queued:
+            self.counters["queued"] += len(queued)
+            for delivery_id, endpoint_id in queued:
+                self.queue.add(DeliveryQueue.key(endpoint_id, ev.call_id, delivery_id), delivery_id, self.clock())
             self._wake.set()
 
     async def _run(self) -> None:
@@ -302,29 +403,44 @@ class WebhookDispatcher:
             try:
                 self._wake.clear()
                 now = self.clock()
-                for delivery in self.store.due_webhook_deliveries(now, limit=200):
-                    if delivery.id in self._inflight or self._per_endpoint[delivery.endpoint_id] >= self.concurrency:
-                        continue
-                    self._launch(delivery)
-                soonest = self.store.next_webhook_attempt_at(after=now)
-                wait = POLL_S if soonest is None else min(POLL_S, max(0.0, soonest - now))
+                if self._resync or now >= self._resync_at or (self.queue.idle() and not self.queue.complete):
+                    self._rebuild(now)
+                for key, delivery_id in self.queue.due(now):
+                    self._launch(key, delivery_id)
+                soonest = self.queue.next_at()
+                wait = self._resync_at - now if soonest is None else min(self._resync_at, soonest) - now
             except Exception as exc:  # a store hiccup must not end delivery for good
                 log_event(log, "webhooks.worker_error", logging.ERROR, error=f"{exc.__class__.__name__}: {exc}")
-                wait = 1.0
+                self._resync, wait = True, 1.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
 
-    def _launch(self, delivery: WebhookDelivery) -> None:
-        self._per_endpoint[delivery.endpoint_id] += 1
-        task = asyncio.get_running_loop().create_task(self._attempt(delivery))
-        self._inflight[delivery.id] = task
+    def _rebuild(self, now: float) -> None:
+        """The queue from the store: every chain's head (at start, after changes made elsewhere, now and then
+        in case an attempt died without a word)."""
+        self._resync, self._resync_at = False, now + RESYNC_S
+        cap = self.queue.cap
+        rows = self.store.webhook_chain_heads(limit=cap + 1)
+        heads = [(DeliveryQueue.key(d.endpoint_id, d.call_id, d.id), d.id, d.next_attempt_at) for d in rows[:cap]]
+        self.queue.rebuild(heads, complete=len(rows) <= cap)
+
+    def _launch(self, key: ChainKey, delivery_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._attempt(key, delivery_id))
+        self._inflight[delivery_id] = task
 
         def done(_task: asyncio.Task) -> None:
-            self._inflight.pop(delivery.id, None)
-            self._per_endpoint[delivery.endpoint_id] -= 1
+            self._inflight.pop(delivery_id, None)
+            self.queue.done(key, delivery_id)
             self._wake.set()
 
         task.add_done_callback(done)
+
+    def _successor(self, key: ChainKey, delivery_id: str) -> tuple[str, float] | None:
+        """The next pending delivery of the chain after `delivery_id` (a call's next event), if any."""
+        if key[1] == delivery_id:  # an event of no call: a chain of one
+            return None
+        nxt = self.store.next_webhook_in_chain(key[0], key[1], delivery_id)
+        return None if nxt is None else (nxt.id, nxt.next_attempt_at)
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float | None:
         """Seconds before the attempt after `attempt` (1-based), None when the schedule is used up."""
@@ -335,20 +451,25 @@ class WebhookDispatcher:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
         return delay * self.backoff_scale
 
-    async def _attempt(self, delivery: WebhookDelivery) -> None:
+    async def _attempt(self, key: ChainKey, delivery_id: str) -> None:
         try:
-            await self._send(delivery)
+            await self._send(key, delivery_id)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # left pending in the store: the next rebuild picks it up again
             log_event(
-                log, "webhooks.attempt_error", logging.ERROR, delivery=delivery.id, error=f"{type(exc).__name__}: {exc}"
+                log, "webhooks.attempt_error", logging.ERROR, delivery=delivery_id, error=f"{type(exc).__name__}: {exc}"
             )
 
-    async def _send(self, delivery: WebhookDelivery) -> None:
+    async def _send(self, key: ChainKey, delivery_id: str) -> None:
+        delivery = self.store.get_webhook_delivery(delivery_id)
+        if delivery is None or delivery.status != "pending":  # deleted with its endpoint, or done meanwhile
+            self.queue.advance(key, delivery_id, self._successor(key, delivery_id))
+            return
         endpoint = self.store.get_webhook_endpoint(delivery.endpoint_id)
         ev = self.store.get_webhook_event(delivery.event_id)
         if endpoint is None or ev is None or not endpoint.enabled:
+            self._resync = True  # the endpoint went away or was disabled: its chains leave the queue
             return
         attempt = delivery.attempt + 1
         now = self.clock()
@@ -383,6 +504,7 @@ class WebhookDispatcher:
             outcome, error = "failed", "410 Gone: endpoint disabled"
             self.store.update_webhook_endpoint(endpoint.id, enabled=False)
             self._wanted = None  # it may have been the last enabled one
+            self._resync = True  # its chains leave the queue
         elif status is None or status == 429 or status >= 500:
             delay = self.backoff(attempt, retry_after)
             if delay is None:
@@ -394,6 +516,10 @@ class WebhookDispatcher:
             outcome, error = "failed", f"HTTP {status}"
         record = WebhookAttempt(delivery.id, attempt, now, status, latency_ms, error)
         self.store.record_webhook_attempt(record, status=outcome, next_attempt_at=next_at)
+        if outcome == "pending":
+            self.queue.retry(key, delivery.id, next_at)
+        else:
+            self.queue.advance(key, delivery.id, self._successor(key, delivery.id))
         self.counters[outcome] += 1
         log_event(
             log,

@@ -21,6 +21,7 @@ from softswitch.events import EventBus, new_id
 from softswitch.store import Store, WebhookEndpoint, WebhookEvent
 from softswitch.webhooks import (
     RETRY_SCHEDULE_S,
+    DeliveryQueue,
     WebhookDispatcher,
     new_secret,
     private_address,
@@ -85,6 +86,44 @@ def _endpoint(url: str, events: list[str] | None = None, *, test: bool = False, 
     return WebhookEndpoint(new_id("wh"), url, events or ["*"], enabled, "", new_secret(), None, None, test, time.time())
 
 
+# -- the delivery queue (explicit time) -----------------------------------------------------------------
+def test_queue_chains_go_one_at_a_time_in_order_and_endpoints_have_slots():
+    q = DeliveryQueue(concurrency=2)
+    x, y, z = ("wh_a", "call_X"), ("wh_a", "call_Y"), ("wh_a", "call_Z")
+    q.add(x, "d1", 0.0)
+    q.add(x, "d2", 0.0)  # the call's second event follows its first: not a head
+    q.add(y, "d3", 0.0)
+    q.add(z, "d4", 0.0)
+    q.add(("wh_b", "call_X"), "d5", 5.0)  # another endpoint, due later
+    assert q.due(0.0) == [(x, "d1"), (y, "d3")]  # two slots on wh_a
+    assert q.due(1.0) == []  # wh_a full, wh_b not due
+    q.done(x, "d1")
+    q.advance(x, "d1", ("d2", 0.0))
+    assert q.due(1.0) == [(z, "d4")]  # z waited for the slot; x's next is queued behind it
+    q.done(y, "d3")
+    q.retry(y, "d3", 3.0)  # failed: the same head again at 3.0
+    assert q.due(2.0) == [(x, "d2")]
+    assert q.next_at() == 3.0
+    q.done(z, "d4")
+    q.advance(z, "d4", None)
+    assert q.due(5.0) == [(y, "d3"), (("wh_b", "call_X"), "d5")]
+    assert set(q.heads) == {x, y, ("wh_b", "call_X")}
+
+
+def test_queue_cap_leaves_new_chains_to_the_store_and_rebuild_keeps_attempts_under_way():
+    q = DeliveryQueue(concurrency=4, cap=2)
+    q.add(("e", "c1"), "d1", 0.0)
+    q.add(("e", "c2"), "d2", 0.0)
+    q.add(("e", "c3"), "d3", 0.0)
+    assert not q.complete and set(q.heads) == {("e", "c1"), ("e", "c2")}
+    assert q.due(0.0) == [(("e", "c1"), "d1"), (("e", "c2"), "d2")]
+    q.rebuild([(("e", "c1"), "d1", 0.0), (("e", "c3"), "d3", 0.0)], complete=True)
+    assert q.due(0.0) == [(("e", "c3"), "d3")]  # d1 and d2 are under way: not launched twice
+    q.done(("e", "c1"), "d1")
+    q.advance(("e", "c1"), "d1", None)
+    assert ("e", "c1") not in q.heads and q.busy["e"] == 2
+
+
 def test_enqueue_writes_event_and_deliveries_for_matching_endpoints_only(tmp_path: Path):
     store = Store.open(tmp_path / "s.db")
     everything, answered = _endpoint("http://a.example/"), _endpoint("http://b.example/", ["call.answered"])
@@ -92,18 +131,23 @@ def test_enqueue_writes_event_and_deliveries_for_matching_endpoints_only(tmp_pat
     for ep in (everything, answered, off, test):
         store.add_webhook_endpoint(ep)
     ev = WebhookEvent("evt_a", "call.answered", "call_1", b"{}", 1.0)
-    ids = store.enqueue_webhook_event(ev, test=False, delivery_id=lambda: new_id("whd"))
-    assert sorted(store.get_webhook_delivery(i).endpoint_id for i in ids) == sorted([everything.id, answered.id])
+    queued = store.enqueue_webhook_event(ev, test=False, delivery_id=lambda: new_id("whd"))
+    assert sorted(store.get_webhook_delivery(i).endpoint_id for i, _ in queued) == sorted([everything.id, answered.id])
+    assert all(store.get_webhook_delivery(i).endpoint_id == ep for i, ep in queued)
     assert store.get_webhook_event("evt_a").payload == b"{}"
     ringing = WebhookEvent("evt_b", "call.ringing", "call_1", b"{}", 2.0)
-    [only] = store.enqueue_webhook_event(ringing, test=False, delivery_id=lambda: new_id("whd"))
-    assert store.get_webhook_delivery(only).endpoint_id == everything.id
+    [(only, to)] = store.enqueue_webhook_event(ringing, test=False, delivery_id=lambda: new_id("whd"))
+    assert to == everything.id and store.get_webhook_delivery(only).endpoint_id == everything.id
+    first = next(i for i, ep in queued if ep == everything.id)
+    assert store.next_webhook_in_chain(everything.id, "call_1", first).id == only  # the call's next event
+    assert store.next_webhook_in_chain(everything.id, "call_1", only) is None
+    heads = store.webhook_chain_heads(limit=10)
+    assert sorted(d.event_id for d in heads) == ["evt_a", "evt_a"]  # ringing waits behind answered
     nobody = WebhookEvent("evt_c", "call.dtmf", "call_2", b"{}", 3.0)
     store.delete_webhook_endpoint(everything.id)
     assert store.enqueue_webhook_event(nobody, test=False, delivery_id=lambda: "x") == []
     assert store.get_webhook_event("evt_c") is None  # nothing written when no endpoint wants it
-    # call_1's ringing waits behind its answered delivery to the same endpoint: due lists the first only
-    assert [d.event_id for d in store.due_webhook_deliveries(10.0)] == ["evt_a"]
+    assert [d.event_id for d in store.webhook_chain_heads(limit=10)] == ["evt_a"]  # to `answered` only now
     store.close()
 
 
@@ -431,6 +475,16 @@ def _stored_events(db: Path) -> dict[str, list[str]]:
     return out
 
 
+async def _metrics(port: int, key: str) -> dict[str, float]:
+    """The unlabelled samples of GET /metrics."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {key}"}) as r,
+    ):
+        text = await r.text()
+    return {name: float(v) for name, v in (line.split(" ", 1) for line in text.splitlines() if line and line[0] != "#")}
+
+
 async def test_kill_9_with_deliveries_in_flight_and_queued_then_restart_delivers_every_event(tmp_path: Path):
     sip, api = free_port(also_udp=True), free_port()
     rx, rx_port = HoldingReceiver(), free_port()
@@ -443,6 +497,7 @@ async def test_kill_9_with_deliveries_in_flight_and_queued_then_restart_delivers
     db = tmp_path / "var" / "sw.db"
     store = Store.open(db)
     key = create_key(store, "app", ["calls:write", "webhooks:write"], True, time.time())[1]
+    admin = create_key(store, "ops", ["admin"], False, time.time())[1]
     store.close()
     headers = {"Authorization": f"Bearer {key}"}
     proc = spawn(cfg)
@@ -473,6 +528,8 @@ async def test_kill_9_with_deliveries_in_flight_and_queued_then_restart_delivers
             await asyncio.sleep(0.05)
         in_flight = len(rx.got)
         assert 1 <= in_flight <= 4 + 1  # the endpoint's concurrency (4), and the callback's first event
+        metrics = await _metrics(api, admin)
+        assert metrics["softswitch_webhook_deliveries_pending"] == 23 + 3  # nothing answered yet
         proc.kill()  # SIGKILL: no shutdown, no flush beyond what was committed
         proc.communicate(timeout=10)
         rx.release()
@@ -491,6 +548,10 @@ async def test_kill_9_with_deliveries_in_flight_and_queued_then_restart_delivers
         while not complete():
             assert time.monotonic() < deadline, (len(rx.got), stored)
             await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the last attempts are logged
+        metrics = await _metrics(api, admin)
+        assert metrics["softswitch_webhook_deliveries_pending"] == 0
+        assert metrics["softswitch_webhook_deliveries_delivered_total"] == 24 + 4  # by this process
     finally:
         if proc.poll() is None:
             proc.kill()

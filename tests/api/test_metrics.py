@@ -98,7 +98,8 @@ async def test_metrics_count_a_call_its_sip_messages_media_and_api_requests(swit
     assert value(scrape, "softswitch_api_requests_total", method="GET", route="/v2/calls/{id}", status="404") == 1
     assert value(scrape, "softswitch_api_requests_total", method="GET", route="unmatched", status="404") == 1
     assert not any(call_id in str(labels) for _, labels in scrape)
-    assert value(scrape, "softswitch_webhook_deliveries_pending") == 0
+    assert value(scrape, "softswitch_webhook_deliveries_pending") == 0  # no endpoint: nothing queued
+    assert value(scrape, "softswitch_webhook_deliveries_failed_total") == 0
     # the scrape itself is counted by the next one
     _, _, text = await get(f"{switch.url}/metrics", admin)
     assert value(samples(text), "softswitch_api_requests_total", method="GET", route="/metrics", status="200") == 1
