@@ -5,8 +5,10 @@ Signing: `webhook-id` (the event id, the same on every retry so receivers can de
 keyed with the base64-decoded part of a `whsec_` secret; during a rotation both secrets sign, space-separated.
 
 Delivery is an outbox: `WebhookDispatcher` writes each bus event, with one pending delivery per endpoint that
-wants it, to the store in one transaction before anything is sent, then a background task sends the due
-deliveries. A crash or restart leaves them pending and the next dispatcher over the same store sends them.
+wants it (account-wide endpoints, and the call's own `status_callback`), to the store in one transaction
+before anything is sent; a background task sends the due deliveries, picked from an in-memory index of the
+outbox (`DeliveryQueue`: no scan of the outbox per delivery). A crash or restart leaves them pending and the
+next dispatcher over the same store sends them.
 2xx is delivered; 410 disables the endpoint; 429, 5xx, timeouts and connection errors are retried on the
 Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, with jitter, `Retry-After` honoured);
 other statuses fail at once. Each attempt is logged. A call's events reach an endpoint in order: the next one
