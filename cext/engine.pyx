@@ -42,8 +42,9 @@ cdef extern from "native/engine.h" nogil:
     enum:
         CMD_LEG_ADD, CMD_LEG_DEL, CMD_LEG_REMOTE, CMD_LEG_CODEC, CMD_JOIN, CMD_LEAVE, CMD_GROUP_MODE, CMD_GAIN
         CMD_REC_START, CMD_REC_STOP, CMD_REC_PAUSE, CMD_PLAY, CMD_PLAY_STOP, CMD_DTMF, CMD_INBAND, CMD_AMD
+        CMD_STREAM_TAP, CMD_STREAM_PLAY, CMD_STREAM_PUSH, CMD_STREAM_MARK, CMD_STREAM_CLEAR
         EV_LATCHED, EV_RELATCHED, EV_LEG_CLOSED, EV_SSRC_CHANGED, EV_DTMF, EV_REC_DONE, EV_PLAY_DONE, EV_DTMF_SENT
-        EV_DTMF_INBAND, EV_AMD
+        EV_DTMF_INBAND, EV_AMD, EV_STREAM_MARK
     ctypedef struct eng_cmd_t:
         int type
         int leg
@@ -73,6 +74,10 @@ cdef extern from "native/engine.h" nogil:
         sockaddr_storage addr
         socklen_t addr_len
         eng_stats_t stats
+    ctypedef struct eng_frame_t:
+        int leg, track
+        long long ns
+        unsigned char ulaw[160]
     ctypedef struct engine_t:
         pass
     engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
@@ -86,12 +91,14 @@ cdef extern from "native/engine.h" nogil:
     double eng_cpu_seconds(engine_t *e)
     unsigned long long eng_dropped_events(engine_t *e)
     unsigned long long eng_late_ticks(engine_t *e)
+    int eng_pop_frames(engine_t *e, eng_frame_t *out, int max)
+    unsigned long long eng_dropped_frames(engine_t *e)
 
 
 EVENT_NAMES = {EV_LATCHED: "latched", EV_RELATCHED: "relatched", EV_LEG_CLOSED: "leg_closed",
                EV_SSRC_CHANGED: "ssrc_changed", EV_DTMF: "dtmf", EV_REC_DONE: "recording_done",
                EV_PLAY_DONE: "play_done", EV_DTMF_SENT: "dtmf_sent", EV_DTMF_INBAND: "dtmf_inband",
-               EV_AMD: "amd"}
+               EV_AMD: "amd", EV_STREAM_MARK: "stream_mark"}
 
 
 cdef object _address(const sockaddr_storage* addr):
@@ -319,6 +326,57 @@ cdef class Engine:
         except BaseException:
             free(p)
             raise
+
+    def stream_tap(self, int leg, int tracks):
+        """Copy the leg's frames out for media streams: 1 what its far end sends, 2 what it is sent, 3 both."""
+        self._simple(CMD_STREAM_TAP, self._check(leg), 0, tracks)
+
+    def stream_play(self, int leg, bint on):
+        self._simple(CMD_STREAM_PLAY, self._check(leg), 0, on)
+
+    def stream_push(self, int leg, const unsigned char[:] ulaw):
+        """Queue mu-law audio to play into the leg (copied: the media thread frees its copy)."""
+        cdef eng_cmd_t c
+        cdef Py_ssize_t n = ulaw.shape[0]
+        cdef unsigned char *copy
+        if n == 0:
+            return
+        copy = <unsigned char *>malloc(n)
+        if copy == NULL:
+            raise MemoryError()
+        memcpy(copy, &ulaw[0], n)
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_STREAM_PUSH
+        c.leg = self._check(leg)
+        c.ptr = <const void *>copy
+        c.len = n
+        try:
+            self._push(&c)
+        except BaseException:
+            free(copy)
+            raise
+
+    def stream_mark(self, int leg, int mark):
+        self._simple(CMD_STREAM_MARK, self._check(leg), mark)
+
+    def stream_clear(self, int leg):
+        self._simple(CMD_STREAM_CLEAR, self._check(leg))
+
+    def frames(self):
+        """Every tapped stream frame queued since the last call: a list of (leg, track, ns, mu-law bytes)."""
+        cdef eng_frame_t buf[256]
+        cdef int n, i
+        out = []
+        while True:
+            n = eng_pop_frames(self._e, buf, 256)
+            for i in range(n):
+                out.append((buf[i].leg, buf[i].track, buf[i].ns, (<char *>buf[i].ulaw)[:160]))
+            if n < 256:
+                return out
+
+    @property
+    def dropped_frames(self):
+        return eng_dropped_frames(self._e)
 
     def events(self, int max_events=1024):
         """Every event queued since the last call, as (name, leg, remote address, stats)."""

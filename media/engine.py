@@ -128,7 +128,8 @@ class MediaEvent:
     """Something the media thread saw. Kinds: `latched`/`relatched` (the far end's address learnt),
     `ssrc_changed`, `leg_closed` (final statistics, for the call record), `dtmf` (`digit`, `start_ns`,
     `duration_ms`, `source`: `rfc4733` or `inband`), `dtmf_sent`, `amd` (`segment`, `start_ms`, `freq_hz`,
-    `now_ms`: a boundary of the AMD kernel), `play_done` (`play_id`, `interrupted`),
+    `now_ms`: a boundary of the AMD kernel), `play_done` (`play_id`, `interrupted`), `stream_mark` (`mark`,
+    `cleared`: a media stream's mark reached, or dropped by a clear),
     `recording_done` (`path`, `duration_s`, `size`, `dropped_frames`, `error`; `leg` is the bridge id)."""
 
     kind: str
@@ -329,6 +330,41 @@ class MediaEngine:
         see media.amd.AmdParams.kernel), from now on; None stops it. Reports `amd` segment events."""
         self._engine.amd(leg.id, params)
 
+    # -- media streams ---------------------------------------------------------------------------------
+    def stream_tap(self, leg: Leg, rx: bool = True, tx: bool = False) -> None:
+        """Copy the leg's audio out every 20 ms for media streams (`frames()`): what its far end sends (rx)
+        and what the leg sends it (tx). A relayed bridge is only tapped (packets still go out on arrival)."""
+        self._engine.stream_tap(leg.id, int(rx) | (2 if tx else 0))
+
+    def stream_play(self, leg: Leg, on: bool = True) -> None:
+        """Start (or stop) the leg's stream playout: audio pushed with `stream_push` is mixed into what the
+        leg sends, paced at 20 ms with 60 ms of jitter tolerance. The leg's bridge is processed meanwhile."""
+        if on and leg.id not in self._bridge_of:
+            self.conference([leg])
+        self._engine.stream_play(leg.id, on)
+
+    def stream_push(self, leg: Leg, ulaw: bytes) -> None:
+        """Queue 8 kHz mu-law audio for the leg's stream playout (up to 65 s; beyond, it is dropped)."""
+        self._engine.stream_push(leg.id, ulaw)
+
+    def stream_mark(self, leg: Leg, mark: int) -> None:
+        """A `stream_mark` event (detail `mark`, `cleared`) once the audio pushed before it has played."""
+        self._engine.stream_mark(leg.id, mark)
+
+    def stream_clear(self, leg: Leg) -> None:
+        """Drop the queued audio at once; marks still waiting are reported with `cleared`."""
+        self._engine.stream_clear(leg.id)
+
+    def frames(self) -> list[tuple[int, int, int, bytes]]:
+        """The tapped frames queued since the last call, in tick order: (leg id, track 0 rx / 1 tx, the tick's
+        CLOCK_MONOTONIC ns, 160 bytes of mu-law). One batch for every tapped leg."""
+        return self._engine.frames()
+
+    @property
+    def dropped_frames(self) -> int:
+        """Tapped frames lost because nobody took them in time (counted, never blocking the media thread)."""
+        return self._engine.dropped_frames
+
     def stats(self, leg: Leg) -> LegStats | None:
         """Live counters (each exact, the set possibly a packet apart); None for a destroyed leg."""
         counters = self._engine.leg_stats(leg.id)
@@ -399,6 +435,8 @@ class MediaEngine:
             return {"segment": AMD_SEGMENTS[v[0]], "start_ms": v[1] // 8, "freq_hz": v[2], "now_ms": v[3] // 8}
         if kind == "dtmf_sent":
             return {"digit": DTMF_DIGITS[v[0]]}
+        if kind == "stream_mark":
+            return {"mark": v[0], "cleared": bool(v[1])}
         if kind == "play_done":
             self._plays.pop(v[0], None)
             return {"play_id": v[0], "interrupted": bool(v[1])}
@@ -425,10 +463,24 @@ class MediaEngine:
     def event_fd(self) -> int:
         return self._engine.event_fd
 
-    def attach(self, loop: asyncio.AbstractEventLoop, callback: Callable[[list[MediaEvent]], None]) -> None:
-        """Deliver event batches to `callback` on `loop` whenever the media thread signals."""
+    def attach(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        callback: Callable[[list[MediaEvent]], None],
+        frames: Callable[[list[tuple[int, int, int, bytes]]], None] | None = None,
+    ) -> None:
+        """Deliver event batches to `callback` on `loop` whenever the media thread signals, and the tapped
+        stream frames to `frames` (one batch per wake-up, not a call per frame)."""
         self._loop = loop
-        loop.add_reader(self.event_fd, lambda: callback(self.events()))
+
+        def ready() -> None:
+            callback(self.events())
+            if frames is not None:
+                batch = self._engine.frames()
+                if batch:
+                    frames(batch)
+
+        loop.add_reader(self.event_fd, ready)
 
     def cpu_seconds(self) -> float:
         """CPU time the media thread has used."""

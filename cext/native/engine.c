@@ -410,6 +410,8 @@ static void leg_close(engine_t *e, int id)
     leg_play_stop(e, id, 1);
     leg_inband(e, id, 0);
     leg_amd(e, id, NULL);
+    leg_stream_play(e, id, 0);
+    l->stream_tap = 0;
     group_leave(e, id);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
     close(l->fd);
@@ -527,6 +529,22 @@ static void apply(engine_t *e, const eng_cmd_t *c)
         leg_amd(e, c->leg, c->flags ? (const amd_params_t *)c->ptr : NULL);
         free((void *)c->ptr);
         break;
+    case CMD_STREAM_TAP:
+        leg_stream_tap(e, c->leg, c->flags);
+        break;
+    case CMD_STREAM_PLAY:
+        leg_stream_play(e, c->leg, c->flags);
+        break;
+    case CMD_STREAM_PUSH:
+        leg_stream_push(e, c->leg, c->ptr, c->len);
+        free((void *)c->ptr);
+        break;
+    case CMD_STREAM_MARK:
+        leg_stream_mark(e, c->leg, c->other);
+        break;
+    case CMD_STREAM_CLEAR:
+        leg_stream_clear(e, c->leg);
+        break;
     }
 }
 
@@ -619,6 +637,8 @@ engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
     e->groups = calloc((size_t)max_legs, sizeof(group_t));
     e->cmds = calloc((size_t)cmd_capacity, sizeof(eng_cmd_t));
     e->evs = calloc((size_t)event_capacity, sizeof(eng_event_t));
+    e->fr_cap = FRAME_RING;
+    e->frs = calloc((size_t)e->fr_cap, sizeof(eng_frame_t));
     e->cmd_cap = cmd_capacity;
     e->ev_cap = event_capacity;
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -628,7 +648,8 @@ engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
     e->rng = (uint32_t)mono_ns() | 1u;
     pthread_mutex_init(&e->cmd_lock, NULL);
     pthread_mutex_init(&e->ev_lock, NULL);
-    if (!e->legs || !e->groups || !e->cmds || !e->evs || e->epfd < 0 || e->cmdfd < 0 || e->evfd < 0 || e->timerfd < 0) {
+    pthread_mutex_init(&e->fr_lock, NULL);
+    if (!e->legs || !e->groups || !e->cmds || !e->evs || !e->frs || e->epfd < 0 || e->cmdfd < 0 || e->evfd < 0 || e->timerfd < 0) {
         eng_free(e);
         return NULL;
     }
@@ -706,6 +727,8 @@ void eng_free(engine_t *e)
         close(e->timerfd);
     pthread_mutex_destroy(&e->cmd_lock);
     pthread_mutex_destroy(&e->ev_lock);
+    pthread_mutex_destroy(&e->fr_lock);
+    free(e->frs);
     free(e->legs);
     free(e->groups);
     free(e->cmds);
@@ -714,6 +737,19 @@ void eng_free(engine_t *e)
 }
 
 int eng_event_fd(engine_t *e) { return e->evfd; }
+uint64_t eng_dropped_frames(engine_t *e) { return e->fr_dropped; }
+
+int eng_pop_frames(engine_t *e, eng_frame_t *out, int max)
+{
+    pthread_mutex_lock(&e->fr_lock);
+    int n = e->fr_count < max ? e->fr_count : max;
+    for (int i = 0; i < n; i++)
+        out[i] = e->frs[(e->fr_head + i) % e->fr_cap];
+    e->fr_head = (e->fr_head + n) % e->fr_cap;
+    e->fr_count -= n;
+    pthread_mutex_unlock(&e->fr_lock);
+    return n;
+}
 int eng_max_legs(engine_t *e) { return e->max_legs; }
 uint64_t eng_dropped_events(engine_t *e) { return e->ev_dropped; }
 uint64_t eng_late_ticks(engine_t *e) { return e->late_ticks; }

@@ -35,6 +35,11 @@ enum {
     CMD_INBAND,        /* leg, flags = 1 detect in-band DTMF in what the far end sends, 0 stop */
     CMD_AMD,           /* leg, flags = 1 start answering machine detection (ptr = malloc'd amd_params_t,
                           freed by the media thread), 0 stop */
+    CMD_STREAM_TAP,    /* leg, flags = 1 copy what the far end sends (rx) | 2 what we send it (tx); 0 stops */
+    CMD_STREAM_PLAY,   /* leg, flags = 1 start the leg's stream playout (audio from a subscriber), 0 stop */
+    CMD_STREAM_PUSH,   /* leg, ptr = malloc'd mu-law bytes (freed by the media thread), len = their count */
+    CMD_STREAM_MARK,   /* leg, other = mark id: reported once the audio pushed before it has played */
+    CMD_STREAM_CLEAR,  /* leg: drop the audio not yet played; marks waiting are reported as cleared */
     CMD_STOP
 };
 
@@ -50,7 +55,16 @@ enum {
     EV_DTMF_INBAND,    /* leg: as EV_DTMF, heard in the audio (start from the first sample of the tone) */
     EV_AMD,            /* leg: v[0] segment kind, v[1] its start, v[3] now (samples since detection
                           started), v[2] a tone's frequency in Hz */
+    EV_STREAM_MARK,    /* leg: v[0] mark id, v[1] 1 if cleared (or the playout stopped) before it played */
 };
+
+/* A 20 ms frame of a tapped leg for media streams: track 0 is what the far end sent (rx), 1 what we sent
+ * it (tx); `ns` the tick's time (CLOCK_MONOTONIC). Every tapped frame of a tick leaves in one batch. */
+typedef struct {
+    int32_t leg, track;
+    int64_t ns;
+    uint8_t ulaw[160];
+} eng_frame_t;
 
 typedef struct {
     int type;
@@ -104,5 +118,7 @@ double eng_cpu_seconds(engine_t *e);        /* CPU time of the media thread */
 uint64_t eng_dropped_events(engine_t *e);
 uint64_t eng_late_ticks(engine_t *e);       /* ticks that ran more than one period late */
 int eng_max_legs(engine_t *e);
+int eng_pop_frames(engine_t *e, eng_frame_t *out, int max);
+uint64_t eng_dropped_frames(engine_t *e);  /* tapped frames lost because Python fell behind */
 
 #endif

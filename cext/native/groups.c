@@ -24,8 +24,9 @@ void arm_timer(engine_t *e)
     e->timer_armed = want;
 }
 
-/* Relay needs exactly two legs and nothing to change in their audio; anything else is processed. A
- * relayed group that is recorded, or has a leg listening (in-band DTMF, AMD), is "tapped": packets are still
+/* Relay needs exactly two legs and nothing to change in their audio (no player, gain, mute or stream
+ * playout); anything else is processed. A relayed group that is recorded, or has a leg listening (in-band
+ * DTMF, AMD, a media stream), is "tapped": packets are still
  * forwarded on arrival (no added latency) and a copy goes through each leg's jitter buffer to the
  * recorder and the detectors on the tick. */
 void group_update_mode(engine_t *e, int gid)
@@ -36,7 +37,7 @@ void group_update_mode(engine_t *e, int gid)
         processed = g->forced || g->n != 2;
         for (int i = 0; !processed && i < g->n; i++) {
             leg_t *m = &e->legs[g->members[i]];
-            processed = m->play != NULL || m->muted || m->gain != 1.0f;
+            processed = m->play != NULL || m->muted || m->gain != 1.0f || m->sp != NULL;
         }
         tapped = !processed && g->rec != NULL;
         for (int i = 0; !processed && !tapped && i < g->n; i++)

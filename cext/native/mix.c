@@ -6,6 +6,8 @@
  * A leg listening for in-band DTMF runs the detector on its decoded frame, before any mixing: a digit is
  * reported once, when its tone has ended, with its start on the media clock. A leg under answering
  * machine detection feeds the AMD kernel the same way, which reports segment boundaries (amd.c).
+ * Media streams (streams.c) get each tapped leg's frame in and out, and a subscriber's audio is mixed into
+ * what its leg sends.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -173,6 +175,8 @@ void group_tick(engine_t *e, int gid)
     for (int k = 0; k < g->n; k++) {
         leg_t *l = &e->legs[g->members[k]];
         pull(l, e->now_ns);
+        if (l->stream_tap & 1)
+            stream_frame(e, g->members[k], 0, l->in_pcm);
         if (l->inband)
             detect(e, g->members[k], l);
         if (l->amd)
@@ -202,8 +206,14 @@ void group_tick(engine_t *e, int gid)
         }
         wav_write(g->rec, frames, FRAME);
     }
-    if (!g->processed)
-        return; /* tapped: the packets were relayed on arrival; the tick only fed the recorder */
+    if (!g->processed) {
+        /* tapped: the packets were relayed on arrival; the tick only fed the recorder, the detectors and
+         * the streams (what a leg was sent is what the other one sent) */
+        for (int k = 0; g->n == 2 && k < 2; k++)
+            if (e->legs[g->members[k]].stream_tap & 2)
+                stream_frame(e, g->members[k], 1, e->legs[g->members[1 - k]].in_pcm);
+        return;
+    }
     int ended[MAX_MEMBERS];
     int n_ended = 0;
     for (int k = 0; k < g->n; k++) {
@@ -211,6 +221,10 @@ void group_tick(engine_t *e, int gid)
         leg_t *l = &e->legs[id];
         if (te_busy(l)) {
             te_tick(e, l);
+            if (l->stream_tap & 2) {
+                static const int16_t quiet[FRAME];
+                stream_frame(e, id, 1, quiet); /* the frame's time passes for the stream too */
+            }
             continue;
         }
         int16_t out[FRAME];
@@ -227,6 +241,10 @@ void group_tick(engine_t *e, int gid)
             for (int i = 0; i < FRAME; i++)
                 out[i] = sat16(sum[i] - (int32_t)((float)l->in_pcm[i] * l->gain));
         }
+        if (l->sp)
+            stream_take(e, id, out);
+        if (l->stream_tap & 2)
+            stream_frame(e, id, 1, out);
         uint8_t payload[FRAME];
         if (l->codec == 8)
             for (int i = 0; i < FRAME; i++)
