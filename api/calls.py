@@ -25,16 +25,20 @@ from api.http import (
     RouteTable,
     TimeRangeQuery,
     Timestamp,
+    answered_call,
+    call_record,
     current_key,
     decode_body,
     decode_query,
     json_response,
+    live_call,
     paginate,
     require_cursor,
     timestamp,
     timestamp_or_none,
 )
 from api.recordings import Recording, recording_object
+from api.streams import StreamSpec, check_stream_url, stream_kwargs
 from api.webhooks import EventType, WebhookDelivery, add_status_callback, check_url, delivery_object
 from media.audio import decode_wav, load_wav
 from softswitch.b2bua import transfer as transfers
@@ -118,6 +122,9 @@ class CreateCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ]
         | None
     ) = None
+    stream: Annotated[StreamSpec | None, msgspec.Meta(description="a media stream started as the call is answered")] = (
+        None
+    )
     status_callback_events: Annotated[
         list[EventType], msgspec.Meta(min_length=1, max_length=16, description='which events; ["*"] for all')
     ] = msgspec.field(default_factory=lambda: ["*"])
@@ -189,31 +196,6 @@ def call_object(rec: CallRecord) -> Call:
     )
 
 
-def _record(request: web.Request) -> CallRecord:
-    """The call of the path, as the key may see it (a live call's own record: the store may be up to a
-    group commit behind): 404 otherwise."""
-    rec = request.app[B2BUA].record(request.match_info["id"])
-    if rec is None or rec.test != current_key(request).test:
-        raise ApiError(404, "not_found", f"no call {request.match_info['id']}")
-    return rec
-
-
-def _live(request: web.Request):
-    """The live call of the path: 409 when it has ended (or not yet reached what the action needs)."""
-    rec = _record(request)
-    call = request.app[B2BUA].calls.get(rec.id)
-    if call is None or call.state == "ended":
-        raise ApiError(409, "conflict", f"call {rec.id} has ended")
-    return call
-
-
-def _answered(request: web.Request):
-    call = _live(request)
-    if call.state != "answered":
-        raise ApiError(409, "conflict", f"call {call.id} is not answered yet")
-    return call
-
-
 def _sides(to: str) -> list[str]:
     return ["a", "b"] if to == "both" else [SIDES[to]]
 
@@ -270,6 +252,8 @@ async def create_call(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_param", "no route", [("connect", f"no route matches {body.connect}")])
     if body.status_callback is not None:
         check_url(request, body.status_callback, "status_callback")
+    if body.stream is not None:
+        check_stream_url(request, body.stream.url, "stream.url")
     try:
         call = b2bua.originate(
             body.to,
@@ -290,12 +274,14 @@ async def create_call(request: web.Request) -> web.Response:
         add_status_callback(request, call.id, body.status_callback, list(body.status_callback_events))
     if body.record:
         call.record_on_answer = body.record
+    if body.stream is not None:
+        call.stream_on_answer = stream_kwargs(request, body.stream)
     return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
 
 
 @routes.route("GET", "/v2/calls/{id}", scope="calls:read", response=Call, summary="Get a call", tags=["calls"])
 async def get_call(request: web.Request) -> web.Response:
-    return json_response(call_object(_record(request)))
+    return json_response(call_object(call_record(request)))
 
 
 @routes.route(
@@ -310,7 +296,7 @@ async def get_call(request: web.Request) -> web.Response:
     tags=["calls"],
 )
 async def call_webhook_deliveries(request: web.Request) -> web.Response:
-    rec = _record(request)
+    rec = call_record(request)
     query = decode_query(request, PageQuery)
     store = request.app[STORE]
     endpoints = store.call_webhook_endpoints(rec.id)
@@ -336,7 +322,7 @@ async def call_webhook_deliveries(request: web.Request) -> web.Response:
     tags=["calls"],
 )
 async def hangup(request: web.Request) -> web.Response:
-    call = _live(request)
+    call = live_call(request)
     if call.state == "answered":
         call.hangup("api", 200, "hung up through the API")
     else:  # still queued or ringing: the call is canceled
@@ -355,7 +341,7 @@ async def hangup(request: web.Request) -> web.Response:
 )
 async def send_digits(request: web.Request) -> web.Response:
     body = await decode_body(request, SendDigits)
-    call = _answered(request)
+    call = answered_call(request)
     call.send_dtmf(SIDES[body.to], body.digits.upper(), duration_ms=body.duration_ms, method=body.method)
     return json_response(call_object(call.record))
 
@@ -371,7 +357,7 @@ async def send_digits(request: web.Request) -> web.Response:
 )
 async def record(request: web.Request) -> web.Response:
     body = await decode_body(request, RecordAction)
-    call = _answered(request)
+    call = answered_call(request)
     recordings = request.app[B2BUA].recordings
     try:
         if body.action == "start":
@@ -396,7 +382,7 @@ async def record(request: web.Request) -> web.Response:
 )
 async def play(request: web.Request) -> web.Response:
     body = await decode_body(request, Play)
-    _answered(request)
+    answered_call(request)
     if (body.url is None) == (body.audio_id is None):
         raise ApiError(422, "invalid_param", "say what to play", [("url", "give url or audio_id, one of the two")])
     if body.audio_id is not None:
@@ -406,7 +392,7 @@ async def play(request: web.Request) -> web.Response:
             raise ApiError(422, "invalid_param", "cannot play the audio", [("audio_id", str(exc))]) from None
     else:
         pcm = await _fetch_wav(body.url)
-    call = _answered(request)  # the download took time: the call may have ended meanwhile
+    call = answered_call(request)  # the download took time: the call may have ended meanwhile
     engine = request.app[B2BUA].engine
     for side in _sides(body.to):
         engine.play(call.media.legs[side], pcm, body.loop)
@@ -424,7 +410,7 @@ async def play(request: web.Request) -> web.Response:
 )
 async def stop_play(request: web.Request) -> web.Response:
     body = await decode_body(request, StopPlay)
-    call = _answered(request)
+    call = answered_call(request)
     engine = request.app[B2BUA].engine
     for side in _sides(body.to):
         engine.stop_play(call.media.legs[side])
@@ -445,7 +431,7 @@ async def stop_play(request: web.Request) -> web.Response:
 )
 async def transfer_call(request: web.Request) -> web.Response:
     body = await decode_body(request, Transfer)
-    call = _answered(request)
+    call = answered_call(request)
     if not request.app[B2BUA].router.targets(body.to):
         raise ApiError(422, "invalid_param", "no route", [("to", f"no route matches {body.to}")])
     if not transfers.start(call, SIDES[body.party], body.to):

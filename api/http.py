@@ -37,7 +37,7 @@ from aiohttp import web
 
 from api.auth import AUTHENTICATED, SCOPES, AuthKey
 from softswitch.config import Config, _dotted, _msgspec_path
-from softswitch.store import Store
+from softswitch.store import CallRecord, Store
 
 log = logging.getLogger("softswitch.api")
 
@@ -357,3 +357,30 @@ def sane_request_id(value: str | None) -> str | None:
 def current_key(request: web.Request) -> AuthKey:
     """The key that authenticated this request (routes with a scope always have one)."""
     return request[API_KEY]
+
+
+# -- the call a path names (/v2/calls/{id}/...) -----------------------------------------------------------
+def call_record(request: web.Request) -> CallRecord:
+    """The call of the path, as the key may see it (a live call's own record: the store may be up to a
+    group commit behind): 404 otherwise."""
+    rec = request.app[B2BUA].record(request.match_info["id"])
+    if rec is None or rec.test != current_key(request).test:
+        raise ApiError(404, "not_found", f"no call {request.match_info['id']}")
+    return rec
+
+
+def live_call(request: web.Request):
+    """The live call of the path: 409 when it has ended (or not yet reached what the action needs)."""
+    rec = call_record(request)
+    call = request.app[B2BUA].calls.get(rec.id)
+    if call is None or call.state == "ended":
+        raise ApiError(409, "conflict", f"call {rec.id} has ended")
+    return call
+
+
+def answered_call(request: web.Request):
+    """The live call of the path, answered: 409 otherwise."""
+    call = live_call(request)
+    if call.state != "answered":
+        raise ApiError(409, "conflict", f"call {call.id} is not answered yet")
+    return call

@@ -162,6 +162,17 @@ class RecordingData(CallData, kw_only=True):
     error: str | None = None
 
 
+class StreamData(CallData, kw_only=True):
+    stream_id: str
+    url: Annotated[str | None, msgspec.Meta(description="null for a subscriber connected to the API")]
+    track: str
+    bidirectional: bool
+    reason: Annotated[str | None, msgspec.Meta(description="why it stopped")] = None
+    messages_sent: int = 0
+    messages_dropped: Annotated[int, msgspec.Meta(description="dropped for a slow subscriber")] = 0
+    malformed_received: int = 0
+
+
 PAYLOADS: dict[str, tuple[type, str]] = {
     "call.initiated": (CallData, "a call started (inbound arrived, or outbound placed)"),
     "call.ringing": (CallData, "the called side is ringing"),
@@ -170,6 +181,8 @@ PAYLOADS: dict[str, tuple[type, str]] = {
     "call.dtmf": (DtmfData, "a key was pressed"),
     "call.amd": (AmdData, "answering machine detection's verdict"),
     "recording.ready": (RecordingData, "a recording's WAV file is complete"),
+    "stream.started": (StreamData, "a media stream's subscriber is connected and receives audio"),
+    "stream.stopped": (StreamData, "a media stream ended (stopped, the call ended, or its subscriber gone)"),
 }
 assert set(PAYLOADS) == set(EVENT_TYPES)
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from api import audio as api_audio
 from api import calls as api_calls
 from api import recordings as api_recordings
+from api import streams as api_streams
 from api import webhooks as api_webhooks
 from api.app import create_app
 from api.health import Check
@@ -56,6 +57,7 @@ async def _start_api(
     routes = [
         api_calls.register_with(calls),
         api_recordings.routes.register,
+        api_streams.routes.register,
         api_audio.routes.register,
         metrics.register,
         api_webhooks.register_with(webhooks),
@@ -137,6 +139,7 @@ class Services:
             test_of=self._test_event,
         )
         self.metrics = Metrics(self.calls, self.sip, self.bus, self.webhooks)
+        self.calls.streams.allow_private = cfg.webhooks.allow_private
         self.runners: list[web.AppRunner] = []
         self._gc_task: asyncio.Task | None = None
 
@@ -190,6 +193,7 @@ class Services:
                     await runner.cleanup()
                 await self.sip.close()
                 await self.test_far_end.close()
+                await self.calls.streams.close()
         except TimeoutError:
             event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
         finally:

@@ -56,6 +56,8 @@ EVENT_TYPES = (
     "call.dtmf",
     "call.amd",
     "recording.ready",
+    "stream.started",
+    "stream.stopped",
 )
 CALLBACK_AFTER_END_S = 600.0  # a call's status callback still hears its events this long after it ends
 RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # after attempts 1..7
@@ -115,17 +117,17 @@ def private_address(ip: str) -> bool:
     return not addr.is_global or addr.is_multicast
 
 
-def url_problem(url: str, allow_private: bool) -> str | None:
-    """Why `url` cannot be a webhook endpoint (None when it can): http(s) with a host, and no literal
-    non-public address unless allowed. Names are checked when resolved, on every delivery."""
+def url_problem(url: str, allow_private: bool, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """Why `url` cannot be a webhook endpoint (None when it can): http(s) (or `schemes`) with a host, and no
+    literal non-public address unless allowed. Names are checked when resolved, on every delivery."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         return f"not a valid URL: {exc}"
-    if parts.scheme not in ("http", "https"):
-        return "must be an http or https URL"
+    if parts.scheme not in schemes:
+        return f"must be an {' or '.join(schemes)} URL"
     if not host:
         return "must name a host"
     if parts.username or parts.password:
@@ -143,7 +145,7 @@ class PrivateAddressRefused(OSError):
     """A webhook host name resolved to a non-public address and `allow_private` is off."""
 
 
-class _PublicResolver(AbstractResolver):
+class PublicResolver(AbstractResolver):
     """DNS that refuses names resolving to non-public addresses, checked at connect time so a name cannot
     pass a check and then resolve elsewhere."""
 
@@ -328,7 +330,7 @@ class WebhookDispatcher:
 
     async def start(self) -> None:
         """Subscribe to the bus and start delivering (pending deliveries left in the store included)."""
-        resolver = None if self.allow_private else _PublicResolver()
+        resolver = None if self.allow_private else PublicResolver()
         connector = aiohttp.TCPConnector(resolver=resolver, limit=0, force_close=False, keepalive_timeout=4.0)
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -153,6 +154,50 @@ async def answered_call(svc):
             return calls[0]
         await asyncio.sleep(0.02)
     raise AssertionError("no call was answered")
+
+
+@contextlib.asynccontextmanager
+async def running_switch(tmp_path, switch: int, callee: int, rtp_ports: str, *, routes: str = "", far_end=None):
+    """An in-process softswitch (`Services`, config from `trunk_switch_config`, webhooks and streams allowed
+    to loopback) with `.url` (its API), `.key(*scopes, test=False)` (a new API key) and `.http` (a client
+    session); `far_end` replaces the simulated test far end (softswitch.testmode.TestFarEnd)."""
+    import aiohttp
+
+    from api.auth import create_key
+    from softswitch.config import parse
+    from softswitch.server import Services
+
+    api_port = free_port()
+    cfg = trunk_switch_config(
+        tmp_path,
+        switch=switch,
+        callee=callee,
+        rtp_ports=rtp_ports,
+        api_port=api_port,
+        routes=routes,
+        head="[webhooks]\nallow_private = true\n",
+    )
+    svc = Services(parse(cfg))
+    if far_end is not None:
+        svc.test_far_end = far_end
+    await svc.start()
+    svc.url = f"http://127.0.0.1:{api_port}"
+    svc.key = lambda *scopes, test=False: create_key(svc.store, "t", list(scopes), test, svc.calls.wall())[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            svc.http = session
+            yield svc
+    finally:
+        await svc.close()
+
+
+async def api_request(svc, method: str, path: str, key: str, headers=None, **kw) -> tuple[int, object, dict]:
+    """A request to `running_switch`'s API with `key`: (status, JSON body or audio bytes or None, headers)."""
+    headers = {"Authorization": f"Bearer {key}", **(headers or {})}
+    async with svc.http.request(method, svc.url + path, headers=headers, **kw) as r:
+        raw = await r.read()
+        body = raw if r.content_type.startswith("audio/") else (await r.json() if raw else None)
+        return r.status, body, r.headers.copy()
 
 
 # -- the real `softswitch serve` process --------------------------------------------------------------

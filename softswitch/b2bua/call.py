@@ -35,6 +35,7 @@ from softswitch.b2bua.dtmf import DTMF_RELAY, DtmfMerger, parse_dtmf_relay
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
 from softswitch.b2bua.recording import RecordingError
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
+from softswitch.b2bua.streams import StreamError
 from softswitch.logs import event
 from softswitch.router import Target
 from softswitch.sip.auth import DigestClient, answer_challenge
@@ -129,6 +130,7 @@ class Call:
         self.amd: CallAmd | None = None  # answering machine detection on the answered side, when asked for
         self.record_on_answer: str | None = None  # "mono" or "dual": a recording starts as the call is answered
         self.connect_to: str | None = None  # a call the API placed: who the answered party is connected to
+        self.stream_on_answer: dict | None = None  # a media stream to start as the call is answered (its kwargs)
 
     # -- routing -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -269,6 +271,11 @@ class Call:
                 self.sw.recordings.start(self, self.record_on_answer)
             except (RecordingError, OSError) as exc:  # no bridge yet (late offer), or the disk refused
                 event(log, "call.record_failed", level=logging.WARNING, call=self.id, reason=str(exc))
+        if self.stream_on_answer:
+            try:
+                self.sw.streams.start(self, **self.stream_on_answer)
+            except StreamError as exc:
+                event(log, "call.stream_failed", level=logging.WARNING, call=self.id, reason=str(exc))
         if self.connect_to:  # the API's side hands over to the party to connect (a transfer, by us)
             transfer.connect(self, self.connect_to)
         if fork.target.machine_detection:  # call.answered waits for the verdict (on_amd)
@@ -605,6 +612,7 @@ class Call:
         party = "caller" if side == "a" else "callee"
         data = {"digit": digit, "source": source, "duration_ms": duration_ms, "from": party}
         self.sw.publish(self, "call.dtmf", data)
+        self.sw.streams.on_dtmf(self, side, digit)
 
     def on_amd(self, amd: CallAmd, result: AmdResult, answered_by: str) -> None:
         """The detector's final word: the held-back `call.answered`, then `call.amd`."""
@@ -719,6 +727,7 @@ class Call:
         rec.hangup_code, rec.hangup_reason, rec.hangup_by = code, reason, by
         if self.amd is not None:
             self.amd.abandon()  # an undecided detector says unknown before the call completes
+        self.sw.streams.call_ended(self)  # each stream's stop (and stream.stopped) before call.completed
         stats = self.media.close()
         for leg in rec.legs:
             leg.ended_at = leg.ended_at or now

@@ -26,6 +26,7 @@ from softswitch.b2bua.call import ALLOW, SDP, Call, Fork, new_call_id
 from softswitch.b2bua.media import CallMedia
 from softswitch.b2bua.recording import Recordings
 from softswitch.b2bua.session_timer import DEFAULT_INTERVAL, request_headers
+from softswitch.b2bua.streams import CallStreams
 from softswitch.events import EventBus, new_id
 from softswitch.logs import event
 from softswitch.registrar import Registrar
@@ -76,6 +77,7 @@ class B2bua:
         self.inband_dtmf = inband_dtmf
         self.amd_params = amd or AmdParams()
         self.recordings = Recordings(self, recordings_dir)
+        self.streams = CallStreams(self)
         self.wall = wall
         self.endpoint = None
         self.trunks = None  # softswitch.trunks.Trunks once started: which trunks answer their pings
@@ -89,7 +91,7 @@ class B2bua:
         self._dirty: dict[str, CallRecord] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self.counters = {"calls": 0, "answered": 0, "failed": 0, "rejected": 0}
-        engine.attach(self.loop, self.on_media_events)
+        engine.attach(self.loop, self.on_media_events, self.streams.on_frames)
 
     def now(self) -> float:
         return self.loop.time()
@@ -426,6 +428,8 @@ class B2bua:
                 call, side = owner
                 if call.amd is not None and call.amd.side == side:
                     call.amd.on_segment(ev.detail)
+            elif ev.kind == "stream_mark":
+                self.streams.on_mark(ev.leg, ev.detail["mark"], ev.detail["cleared"])
             elif ev.kind not in ("leg_closed", "latched"):
                 event(log, "media.event", level=logging.DEBUG, kind=ev.kind, leg=ev.leg)
 
@@ -471,9 +475,9 @@ class B2bua:
             self.store.save_calls(records)
 
     def publish(self, call: Call, kind: str, data: dict) -> None:
-        self._publish_record(call.record, kind, data)
+        self.publish_record(call.record, kind, data)
 
-    def _publish_record(self, rec: CallRecord, kind: str, data: dict) -> None:
+    def publish_record(self, rec: CallRecord, kind: str, data: dict) -> None:
         payload = {
             "call_id": rec.id,
             "direction": rec.direction,
@@ -519,7 +523,7 @@ class B2bua:
         self.store.save_calls(orphans)
         for rec in orphans:
             data = {k: getattr(rec, k) for k in ("status", "hangup_code", "hangup_reason", "hangup_by", "duration_s")}
-            self._publish_record(rec, "call.completed", data)
+            self.publish_record(rec, "call.completed", data)
         if orphans:
             event(log, "call.orphans_closed", level=logging.WARNING, count=len(orphans))
         return len(orphans)

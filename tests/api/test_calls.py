@@ -11,19 +11,16 @@ import socket
 import wave
 from pathlib import Path
 
-import aiohttp
 import msgspec
 import numpy as np
 import pytest
 from aiohttp import web
-from helpers import answered_call, free_port, header, stream_pcmu, trunk_switch_config
+from helpers import answered_call, free_port, header, running_switch, stream_pcmu
+from helpers import api_request as api
 from interop.sipp import run_uac, uas
 from standardwebhooks import Webhook
 
-from api.auth import create_key
 from media import g711
-from softswitch.config import parse
-from softswitch.server import Services
 from softswitch.testmode import TestFarEnd
 
 SWITCH = 14300
@@ -35,7 +32,6 @@ TONE = (8000 * np.sin(2 * np.pi * 700 * np.arange(8000) / 8000)).astype(np.int16
 
 @pytest.fixture
 async def switch(tmp_path):
-    api_port = free_port()
     second = f"""[[trunks]]
 name = "second"
 address = "127.0.0.1:{SECOND["port"]}"
@@ -44,32 +40,9 @@ ping_interval_s = 0
 match = "^2002$"
 to = "trunk:second"
 """
-    cfg = trunk_switch_config(
-        tmp_path,
-        switch=SWITCH,
-        callee=CALLEE["port"],
-        rtp_ports="14350-14379",
-        api_port=api_port,
-        routes=second,
-        head="[webhooks]\nallow_private = true\n",
-    )
-    svc = Services(parse(cfg))
-    svc.test_far_end = TestFarEnd(answer_delay_s=0.3, talk_s=3.0, greeting_s=2.0, greeting_talk_s=6.0)
-    await svc.start()
-    svc.url = f"http://127.0.0.1:{api_port}"
-    svc.key = lambda *scopes, test=False: create_key(svc.store, "t", list(scopes), test, svc.calls.wall())[1]
-    async with aiohttp.ClientSession() as session:
-        svc.http = session
+    far = TestFarEnd(answer_delay_s=0.3, talk_s=3.0, greeting_s=2.0, greeting_talk_s=6.0)
+    async with running_switch(tmp_path, SWITCH, CALLEE["port"], "14350-14379", routes=second, far_end=far) as svc:
         yield svc
-    await svc.close()
-
-
-async def api(svc, method: str, path: str, key: str, headers=None, **kw) -> tuple[int, object, dict]:
-    headers = {"Authorization": f"Bearer {key}", **(headers or {})}
-    async with svc.http.request(method, svc.url + path, headers=headers, **kw) as r:
-        raw = await r.read()
-        body = raw if r.content_type.startswith("audio/") else (await r.json() if raw else None)
-        return r.status, body, r.headers.copy()
 
 
 async def send_tone(port: int, from_port: int = CALLER["media_port"] + 8) -> None:
