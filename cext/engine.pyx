@@ -75,9 +75,9 @@ cdef extern from "native/engine.h" nogil:
         socklen_t addr_len
         eng_stats_t stats
     ctypedef struct eng_frame_t:
-        int leg, track
+        int leg, track, len
         long long ns
-        unsigned char ulaw[160]
+        unsigned char ulaw[320]
     ctypedef struct engine_t:
         pass
     engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
@@ -364,14 +364,14 @@ cdef class Engine:
 
     def frames(self):
         """Every tapped stream frame queued since the last call: a list of (leg, track, ns, mu-law bytes)."""
-        cdef eng_frame_t buf[256]
+        cdef eng_frame_t buf[128]
         cdef int n, i
         out = []
         while True:
-            n = eng_pop_frames(self._e, buf, 256)
+            n = eng_pop_frames(self._e, buf, 128)
             for i in range(n):
-                out.append((buf[i].leg, buf[i].track, buf[i].ns, (<char *>buf[i].ulaw)[:160]))
-            if n < 256:
+                out.append((buf[i].leg, buf[i].track, buf[i].ns, (<char *>buf[i].ulaw)[:buf[i].len]))
+            if n < 128:
                 return out
 
     @property

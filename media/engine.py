@@ -332,8 +332,9 @@ class MediaEngine:
 
     # -- media streams ---------------------------------------------------------------------------------
     def stream_tap(self, leg: Leg, rx: bool = True, tx: bool = False) -> None:
-        """Copy the leg's audio out every 20 ms for media streams (`frames()`): what its far end sends (rx)
-        and what the leg sends it (tx). A relayed bridge is only tapped (packets still go out on arrival)."""
+        """Copy the leg's audio out for media streams (`frames()`): what its far end sends (rx) and what the
+        leg sends it (tx). Relayed, each packet's payload as it passes (no added delay); processed, each
+        20 ms tick's frame after the jitter buffer and the mix."""
         self._engine.stream_tap(leg.id, int(rx) | (2 if tx else 0))
 
     def stream_play(self, leg: Leg, on: bool = True) -> None:
@@ -356,8 +357,8 @@ class MediaEngine:
         self._engine.stream_clear(leg.id)
 
     def frames(self) -> list[tuple[int, int, int, bytes]]:
-        """The tapped frames queued since the last call, in tick order: (leg id, track 0 rx / 1 tx, the tick's
-        CLOCK_MONOTONIC ns, 160 bytes of mu-law). One batch for every tapped leg."""
+        """The tapped frames queued since the last call, in order: (leg id, track 0 rx / 1 tx, CLOCK_MONOTONIC
+        ns, mu-law bytes: 160 per 20 ms). One batch for every tapped leg."""
         return self._engine.frames()
 
     @property

@@ -370,8 +370,15 @@ static void on_readable(engine_t *e, int id)
                     len, e->now_ns);
         else if (!is_rtcp && pt != l->pt)
             l->jb_seq_skip++;
-        if (l->peer >= 0 && e->legs[l->peer].used)
+        if (l->peer >= 0 && e->legs[l->peer].used) {
+            if (!is_rtcp && pt == l->pt) { /* media streams of a relayed call: the payload as it passes */
+                if (l->stream_tap & 1)
+                    stream_packet(e, id, 0, l->codec, pkt + hdr, len);
+                if (e->legs[l->peer].stream_tap & 2)
+                    stream_packet(e, l->peer, 1, l->codec, pkt + hdr, len);
+            }
             forward(e, l, &e->legs[l->peer], pkt, n, is_rtcp);
+        }
     }
 }
 
@@ -411,7 +418,7 @@ static void leg_close(engine_t *e, int id)
     leg_inband(e, id, 0);
     leg_amd(e, id, NULL);
     leg_stream_play(e, id, 0);
-    l->stream_tap = 0;
+    leg_stream_tap(e, id, 0);
     group_leave(e, id);
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
     close(l->fd);
@@ -588,7 +595,9 @@ static void on_tick(engine_t *e)
             busy = 1;
         }
     }
-    if (!busy && e->processed_groups == 0)
+    if (e->fr_count > 0)
+        e->ev_pending = 1; /* the streams' frames of this tick go to Python in one batch */
+    if (!busy && e->processed_groups == 0 && e->stream_taps == 0)
         arm_timer(e);
 }
 

@@ -58,12 +58,15 @@ enum {
     EV_STREAM_MARK,    /* leg: v[0] mark id, v[1] 1 if cleared (or the playout stopped) before it played */
 };
 
-/* A 20 ms frame of a tapped leg for media streams: track 0 is what the far end sent (rx), 1 what we sent
- * it (tx); `ns` the tick's time (CLOCK_MONOTONIC). Every tapped frame of a tick leaves in one batch. */
+/* A frame of a tapped leg for media streams, as mu-law: track 0 is what the far end sent (rx), 1 what we
+ * sent it (tx); `ns` when (CLOCK_MONOTONIC). A relayed leg's frames are its packets' payloads, copied as they
+ * arrive (no added delay; up to 40 ms each); a processed leg's are its 20 ms ticks, after the jitter buffer
+ * and the mix. Every frame of a loop turn leaves in one batch. */
+#define ENG_FRAME_MAX 320
 typedef struct {
-    int32_t leg, track;
+    int32_t leg, track, len, pad;
     int64_t ns;
-    uint8_t ulaw[160];
+    uint8_t ulaw[ENG_FRAME_MAX];
 } eng_frame_t;
 
 typedef struct {

@@ -7,7 +7,7 @@
 
 void arm_timer(engine_t *e)
 {
-    int want = e->processed_groups > 0;
+    int want = e->processed_groups > 0 || e->stream_taps > 0;
     for (int i = 0; !want && i < e->max_legs; i++)
         want = e->legs[i].used && te_busy(&e->legs[i]);
     if (want == e->timer_armed)

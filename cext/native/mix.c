@@ -175,7 +175,7 @@ void group_tick(engine_t *e, int gid)
     for (int k = 0; k < g->n; k++) {
         leg_t *l = &e->legs[g->members[k]];
         pull(l, e->now_ns);
-        if (l->stream_tap & 1)
+        if ((l->stream_tap & 1) && g->processed) /* relayed: tapped as the packets arrive (engine.c) */
             stream_frame(e, g->members[k], 0, l->in_pcm);
         if (l->inband)
             detect(e, g->members[k], l);
@@ -206,14 +206,8 @@ void group_tick(engine_t *e, int gid)
         }
         wav_write(g->rec, frames, FRAME);
     }
-    if (!g->processed) {
-        /* tapped: the packets were relayed on arrival; the tick only fed the recorder, the detectors and
-         * the streams (what a leg was sent is what the other one sent) */
-        for (int k = 0; g->n == 2 && k < 2; k++)
-            if (e->legs[g->members[k]].stream_tap & 2)
-                stream_frame(e, g->members[k], 1, e->legs[g->members[1 - k]].in_pcm);
-        return;
-    }
+    if (!g->processed)
+        return; /* tapped: the packets were relayed on arrival; the tick only fed the recorder and detectors */
     int ended[MAX_MEMBERS];
     int n_ended = 0;
     for (int k = 0; k < g->n; k++) {

@@ -1,10 +1,12 @@
 /* Media streams on the media thread: frames copied out for WebSocket subscribers, and a subscriber's audio
  * played into a leg.
  *
- * Out: a leg tapped for streams (CMD_STREAM_TAP) puts each tick's frame of what its far end sent (rx, after
- * the jitter buffer) and of what the leg sends (tx) into one ring as mu-law; the ring's new frames wake
- * Python once per loop turn with the other events, so a tick's frames of every stream leave in one batch.
- * A full ring drops frames and counts them: Python falling behind never stalls the media thread.
+ * Out: a leg tapped for streams (CMD_STREAM_TAP) puts what its far end sent (rx) and what the leg sends it
+ * (tx) into one ring as mu-law. Relayed, that is each packet's payload as it arrives (engine.c: a tap adds
+ * no delay, not even a jitter buffer's, which a voice bot would hear as latency); processed, each tick's
+ * frame after the jitter buffer and the mix (mix.c). The ring's frames wake Python once per 20 ms tick,
+ * so the frames of every stream leave in one batch a tick (at most 20 ms after a packet passed). A full ring drops frames and
+ * counts them: Python falling behind never stalls the media thread.
  *
  * In: a leg with a stream playout (CMD_STREAM_PLAY) queues subscriber audio (CMD_STREAM_PUSH, mu-law) in a
  * ring of 65 s and mixes 20 ms of it into what the leg sends per tick. Jitter tolerance: after the queue
@@ -33,33 +35,63 @@ struct sp {
     int16_t buf[SP_CAP];
 };
 
-void stream_frame(engine_t *e, int leg, int track, const int16_t *pcm)
+/* The next free slot of the frame ring, locked (or NULL, counted, when Python fell behind). */
+static eng_frame_t *frame_slot(engine_t *e, int leg, int track)
 {
     pthread_mutex_lock(&e->fr_lock);
     if (e->fr_count == e->fr_cap) {
         e->fr_dropped++;
         pthread_mutex_unlock(&e->fr_lock);
-        return;
+        return NULL;
     }
     eng_frame_t *f = &e->frs[(e->fr_head + e->fr_count) % e->fr_cap];
     f->leg = leg;
     f->track = track;
     f->ns = (int64_t)e->now_ns;
-    for (int i = 0; i < FRAME; i++)
-        f->ulaw[i] = g711_lin2ulaw(pcm[i]);
-    e->fr_count++;
-    pthread_mutex_unlock(&e->fr_lock);
-    e->ev_pending = 1; /* the eventfd wakes Python at the end of the loop turn */
+    return f;
 }
 
+static void frame_done(engine_t *e)
+{
+    e->fr_count++;
+    pthread_mutex_unlock(&e->fr_lock); /* Python is woken for them on the next tick (engine.c on_tick) */
+}
+
+void stream_frame(engine_t *e, int leg, int track, const int16_t *pcm)
+{
+    eng_frame_t *f = frame_slot(e, leg, track);
+    if (!f)
+        return;
+    f->len = FRAME;
+    for (int i = 0; i < FRAME; i++)
+        f->ulaw[i] = g711_lin2ulaw(pcm[i]);
+    frame_done(e);
+}
+
+void stream_packet(engine_t *e, int leg, int track, int codec, const uint8_t *payload, int len)
+{
+    if (len <= 0)
+        return;
+    eng_frame_t *f = frame_slot(e, leg, track);
+    if (!f)
+        return;
+    f->len = len < ENG_FRAME_MAX ? len : ENG_FRAME_MAX;
+    if (codec == 8)
+        for (int i = 0; i < f->len; i++)
+            f->ulaw[i] = g711_lin2ulaw(g711_alaw2lin(payload[i]));
+    else
+        memcpy(f->ulaw, payload, (size_t)f->len);
+    frame_done(e);
+}
+
+/* No mode change: relayed, the tap copies packets as they pass; processed, the tick copies its frames.
+ * Either way the tick runs while any leg is tapped: it is what hands the frames over, once per 20 ms. */
 void leg_stream_tap(engine_t *e, int id, int tracks)
 {
     leg_t *l = &e->legs[id];
-    if (l->stream_tap == tracks)
-        return;
+    e->stream_taps += (tracks != 0) - (l->stream_tap != 0);
     l->stream_tap = tracks;
-    if (l->group >= 0)
-        group_update_mode(e, l->group);
+    arm_timer(e);
 }
 
 static void report_marks(engine_t *e, int id, sp_t *sp, uint64_t upto, int cleared)

@@ -90,7 +90,7 @@ class CallStreams:
         if url is not None:
             if self._http is None:
                 resolver = None if self.allow_private else PublicResolver()
-                self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
+                self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=0))
             client = StreamClient(session, self._http, self._inbound, self._state)
             self._clients[session.sid] = client
             client.start()
