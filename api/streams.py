@@ -6,6 +6,8 @@ stopped; and `GET /v2/calls/{id}/stream`, a WebSocket on the API itself for list
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Annotated, Literal
 
 import msgspec
@@ -181,12 +183,23 @@ async def listen(request: web.Request) -> web.StreamResponse:
     except StreamError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     await ws.prepare(request)
-    sender = request.app[B2BUA].loop.create_task(send_outbox(session, ws))
-    try:
-        async for msg in ws:  # listen-only: anything received is counted, never acted on
+
+    async def receive() -> None:  # listen-only: anything received is counted, never acted on
+        async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 session.counters["malformed"] += 1
+
+    loop = asyncio.get_running_loop()
+    sender, reader = loop.create_task(send_outbox(session, ws)), loop.create_task(receive())
+    try:  # until the stream stops (its `stop` sent) or the subscriber goes
+        await asyncio.wait((sender, reader), return_when=asyncio.FIRST_COMPLETED)
     finally:
         streams.stop(call.id, session.sid, "the subscriber disconnected")
+        reader.cancel()
+        if not sender.done():
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(sender, 1.0)  # the `stop` message, when the subscriber is still there
         sender.cancel()
+        await asyncio.gather(sender, reader, return_exceptions=True)
+        await ws.close()
     return ws

@@ -17,7 +17,7 @@ A point holds when, over the measured window (after a 2 s warm-up), p99 < 40 ms,
 order or went missing, and the relay lost < 0.1 %.
 
 Runs: `--calls N [--seconds S]` one point; `--quick` 100 and 200 calls for 8 s; (default) calls stepped up
-50, 100, 200, 300, 400, 500, 600 ... for 20 s each until a point fails. Last line:
+50, 100, 150, 200, 250, 300, 350, 400, 500 ... for 20 s each until a point fails. Last line:
 `streams calls=N p99_ms=X dropped=N` (the largest N held, its p99, frames dropped on the way).
 """
 

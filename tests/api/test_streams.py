@@ -116,11 +116,34 @@ def media_of(sub: Subscriber, track: str) -> bytes:
     return b"".join(base64.b64decode(m["media"]["payload"]) for m in sub.of("media") if m["media"]["track"] == track)
 
 
+@contextlib.asynccontextmanager
+async def webhook_receiver():
+    """An HTTP receiver for webhooks: (url, bodies received)."""
+    got: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, HOST, port).start()
+    try:
+        yield f"http://{HOST}:{port}/hook", got
+    finally:
+        await runner.cleanup()
+
+
 async def test_stream_both_tracks_of_a_real_call_in_twilios_format_then_stopped(switch):
-    key = switch.key("calls:read", "calls:write")
+    key = switch.key("calls:read", "calls:write", "webhooks:write")
     events = []
     switch.bus.subscribe(events.append, types=["stream.started", "stream.stopped"])
-    async with subscriber() as sub, live_call(switch) as call:
+    async with subscriber() as sub, webhook_receiver() as (hook, delivered), live_call(switch) as call:
+        body = {"url": hook, "events": ["stream.started", "stream.stopped"]}
+        assert (await api(switch, "POST", "/v2/webhooks", key, json=body))[0] == 201
         body = {"url": sub.url, "track": "both", "parameters": {"lang": "en"}}
         status, stream, headers = await api(switch, "POST", f"/v2/calls/{call.id}/streams", key, json=body)
         assert status == 201 and stream["id"].startswith("MZ") and len(stream["id"]) == 34, stream
@@ -138,7 +161,12 @@ async def test_stream_both_tracks_of_a_real_call_in_twilios_format_then_stopped(
         await sub.wait(lambda: sub.of("stop"))
         status, page, _ = await api(switch, "GET", f"/v2/calls/{call.id}", key)
         assert page["status"] == "in-progress"  # the call goes on without its stream
+        await sub.wait(lambda: len(delivered) == 2)  # as webhooks too
     sid = stream["id"]
+    assert [(d["type"], d["data"]["stream_id"], d["data"]["call_id"]) for d in delivered] == [
+        ("stream.started", sid, call.id),
+        ("stream.stopped", sid, call.id),
+    ]
     connected, start, *rest = sub.messages
     assert connected == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
     assert start == {
@@ -264,7 +292,13 @@ async def test_listen_only_websocket_on_the_api_and_a_stream_placed_with_the_cal
     await asyncio.sleep(0.1)
     status, listed, _ = await api(switch, "GET", f"/v2/calls/{placed['id']}/streams", key)
     assert [s["status"] for s in listed["data"]] == ["streaming", "stopped"]  # the listener left
-    await api(switch, "POST", f"/v2/calls/{placed['id']}/hangup", key)
+    async with switch.http.ws_connect(url, headers={"Authorization": f"Bearer {key}"}) as ws:
+        assert json.loads((await ws.receive(timeout=2)).data)["event"] == "connected"
+        await api(switch, "POST", f"/v2/calls/{placed['id']}/hangup", key)
+        last = None
+        while (msg := await ws.receive(timeout=3)).type == aiohttp.WSMsgType.TEXT:
+            last = json.loads(msg.data)
+        assert last["event"] == "stop" and msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
 
 
 async def test_stream_refusals(switch):
