@@ -40,6 +40,7 @@ bench: build
 	$(BIN)/python bench/amd.py --quick
 	$(BIN)/python bench/api.py --quick
 	$(BIN)/python bench/webhooks.py --quick
+	$(BIN)/python bench/streams.py --quick
 
 clean:
 	rm -rf build cext/*.c cext/*.so .pytest_cache .ruff_cache

@@ -66,7 +66,7 @@ class ApiConfig(_Section):
 
 
 class WebhooksConfig(_Section):
-    allow_private: bool = False  # deliver to loopback/private/link-local addresses (a LAN receiver; SSRF risk)
+    allow_private: bool = False  # webhooks and media streams to loopback/private addresses (a LAN receiver; SSRF risk)
     timeout_s: float = 15.0  # per delivery attempt, connect to last byte
     concurrency: int = 4  # deliveries in flight at once to one endpoint
 
