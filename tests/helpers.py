@@ -191,6 +191,30 @@ async def running_switch(tmp_path, switch: int, callee: int, rtp_ports: str, *, 
         await svc.close()
 
 
+@contextlib.asynccontextmanager
+async def http_receiver():
+    """An HTTP server on 127.0.0.1 answering 204 to every POST, as a webhook receiver: (url, list of
+    (headers, body bytes) received)."""
+    from aiohttp import web
+
+    got: list[tuple[dict, bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append((dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, HOST, port).start()
+    try:
+        yield f"http://{HOST}:{port}/hook", got
+    finally:
+        await runner.cleanup()
+
+
 async def api_request(svc, method: str, path: str, key: str, headers=None, **kw) -> tuple[int, object, dict]:
     """A request to `running_switch`'s API with `key`: (status, JSON body or audio bytes or None, headers)."""
     headers = {"Authorization": f"Bearer {key}", **(headers or {})}

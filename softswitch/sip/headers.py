@@ -301,11 +301,12 @@ def parse_address(text: str) -> Address:
         if not _URI_START.match(uri_text):
             raise SipParseError(f"bad URI {uri_text[:80]!r}")
         return Address(uri_text, display, parse_params(rest) if rest else {}, True)
-    stripped = text.strip()
-    if '"' in stripped or "<" in stripped or ">" in stripped or not stripped:
-        raise SipParseError(f"bad address {text[:80]!r}")
-    uri_text, semi, rest = stripped.partition(";")
+    # addr-spec: the URI ends at the first ";" (what follows are the header's parameters, RFC 3261 20.10,
+    # whose values may be quoted strings: `sip:a@h;x="1 2"`)
+    uri_text, semi, rest = text.strip().partition(";")
     uri_text = uri_text.rstrip()
+    if not uri_text or '"' in uri_text or "<" in uri_text or ">" in uri_text:
+        raise SipParseError(f"bad address {text[:80]!r}")
     if not _URI_START.match(uri_text):
         raise SipParseError(f"bad URI {uri_text[:80]!r}")
     return Address(uri_text, None, parse_params(semi + rest) if semi else {}, False)

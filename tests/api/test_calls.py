@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 import pytest
 from aiohttp import web
-from helpers import answered_call, free_port, header, running_switch, stream_pcmu
+from helpers import answered_call, free_port, header, http_receiver, running_switch, stream_pcmu
 from helpers import api_request as api
 from interop.sipp import run_uac, uas
 from standardwebhooks import Webhook
@@ -343,34 +343,13 @@ async def test_api_test_keys_place_calls_to_the_simulated_far_end_only(switch):
     assert switch.test_far_end.calls == 0
 
 
-@contextlib.asynccontextmanager
-async def receiver():
-    """An HTTP receiver on 127.0.0.1: (url, list of (headers, body bytes) received)."""
-    got: list[tuple[dict, bytes]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        got.append((dict(request.headers), await request.read()))
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/status", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/status", got
-    finally:
-        await runner.cleanup()
-
-
 async def test_api_status_callback_gets_the_calls_events_signed_with_the_keys_secret(switch):
     key = switch.key("calls:read", "calls:write", test=True)
     status, secret, _ = await api(switch, "GET", "/v2/account/webhook-secret", key)
     assert status == 200 and secret["secret"].startswith("whsec_")
     assert (await api(switch, "GET", "/v2/account/webhook-secret", key))[1] == secret  # the same every time
     verifier = Webhook(secret["secret"])
-    async with receiver() as (url, got):
+    async with http_receiver() as (url, got):
         body = {"to": "+15005550006", "from": "app", "status_callback": url}
         status, human, _ = await api(switch, "POST", "/v2/calls", key, json=body)
         assert status == 201 and human["status_callback"] == url

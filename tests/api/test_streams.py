@@ -15,7 +15,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from helpers import HOST, answered_call, free_port, rtp, running_switch, stream_pcmu
+from helpers import HOST, answered_call, free_port, http_receiver, rtp, running_switch, stream_pcmu
 from helpers import api_request as api
 from interop.sipp import run_uac, uas
 
@@ -116,32 +116,11 @@ def media_of(sub: Subscriber, track: str) -> bytes:
     return b"".join(base64.b64decode(m["media"]["payload"]) for m in sub.of("media") if m["media"]["track"] == track)
 
 
-@contextlib.asynccontextmanager
-async def webhook_receiver():
-    """An HTTP receiver for webhooks: (url, bodies received)."""
-    got: list[dict] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        got.append(await request.json())
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, HOST, port).start()
-    try:
-        yield f"http://{HOST}:{port}/hook", got
-    finally:
-        await runner.cleanup()
-
-
 async def test_stream_both_tracks_of_a_real_call_in_twilios_format_then_stopped(switch):
     key = switch.key("calls:read", "calls:write", "webhooks:write")
     events = []
     switch.bus.subscribe(events.append, types=["stream.started", "stream.stopped"])
-    async with subscriber() as sub, webhook_receiver() as (hook, delivered), live_call(switch) as call:
+    async with subscriber() as sub, http_receiver() as (hook, delivered), live_call(switch) as call:
         body = {"url": hook, "events": ["stream.started", "stream.stopped"]}
         assert (await api(switch, "POST", "/v2/webhooks", key, json=body))[0] == 201
         body = {"url": sub.url, "track": "both", "parameters": {"lang": "en"}}
@@ -163,6 +142,7 @@ async def test_stream_both_tracks_of_a_real_call_in_twilios_format_then_stopped(
         assert page["status"] == "in-progress"  # the call goes on without its stream
         await sub.wait(lambda: len(delivered) == 2)  # as webhooks too
     sid = stream["id"]
+    delivered = [json.loads(body) for _, body in delivered]
     assert [(d["type"], d["data"]["stream_id"], d["data"]["call_id"]) for d in delivered] == [
         ("stream.started", sid, call.id),
         ("stream.stopped", sid, call.id),

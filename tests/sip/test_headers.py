@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from softswitch.sip.errors import SipParseError
-from softswitch.sip.headers import parse_cseq, parse_via
+from softswitch.sip.headers import parse_address, parse_cseq, parse_via
 
 ARABIC_INDIC = "".join(chr(0x0660 + d) for d in range(10))  # U+0660..U+0669, which int() reads as 0..9
 FULLWIDTH = "".join(chr(0xFF10 + d) for d in range(10))
@@ -34,3 +34,12 @@ def test_headers_via_port_refuses_other_digits(digits):
 def test_headers_cseq_refuses_non_ascii_space():
     with pytest.raises(SipParseError):
         parse_cseq("1\u00a0INVITE")
+
+
+def test_headers_addr_spec_parameters_may_be_quoted_strings():
+    # RFC 3261 20.10: after a bare addr-spec, the parameters are the header's; gen-value may be quoted
+    a = parse_address('sip:alice@example.com;0="0 x";tag=9')
+    assert (a.uri_text, a.params, a.angle) == ("sip:alice@example.com", {"0": '"0 x"', "tag": "9"}, False)
+    for bad in ('sip:a@h"x', "<sip:a@h", ""):
+        with pytest.raises(SipParseError):
+            parse_address(bad)
