@@ -44,6 +44,7 @@ from media.audio import decode_wav, load_wav
 from softswitch.b2bua import transfer as transfers
 from softswitch.b2bua.recording import RecordingError
 from softswitch.store import CallRecord
+from softswitch.webhooks import new_secret
 
 routes = RouteTable()
 PLAY_MAX_BYTES = 20 * 1024 * 1024
@@ -125,6 +126,18 @@ class CreateCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stream: Annotated[StreamSpec | None, msgspec.Meta(description="a media stream started as the call is answered")] = (
         None
     )
+    url: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern="^https?://",
+                max_length=2048,
+                description="once answered, the call runs the instructions found here (TwiML or JSON verbs)",
+            ),
+        ]
+        | None
+    ) = None
+    method: Annotated[Literal["POST", "GET"], msgspec.Meta(description="how `url` is requested")] = "POST"
     status_callback_events: Annotated[
         list[EventType], msgspec.Meta(min_length=1, max_length=16, description='which events; ["*"] for all')
     ] = msgspec.field(default_factory=lambda: ["*"])
@@ -248,12 +261,16 @@ async def create_call(request: web.Request) -> web.Response:
     b2bua = request.app[B2BUA]
     if test and body.connect is not None:
         raise ApiError(422, "invalid_param", "test calls cannot connect", [("connect", "not with a test key")])
+    if body.connect is not None and body.url is not None:
+        raise ApiError(422, "invalid_param", "connect or url, not both", [("url", "not with connect")])
     if body.connect is not None and not b2bua.router.targets(body.connect):
         raise ApiError(422, "invalid_param", "no route", [("connect", f"no route matches {body.connect}")])
     if body.status_callback is not None:
         check_url(request, body.status_callback, "status_callback")
     if body.stream is not None:
         check_stream_url(request, body.stream.url, "stream.url")
+    if body.url is not None:
+        check_url(request, body.url, "url")
     try:
         call = b2bua.originate(
             body.to,
@@ -276,6 +293,10 @@ async def create_call(request: web.Request) -> web.Response:
         call.record_on_answer = body.record
     if body.stream is not None:
         call.stream_on_answer = stream_kwargs(request, body.stream)
+    if body.url is not None:
+        key = current_key(request)
+        secret = request.app[STORE].key_webhook_secret(key.id, new_secret)
+        call.flow_on_answer = {"url": body.url, "method": body.method, "secret": secret, "account": key.id}
     return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
 
 

@@ -173,6 +173,11 @@ class StreamData(CallData, kw_only=True):
     malformed_received: int = 0
 
 
+class FlowErrorData(CallData, kw_only=True):
+    reason: Annotated[str, msgspec.Meta(description="why the call flow stopped")]
+    url: Annotated[str, msgspec.Meta(description="the instructions URL it was at")]
+
+
 PAYLOADS: dict[str, tuple[type, str]] = {
     "call.initiated": (CallData, "a call started (inbound arrived, or outbound placed)"),
     "call.ringing": (CallData, "the called side is ringing"),
@@ -183,6 +188,7 @@ PAYLOADS: dict[str, tuple[type, str]] = {
     "recording.ready": (RecordingData, "a recording's WAV file is complete"),
     "stream.started": (StreamData, "a media stream's subscriber is connected and receives audio"),
     "stream.stopped": (StreamData, "a media stream ended (stopped, the call ended, or its subscriber gone)"),
+    "call.flow_error": (FlowErrorData, "a call flow failed (fetch, bad instructions): the call is hung up"),
 }
 assert set(PAYLOADS) == set(EVENT_TYPES)
 
@@ -489,6 +495,21 @@ async def key_webhook_secret(request: web.Request) -> web.Response:
     return json_response(
         KeyWebhookSecret(key_id=key.id, secret=request.app[STORE].key_webhook_secret(key.id, new_secret))
     )
+
+
+@routes.route(
+    "GET",
+    "/v2/flows/signing-secret",
+    scope="admin",
+    response=KeyWebhookSecret,
+    summary="The secret signing the requests of call flows started by routes",
+    tags=TAGS,
+)
+async def flow_signing_secret(request: web.Request) -> web.Response:
+    """Instructions requests of flows started by a `[[routes]] to = "app:URL"` are signed with this (those of
+    calls placed through the API with the placing key's webhook secret)."""
+    secret = request.app[STORE].setting("flow_secret", new_secret)
+    return json_response(KeyWebhookSecret(key_id="", secret=secret))
 
 
 def register_with(dispatcher: object | None) -> callable:

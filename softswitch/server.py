@@ -38,7 +38,7 @@ from softswitch.transport.endpoint import SipEndpoint
 from softswitch.transport.sockets import BindError, os_reason
 from softswitch.trunks import Trunks
 from softswitch.uas import BasicUas
-from softswitch.webhooks import WebhookDispatcher
+from softswitch.webhooks import WebhookDispatcher, new_secret
 
 log = logging.getLogger("softswitch")
 
@@ -140,6 +140,8 @@ class Services:
         )
         self.metrics = Metrics(self.calls, self.sip, self.bus, self.webhooks)
         self.calls.streams.allow_private = cfg.webhooks.allow_private
+        self.calls.flows.allow_private = cfg.webhooks.allow_private
+        self.calls.flows.route_secret = self.store.setting("flow_secret", new_secret)
         self.runners: list[web.AppRunner] = []
         self._gc_task: asyncio.Task | None = None
 
@@ -194,6 +196,7 @@ class Services:
                 await self.sip.close()
                 await self.test_far_end.close()
                 await self.calls.streams.close()
+                await self.calls.flows.close()
         except TimeoutError:
             event(log, "softswitch.shutdown_timeout", level=logging.WARNING)
         finally:

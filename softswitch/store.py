@@ -178,6 +178,9 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX webhook_endpoints_call ON webhook_endpoints (call_id) WHERE call_id IS NOT NULL",
         "ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT",
     ],
+    [  # 10: settings the softswitch makes for itself (the secret signing route-started call flows' requests)
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -201,7 +204,7 @@ DIRECTIONS = frozenset({"inbound", "outbound", "internal"})
 CALL_STATUSES = frozenset(
     {"queued", "initiated", "ringing", "answered", "completed", "failed", "busy", "no-answer", "canceled"}
 )
-HANGUP_BY = frozenset({"caller", "callee", "system", "api"})  # api: hung up through the control API
+HANGUP_BY = frozenset({"caller", "callee", "system", "api", "app"})  # api: the control API; app: a call flow
 LEG_ROLES = frozenset({"inbound", "outbound", "api"})  # api: the API's own end of a call it placed
 
 
@@ -1076,6 +1079,12 @@ class Store:
             "WHERE c.ended_at IS NULL"
         )
         return [row[0] for row in rows]
+
+    def setting(self, name: str, make: Callable[[], str]) -> str:
+        """A setting of the softswitch's own, made with `make()` the first time it is asked for."""
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, make()))
+            return self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
 
     def key_webhook_secret(self, key_id: str, new: Callable[[], str]) -> str:
         """The secret signing the status callbacks of calls the key places, made with `new()` the first time."""

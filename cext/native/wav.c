@@ -130,10 +130,13 @@ static void after_fork_parent(void)
 
 static void after_fork_child(void)
 {
-    /* Only the forking thread survives: the writer thread and what it was to adopt are gone. */
+    /* Only the forking thread survives: the writer thread and what it was to adopt are gone. The lock and
+     * the condition variables start afresh: the parent's writer thread may have been waiting on one of
+     * them as fork() copied it, and a copied waiter that does not exist would swallow the child's first
+     * signal (its own writer thread would then sleep forever, and wav_close wait forever). */
     g.incoming = NULL;
     g.started = 0;
-    pthread_mutex_unlock(&g.lock);
+    init_locks();
 }
 
 static void init_once(void)

@@ -32,6 +32,7 @@ from media.dtmf import tones as dtmf_tones
 from softswitch.b2bua import transfer
 from softswitch.b2bua.amd import CallAmd
 from softswitch.b2bua.dtmf import DTMF_RELAY, DtmfMerger, parse_dtmf_relay
+from softswitch.b2bua.flow import CallFlow
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
 from softswitch.b2bua.recording import RecordingError
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
@@ -131,6 +132,8 @@ class Call:
         self.record_on_answer: str | None = None  # "mono" or "dual": a recording starts as the call is answered
         self.connect_to: str | None = None  # a call the API placed: who the answered party is connected to
         self.stream_on_answer: dict | None = None  # a media stream to start as the call is answered (its kwargs)
+        self.flow_on_answer: dict | None = None  # a call flow to run once answered (CallFlow's kwargs)
+        self.flow: CallFlow | None = None  # the call flow running on the call (softswitch.b2bua.flow)
 
     # -- routing -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,6 +157,10 @@ class Call:
         """Fork to the next target; fail the call back to the caller when none is left."""
         while self.targets:
             target = self.targets.pop(0)
+            if target.kind == "app":  # the application decides: answer (or reject) and run its flow
+                self.flow = CallFlow(self, "a", target.name, secret=self.sw.flows.route_secret, account="")
+                self.flow.start_inbound()
+                return
             forks = self.sw.fork(self, target)
             if forks is None or forks:  # sent (or waiting for a connection: the fork or next target follows)
                 return
@@ -278,10 +285,42 @@ class Call:
                 event(log, "call.stream_failed", level=logging.WARNING, call=self.id, reason=str(exc))
         if self.connect_to:  # the API's side hands over to the party to connect (a transfer, by us)
             transfer.connect(self, self.connect_to)
-        if fork.target.machine_detection:  # call.answered waits for the verdict (on_amd)
+        if fork.target.machine_detection:  # call.answered (and the flow) wait for the verdict (on_amd)
             self.amd = CallAmd(self, "b", fork.target.machine_detection, self.sw.amd_params)
         else:
             self.sw.publish(self, "call.answered", {"answered_by": None})
+            self._start_flow()
+
+    def _start_flow(self) -> None:
+        if self.flow_on_answer and self.flow is None and self.state == "answered":
+            self.flow = CallFlow(self, "b", **self.flow_on_answer)
+            self.flow.start()
+
+    def answer_locally(self) -> None:
+        """Answer the caller ourselves (a call flow's inbound call): side b is virtual, its media leg parked,
+        so what the flow plays goes to the caller and the caller's keys reach the flow."""
+        if self.state not in ("routing", "ringing"):
+            return
+        parked_b = parked(self.b_offer)
+        if self.late_offer:
+            self.media.answer_from("b", parked_b)
+            sdp_a = self.media.late_offer_for("a")
+        else:
+            sdp_a = self.media.answer_from("b", parked_b)
+        contact = self.sw.contact_for(self.a.flow, self.called_user)
+        self.b = Side(Dialog.uas(self.invite, contact), self.a.flow, virtual=True)
+        now = self.sw.wall()
+        self.state = "answered"
+        self.record.status = "answered"
+        self.record.answered_at = now
+        self.record.legs[0].answered_at = now
+        self.sw.cancel_timer(self, "ring")
+        self._answer_a(200, "OK", sdp_a, self.st_headers_a)
+        self.a.st = self.st_a
+        self._arm_session("a")
+        self.sw.timer(self, "max_duration", self.sw.max_duration_s, self.on_max_duration)
+        self.sw.save(self)
+        self.sw.publish(self, "call.answered", {"answered_by": None})
 
     def _fork_failed(self, fork: Fork, status: int, reason: str, response: Response | None) -> None:
         if fork.done:
@@ -613,12 +652,15 @@ class Call:
         data = {"digit": digit, "source": source, "duration_ms": duration_ms, "from": party}
         self.sw.publish(self, "call.dtmf", data)
         self.sw.streams.on_dtmf(self, side, digit)
+        if self.flow is not None:
+            self.flow.on_digit(side, digit)
 
     def on_amd(self, amd: CallAmd, result: AmdResult, answered_by: str) -> None:
         """The detector's final word: the held-back `call.answered`, then `call.amd`."""
         self.record.data["answered_by"] = answered_by
         self.sw.save(self)
         self.sw.publish(self, "call.answered", {"answered_by": answered_by})
+        self._start_flow()
         data = {
             "answered_by": answered_by,
             "result": result.result,
@@ -728,6 +770,8 @@ class Call:
         if self.amd is not None:
             self.amd.abandon()  # an undecided detector says unknown before the call completes
         self.sw.streams.call_ended(self)  # each stream's stop (and stream.stopped) before call.completed
+        if self.flow is not None:
+            self.flow.stop()
         stats = self.media.close()
         for leg in rec.legs:
             leg.ended_at = leg.ended_at or now

@@ -23,6 +23,7 @@ from media.amd import AmdParams
 from media.engine import MediaEngine, MediaEvent
 from softswitch.b2bua import transfer
 from softswitch.b2bua.call import ALLOW, SDP, Call, Fork, new_call_id
+from softswitch.b2bua.flow import Flows
 from softswitch.b2bua.media import CallMedia
 from softswitch.b2bua.recording import Recordings
 from softswitch.b2bua.session_timer import DEFAULT_INTERVAL, request_headers
@@ -78,6 +79,7 @@ class B2bua:
         self.amd_params = amd or AmdParams()
         self.recordings = Recordings(self, recordings_dir)
         self.streams = CallStreams(self)
+        self.flows = Flows(self)
         self.wall = wall
         self.endpoint = None
         self.trunks = None  # softswitch.trunks.Trunks once started: which trunks answer their pings
@@ -428,6 +430,10 @@ class B2bua:
                 call, side = owner
                 if call.amd is not None and call.amd.side == side:
                     call.amd.on_segment(ev.detail)
+            elif ev.kind == "play_done" and owner is not None:
+                call = owner[0]
+                if call.flow is not None:
+                    call.flow.on_play_done(ev.detail["play_id"], ev.detail["interrupted"])
             elif ev.kind == "stream_mark":
                 self.streams.on_mark(ev.leg, ev.detail["mark"], ev.detail["cleared"])
             elif ev.kind not in ("leg_closed", "latched"):

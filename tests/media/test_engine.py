@@ -43,6 +43,8 @@ def test_engine_relays_both_ways_with_our_ssrc(call):
         fb.sendto(rtp(7 + i, 99 + 160 * i, 0xBBBB, pt=8), (HOST, b.port))
         back = header(fa.recv(2048))
         assert (back["seq"], back["ts"], back["pt"]) == (7 + i, 99 + 160 * i, 8)
+    # the far end can read a packet before the media thread has counted its send: wait for the count
+    wait_for(lambda: engine.stats(a).tx_packets == 10)
     sa, sb = engine.stats(a), engine.stats(b)
     assert sa.rx_packets == 10 and sa.tx_packets == 10 and sa.lost == 0 and sa.expected == 10
     assert sb.rx_packets == 10 and sb.tx_packets == 10 and sb.rx_bytes == 10 * 172

@@ -1,0 +1,219 @@
+"""Call flows on a whole softswitch (Services in this test's loop) against an application served by the test
+(aiohttp on 127.0.0.1): an inbound SIPp call routed to `app:URL` runs a TwiML IVR whose digits (RFC 4733
+from the caller) reach the action, a reject refuses the call unanswered, and calls placed through the API
+with `url` run JSON and TwiML instructions, redirects, and fail cleanly on errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from urllib.parse import parse_qsl
+
+import numpy as np
+import pytest
+from aiohttp import web
+from helpers import HOST, answered_call, free_port, rtp, running_switch
+from helpers import api_request as api
+from interop.sipp import run_uac
+from standardwebhooks import Webhook
+
+from media import g711
+
+SWITCH = 15000
+CALLER = {"port": 15010, "media_port": 15020, "control_port": 15012}
+CALLEE_PORT = 15030
+
+
+class App:
+    """The application: `pages[path]` is (content type, body) or a callable(params) giving one; every
+    request is kept as (path, params, headers)."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, object] = {}
+        self.requests: list[tuple[str, dict, dict, bytes]] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        params = dict(parse_qsl(raw.decode())) if request.method == "POST" else dict(request.query)
+        self.requests.append((request.path, params, {k.lower(): v for k, v in request.headers.items()}, raw))
+        page = self.pages.get(request.path)
+        if page is None:
+            return web.Response(status=404)
+        if callable(page):
+            page = page(params)
+        if isinstance(page, int):
+            return web.Response(status=page)
+        ctype, body = page
+        return web.Response(body=body.encode(), content_type=ctype)
+
+    def paths(self) -> list[str]:
+        return [r[0] for r in self.requests]
+
+
+@pytest.fixture
+async def app():
+    application = App()
+    web_app = web.Application()
+    web_app.router.add_route("*", "/{tail:.*}", application.handle)
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, HOST, port).start()
+    application.url = f"http://{HOST}:{port}"
+    yield application
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def switch(tmp_path, app):
+    routes = f'[[routes]]\nmatch = "^4000$"\nto = "app:{app.url}/ivr"\n'
+    async with running_switch(tmp_path, SWITCH, CALLEE_PORT, "15050-15099", routes=routes) as svc:
+        yield svc
+
+
+def twiml(body: str) -> tuple[str, str]:
+    return "text/xml", f'<?xml version="1.0" encoding="UTF-8"?>\n<Response>{body}</Response>'
+
+
+def json_verbs(body: str) -> tuple[str, str]:
+    return "application/json", body
+
+
+def te(event: int, end: bool, duration: int) -> bytes:
+    return struct.pack("!BBH", event, (0x80 if end else 0) | 10, duration)
+
+
+async def until(predicate, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def test_inbound_call_routed_to_an_app_runs_a_twiml_ivr_and_the_digit_reaches_the_action(switch, app):
+    app.pages["/ivr"] = twiml(
+        '<Gather numDigits="1" action="/menu" timeout="8"><Say>Press one for sales.</Say></Gather>'
+        "<Say>We did not get your choice.</Say>"
+    )
+    app.pages["/menu"] = lambda p: json_verbs(
+        '[{"verb": "say", "text": "You chose ' + p.get("Digits", "") + '. Goodbye."}, {"verb": "hangup"}]'
+    )
+    caller = asyncio.create_task(
+        asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    )
+    call = await answered_call(switch)
+    leg = call.media.legs["a"]
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind((HOST, CALLER["media_port"] + 8))
+    phone.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        for i in range(3):  # the phone speaks first: the engine latches onto it
+            phone.sendto(rtp(i, 160 * i, 0x42), (HOST, leg.port))
+        heard = b""
+        end = loop.time() + 1.0
+        while loop.time() < end:
+            with contextlib.suppress(TimeoutError):
+                heard += (await asyncio.wait_for(loop.sock_recv(phone, 2048), 0.05))[12:]
+        speech = np.frombuffer(g711.ulaw_decode(heard), np.int16)
+        assert np.sqrt(np.mean(speech.astype(float) ** 2)) > 300  # the prompt is being said
+        for k, dur in enumerate((160, 320, 480, 800, 800, 800)):  # "1" as RFC 4733, mid-prompt: barge-in
+            phone.sendto(rtp(10 + k, 8000, 0x42, pt=101, marker=k == 0, payload=te(1, k >= 3, dur)), (HOST, leg.port))
+        result = await caller  # the app says goodbye and hangs up: SIPp gets our BYE
+    finally:
+        phone.close()
+    assert result.returncode == 0, result.stderr
+    assert app.paths() == ["/ivr", "/menu"]
+    (_, first, headers, raw), (_, menu, _, _) = app.requests
+    assert first["CallStatus"] == "ringing" and first["Direction"] == "inbound" and first["To"] == "4000"
+    assert first["CallSid"] == call.id and first["ApiVersion"] == "2010-04-01"
+    assert menu["Digits"] == "1" and menu["CallStatus"] == "in-progress"
+    Webhook(switch.calls.flows.route_secret).verify(raw, headers, json_parse=False)  # signed like webhooks
+    admin = switch.key("admin")
+    status, secret, _ = await api(switch, "GET", "/v2/flows/signing-secret", admin)
+    assert status == 200 and secret["secret"] == switch.calls.flows.route_secret
+    status, rec, _ = await api(switch, "GET", f"/v2/calls/{call.id}", switch.key("calls:read"))
+    assert rec["hangup_by"] == "app" and rec["status"] == "completed"
+
+
+async def test_inbound_call_rejected_by_the_app_is_never_answered(switch, app):
+    app.pages["/ivr"] = twiml('<Reject reason="busy"/>')
+    result = await asyncio.to_thread(run_uac, "uac_expect_486", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    assert result.returncode == 0, result.stderr
+    status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read"))
+    [call] = page["data"]
+    assert (call["status"], call["hangup_code"], call["answered_at"]) == ("busy", 486, None)
+
+
+async def place(switch, app, key: str, path: str, **extra) -> dict:
+    body = {"to": "+15005550006", "from": "app", "url": f"{app.url}{path}", **extra}
+    status, call, _ = await api(switch, "POST", "/v2/calls", key, json=body)
+    assert status == 201, call
+    return call
+
+
+async def ended(switch, key: str, call_id: str, seconds: float = 15.0) -> dict:
+    async def check():
+        _, c, _ = await api(switch, "GET", f"/v2/calls/{call_id}", key)
+        return c if c["ended_at"] else None
+
+    deadline = time.monotonic() + seconds
+    while not (c := await check()):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    return c
+
+
+async def test_api_call_with_url_runs_json_then_twiml_after_a_redirect_then_hangs_up(switch, app):
+    key = switch.key("calls:read", "calls:write", test=True)
+    secret = (await api(switch, "GET", "/v2/account/webhook-secret", key))[1]["secret"]
+    app.pages["/start"] = json_verbs(
+        '[{"verb": "say", "text": "Hello"}, {"verb": "pause", "length": 0.3}, {"verb": "redirect", "url": "/next"}]'
+    )
+    app.pages["/next"] = twiml("<Say>Goodbye</Say>")  # and the document runs out: the call is hung up
+    call = await place(switch, app, key, "/start")
+    done = await ended(switch, key, call["id"])
+    assert done["hangup_by"] == "app" and done["status"] == "completed" and done["duration_s"] > 1.0
+    assert app.paths() == ["/start", "/next"]
+    for _, params, headers, raw in app.requests:
+        assert params["Direction"] == "outbound-api" and params["AccountSid"].startswith("key_")
+        Webhook(secret).verify(raw, headers, json_parse=False)  # signed with the placing key's webhook secret
+
+
+@pytest.mark.parametrize(
+    ("page", "why"),
+    [
+        (500, "answered 500"),
+        (twiml("<Say>Hi</Say><Enqueue>support</Enqueue>"), "line 2: <Enqueue>: not a supported TwiML verb"),
+        (json_verbs('[{"verb": "say"}]'), "text"),
+        (("text/plain", "hello"), "must be TwiML"),
+        (twiml("<Redirect>/start</Redirect>"), "only redirected"),
+    ],
+)
+async def test_api_call_flow_errors_end_the_call_with_the_reason(switch, app, page, why):
+    key = switch.key("calls:read", "calls:write", test=True)
+    events = []
+    switch.bus.subscribe(events.append, types=["call.flow_error"])
+    app.pages["/start"] = page
+    call = await place(switch, app, key, "/start")
+    done = await ended(switch, key, call["id"])
+    assert done["hangup_by"] == "app" and done["hangup_code"] == 500 and why in done["hangup_reason"]
+    [error] = events
+    assert why in error.data["reason"] and error.data["call_id"] == call["id"]
+    assert why in switch.store.get_call(call["id"]).data["flow_error"]
+
+
+async def test_gather_times_out_to_the_next_verb_without_calling_the_action(switch, app):
+    key = switch.key("calls:read", "calls:write", test=True)
+    app.pages["/start"] = json_verbs(
+        '[{"verb": "gather", "num_digits": 2, "timeout": 1, "action": "/never"}, {"verb": "say", "text": "Bye"}]'
+    )
+    call = await place(switch, app, key, "/start")
+    await answered_call(switch)
+    done = await ended(switch, key, call["id"])
+    assert app.paths() == ["/start"] and done["hangup_by"] == "app"
