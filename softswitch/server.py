@@ -142,6 +142,7 @@ class Services:
         self.calls.streams.allow_private = cfg.webhooks.allow_private
         self.calls.flows.allow_private = cfg.webhooks.allow_private
         self.calls.flows.route_secret = self.store.setting("flow_secret", new_secret)
+        self.calls.flows.api_base = "http://" + cfg.api.listen
         self.runners: list[web.AppRunner] = []
         self._gc_task: asyncio.Task | None = None
 

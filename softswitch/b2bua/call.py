@@ -303,10 +303,10 @@ class Call:
             return
         parked_b = parked(self.b_offer)
         if self.late_offer:
-            self.media.answer_from("b", parked_b)
+            self.media.answer_from("b", parked_b, parked=True)
             sdp_a = self.media.late_offer_for("a")
         else:
-            sdp_a = self.media.answer_from("b", parked_b)
+            sdp_a = self.media.answer_from("b", parked_b, parked=True)
         contact = self.sw.contact_for(self.a.flow, self.called_user)
         self.b = Side(Dialog.uas(self.invite, contact), self.a.flow, virtual=True)
         now = self.sw.wall()

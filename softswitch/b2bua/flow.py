@@ -9,7 +9,11 @@ answering; anything else answers it (our SDP, the call's other side virtual) and
 Verbs: `say` (text to speech, softswitch.flows.tts), `play` (a WAV by URL, fetched once and cached, or an
 uploaded audio file), `pause`, `gather` (digits from every DTMF source; a key stops the prompt), `stream`
 (softswitch.b2bua.streams: `connect` holds the flow until the stream ends), `redirect`, `hangup`, `reject`.
-`record` and `dial` are not carried out yet: a document using them fails like one with an unknown verb.
+`record` (a beep, then the party's audio until a finish key, `max_length`, or `timeout` seconds of silence
+as the engine's voice segmenter hears it; `recording.ready` as for any recording, and the recording's URL,
+duration and key to the action), `dial` (a `number` or `client`, through the transfer machinery in place of the
+call's virtual side: once the party answers, the call is the two parties' and the flow ends; when it cannot
+be reached, `DialCallStatus` goes to the action, or the flow goes on). `<Dial><Sip>` is not carried out yet.
 When the instructions run out the call is hung up (as Twilio does). A fetch that fails, or instructions that
 cannot run, end the flow: the caller hears a short error prompt, the call is hung up with the reason in its
 record (`data.flow_error`, hangup_by "app") and a `call.flow_error` event is published. Redirect loops are
@@ -26,12 +30,17 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 import aiohttp
+import numpy as np
 
+from media.amd import AmdParams
 from media.audio import decode_wav, load_wav
+from softswitch.b2bua import transfer
+from softswitch.b2bua.recording import RecordingError
 from softswitch.flows import verbs as v
 from softswitch.flows.fetch import fetch
 from softswitch.flows.tts import EspeakTts, Tts, TtsError
 from softswitch.logs import event
+from softswitch.router import Target
 from softswitch.streams import StreamSession
 
 if TYPE_CHECKING:
@@ -42,6 +51,7 @@ ERROR_PROMPT = "We are sorry, an application error has occurred. Goodbye."
 MAX_IDLE_FETCHES = 10  # documents in a row that only redirect
 MAX_AUDIO_BYTES = 20 * 1024 * 1024
 STOP = object()  # a verb's result: the flow is over
+BEEP = (6000 * np.sin(2 * np.pi * 1000 * np.arange(4000) / 8000)).astype(np.int16).tobytes()  # 0.5 s, 1 kHz
 
 
 class Flows:
@@ -53,6 +63,7 @@ class Flows:
         self.tts = tts or EspeakTts()
         self.allow_private = allow_private
         self.route_secret: str | None = None  # set by Services (from the store)
+        self.api_base = "http://127.0.0.1:8080"  # where the API answers (RecordingUrl); set by Services
         self.audio: OrderedDict[str, bytes] = OrderedDict()
         self._http: aiohttp.ClientSession | None = None
 
@@ -103,7 +114,10 @@ class CallFlow:
         self.account = account
         self.task: asyncio.Task | None = None
         self._plays: dict[int, asyncio.Future] = {}
-        self._digits: asyncio.Queue[str] | None = None  # while a gather listens
+        self._digits: asyncio.Queue[str] | None = None  # while a gather or a record listens
+        self._silent_since: float | bool | None = False  # recording: when the silence began; False: not recording
+        self._segmenter = AmdParams().kernel()
+        self._dialing: asyncio.Future | None = None
         self._idle_fetches = 0
 
     # -- starting ------------------------------------------------------------------------------------
@@ -133,7 +147,11 @@ class CallFlow:
         await self._run(verbs)
 
     def stop(self) -> None:
-        """The call ended: stop whatever the flow was doing."""
+        """The call ended: stop whatever the flow was doing; a recording is finished first and its action
+        still told (a voicemail caller hangs up to finish the message)."""
+        if self._silent_since is not False and self._digits is not None:
+            self._digits.put_nowait("")  # the record verb ends, as by a key
+            return
         if self.task is not None and not self.task.done():
             self.task.cancel()
         for future in self._plays.values():
@@ -199,6 +217,10 @@ class CallFlow:
             return STOP
         elif isinstance(verb, v.Stream):
             await self._stream(verb)
+        elif isinstance(verb, v.Record):
+            return await self._record(verb)
+        elif isinstance(verb, v.Dial):
+            return await self._dial(verb)
         else:
             raise v.FlowError(f"the {verb.__class__.__name__.lower()} verb is not supported yet")
         return None
@@ -301,6 +323,110 @@ class CallFlow:
             params["FinishedOnKey"] = finished_on
         action = self._abs(verb.action) if verb.action else self.url
         return await self._fetch(action, verb.method if verb.action else self.method, params)
+
+    # -- record ----------------------------------------------------------------------------------------
+    def on_segment(self, side: str, detail: dict) -> None:
+        """A voice/silence boundary of the party's audio (the engine's AMD segmenter), while recording."""
+        if side != self.side or self._silent_since is False:
+            return
+        if detail["segment"] == "voice":
+            self._silent_since = None
+        elif self._silent_since is None:
+            self._silent_since = self.sw.loop.time() - max(0, detail["now_ms"] - detail["start_ms"]) / 1000
+
+    async def _record(self, verb: v.Record):
+        if verb.play_beep:
+            await self._play(BEEP, 1)
+        try:
+            rec = self.sw.recordings.start(self.call, "mono")
+        except (RecordingError, OSError, ValueError) as exc:
+            raise v.FlowError(f"record: {exc}") from None
+        loop = self.sw.loop
+        ready = loop.create_future()
+
+        def on_ready(ev) -> None:
+            if ev.data.get("recording_id") == rec.id and not ready.done():
+                ready.set_result(ev.data)
+
+        unsubscribe = self.sw.bus.subscribe(on_ready, types=["recording.ready"])
+        self._digits = asyncio.Queue()
+        self._silent_since = loop.time()  # silence from the start counts too
+        if verb.timeout:
+            self.sw.engine.detect_amd(self.leg, self._segmenter)
+        deadline = loop.time() + verb.max_length
+        finished_on = ""
+        try:
+            while True:
+                now = loop.time()
+                ends = [deadline]
+                if verb.timeout and self._silent_since is not None:
+                    ends.append(self._silent_since + verb.timeout)
+                if now >= min(ends):
+                    break
+                try:
+                    key = await asyncio.wait_for(self._digits.get(), min(min(ends) - now, 0.25))
+                except TimeoutError:
+                    continue
+                if key == "" or key in verb.finish_on_key:  # "": the call ended
+                    finished_on = key
+                    break
+            if self.call.state != "ended":  # (the call's end stops it by itself)
+                self.sw.recordings.stop(self.call)
+            data = await asyncio.wait_for(ready, 10)
+        except (RecordingError, TimeoutError) as exc:
+            raise v.FlowError(f"record: {exc or 'the recording was not finished in time'}") from None
+        finally:
+            unsubscribe()
+            self._digits = None
+            self._silent_since = False
+            if verb.timeout and self.call.state != "ended":
+                self.sw.engine.detect_amd(self.leg, None)
+        if not verb.action:
+            return None
+        params = {
+            "RecordingSid": rec.id,
+            "RecordingUrl": f"{self.flows.api_base}/v2/recordings/{rec.id}",
+            "RecordingDuration": str(round(data.get("duration_s", 0))),
+            "Digits": "hangup" if self.call.state == "ended" else finished_on,
+        }
+        return await self._fetch(self._abs(verb.action), verb.method, params)
+
+    # -- dial ------------------------------------------------------------------------------------------
+    def on_dial_result(self, status: int) -> None:
+        """The dialled party answered (200) or could not be reached (its final status)."""
+        if self._dialing is not None and not self._dialing.done():
+            self._dialing.set_result(status)
+
+    async def _dial(self, verb: v.Dial):
+        if verb.sip is not None:
+            raise v.FlowError("dial: sip targets are not supported yet (use number or client)")
+        virtual = "b" if self.side == "a" else "a"
+        target = verb.number or verb.client
+        targets = [Target("user", verb.client, -1)] if verb.client else None
+        if targets is None and not self.sw.router.targets(target):
+            raise v.FlowError(f"dial: no route to {target}")
+        self._dialing = self.sw.loop.create_future()
+        if not transfer.start(self.call, virtual, target, targets):
+            raise v.FlowError("dial: the call is already connecting another party")
+        give_up = self.sw.loop.call_later(verb.timeout, self._dial_timeout)
+        try:
+            status = await self._dialing
+        finally:
+            give_up.cancel()
+            self._dialing = None
+        if status == 200:  # connected: the call is the caller's and the dialled party's from here
+            self.call.record.data["flow_dialed"] = target
+            return STOP
+        dial_status = "busy" if status in (486, 600) else "no-answer" if status in (408, 480, 487) else "failed"
+        if not verb.action:
+            return None
+        return await self._fetch(self._abs(verb.action), verb.method, {"DialCallStatus": dial_status})
+
+    def _dial_timeout(self) -> None:
+        t = self.call.transfer
+        for fork in t.forks if t is not None else ():
+            if not fork.done:
+                self.sw.endpoint.cancel(fork.key)
 
     # -- streams ---------------------------------------------------------------------------------------
     async def _stream(self, verb: v.Stream) -> None:

@@ -122,9 +122,11 @@ class CallMedia:
         return self._answer_sent is not None
 
     # -- answers -----------------------------------------------------------------------------------
-    def answer_from(self, side: str, body: bytes) -> bytes | None:
+    def answer_from(self, side: str, body: bytes, parked: bool = False) -> bytes | None:
         """`side` answered our offer with `body`: set both legs up and return our answer for the offerer
-        (None when the exchange was our own offer, for a late-offer caller: see `late_offer_for`)."""
+        (None when the exchange was our own offer, for a late-offer caller: see `late_offer_for`).
+        `parked`: the answer is our own stand-in for a side nobody holds (c=0.0.0.0, b2bua.call.parked),
+        which must not read as the offerer being put on hold: the offerer gets a sendrecv answer."""
         if self._our_offer is None:
             raise MediaRefused("an answer without an offer")
         answer = parse_sdp(body)
@@ -142,7 +144,7 @@ class CallMedia:
         chosen = [CodecSpec(ours.codec.name, ours.codec.clock_rate)]
         if any(c.name.lower() == TELEPHONE_EVENT for c in offer.media[index].codecs):
             chosen.append(CodecSpec(TELEPHONE_EVENT, 8000))
-        their_view = answer.effective_direction(answer.media[ours.index])
+        their_view = Direction.SENDRECV if parked else answer.effective_direction(answer.media[ours.index])
         caps = self._caps(offerer, chosen, their_view)
         ports = [self.legs[offerer].port if i == index else 0 for i in range(len(offer.media))]
         reply = self.origins[offerer].stamp(build_answer(offer, caps, ports))

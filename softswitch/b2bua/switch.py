@@ -430,6 +430,8 @@ class B2bua:
                 call, side = owner
                 if call.amd is not None and call.amd.side == side:
                     call.amd.on_segment(ev.detail)
+                elif call.flow is not None:  # a flow's record verb listens for silence
+                    call.flow.on_segment(side, ev.detail)
             elif ev.kind == "play_done" and owner is not None:
                 call = owner[0]
                 if call.flow is not None:

@@ -71,12 +71,14 @@ def on_refer(call, side: str, key, request: Request) -> None:
     _next_target(call, transfer)
 
 
-def start(call, side: str, target: str) -> bool:
-    """The API moves `side` of an answered call to `target` (a number or user, routed): a blind transfer
-    decided here instead of by a REFER, so nobody is notified. False when a transfer is already going on."""
+def start(call, side: str, target: str, targets: list | None = None) -> bool:
+    """The API (or a call flow's dial) moves `side` of an answered call to `target` (a number or user, routed;
+    or `targets` when given): a blind transfer decided here instead of by a REFER, so nobody is notified.
+    False when a transfer is already going on."""
     if call.transfer is not None:
         return False
-    transfer = Transfer(side, f"sip:{target}@{call.sw.domain}", list(call.sw.router.targets(target)), notify=False)
+    routed = list(call.sw.router.targets(target)) if targets is None else list(targets)
+    transfer = Transfer(side, f"sip:{target}@{call.sw.domain}", routed, notify=False)
     call.transfer = transfer
     event(log, "call.transfer", call=call.id, by="api", side=side, to=target)
     call.record.data.setdefault("transfers", []).append({"by": "api", "side": side, "to": target})
@@ -155,6 +157,8 @@ def on_fork_response(call, transfer: Transfer, fork, response: Response) -> None
     call.replace_side(transfer.side, dialog, fork.flow, response)
     call.transfer = None
     event(log, "call.transferred", call=call.id, side=transfer.side, to=transfer.target_uri)
+    if call.flow is not None:
+        call.flow.on_dial_result(200)
 
 
 def on_fork_timeout(call, transfer: Transfer, fork) -> None:
@@ -172,7 +176,9 @@ def _failed(call, transfer: Transfer, status: int, reason: str) -> None:
     _notify(call, transfer, f"SIP/2.0 {status} {reason}", terminated=True)
     event(log, "call.transfer_failed", level=logging.INFO, call=call.id, status=status)
     side = call.side(transfer.side)
-    if side is not None and side.virtual:  # the API's call could not connect its party: it ends
+    if call.flow is not None:  # a call flow's dial: the flow goes on (its action hears why)
+        call.flow.on_dial_result(status)
+    elif side is not None and side.virtual:  # the API's call could not connect its party: it ends
         call.hangup("system", status, f"connect failed: {status} {reason}")
 
 

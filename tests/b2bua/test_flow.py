@@ -7,24 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import socket
 import struct
 import time
+import wave
 from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
 from aiohttp import web
-from helpers import HOST, answered_call, free_port, rtp, running_switch
+from helpers import HOST, answered_call, free_port, rtp, running_switch, stream_pcmu
 from helpers import api_request as api
-from interop.sipp import run_uac
+from interop.sipp import run_uac, uas
 from standardwebhooks import Webhook
 
 from media import g711
 
 SWITCH = 15000
 CALLER = {"port": 15010, "media_port": 15020, "control_port": 15012}
-CALLEE_PORT = 15030
+CALLEE = {"port": 15030, "media_port": 15040, "control_port": 15032}
+CALLEE_PORT = CALLEE["port"]
 
 
 class App:
@@ -38,7 +41,8 @@ class App:
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        params = dict(parse_qsl(raw.decode())) if request.method == "POST" else dict(request.query)
+        form = dict(parse_qsl(raw.decode(), keep_blank_values=True))
+        params = form if request.method == "POST" else dict(request.query)
         self.requests.append((request.path, params, {k.lower(): v for k, v in request.headers.items()}, raw))
         page = self.pages.get(request.path)
         if page is None:
@@ -127,8 +131,10 @@ async def test_inbound_call_routed_to_an_app_runs_a_twiml_ivr_and_the_digit_reac
         result = await caller  # the app says goodbye and hangs up: SIPp gets our BYE
     finally:
         phone.close()
-    assert result.returncode == 0, result.stderr
+    assert result.ok, result.summary()
     assert app.paths() == ["/ivr", "/menu"]
+    answer = result.messages.split("SIP/2.0 200 OK", 1)[1].split("\n\n\n", 1)[0]
+    assert "m=audio" in answer and not any(d in answer for d in ("a=sendonly", "a=recvonly", "a=inactive"))
     (_, first, headers, raw), (_, menu, _, _) = app.requests
     assert first["CallStatus"] == "ringing" and first["Direction"] == "inbound" and first["To"] == "4000"
     assert first["CallSid"] == call.id and first["ApiVersion"] == "2010-04-01"
@@ -144,7 +150,7 @@ async def test_inbound_call_routed_to_an_app_runs_a_twiml_ivr_and_the_digit_reac
 async def test_inbound_call_rejected_by_the_app_is_never_answered(switch, app):
     app.pages["/ivr"] = twiml('<Reject reason="busy"/>')
     result = await asyncio.to_thread(run_uac, "uac_expect_486", f"{HOST}:{SWITCH}", service="4000", **CALLER)
-    assert result.returncode == 0, result.stderr
+    assert result.ok, result.summary()
     status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read"))
     [call] = page["data"]
     assert (call["status"], call["hangup_code"], call["answered_at"]) == ("busy", 486, None)
@@ -217,3 +223,71 @@ async def test_gather_times_out_to_the_next_verb_without_calling_the_action(swit
     await answered_call(switch)
     done = await ended(switch, key, call["id"])
     assert app.paths() == ["/start"] and done["hangup_by"] == "app"
+
+
+async def test_voicemail_records_the_caller_after_the_beep_and_the_action_gets_the_recording(switch, app):
+    app.pages["/ivr"] = twiml('<Say>Leave a message.</Say><Record maxLength="2" timeout="0" action="/saved"/>')
+    app.pages["/saved"] = twiml("<Say>Thank you.</Say><Hangup/>")
+    caller = asyncio.create_task(
+        asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    )
+    call = await answered_call(switch)
+    tone = (6000 * np.sin(2 * np.pi * 700 * np.arange(8000 * 5) / 8000)).astype(np.int16)
+    talker = asyncio.create_task(stream_pcmu(call.media.legs["a"].port, tone, CALLER["media_port"] + 8))
+    result = await caller
+    talker.cancel()
+    assert result.ok, result.summary()
+    assert app.paths() == ["/ivr", "/saved"]
+    saved = app.requests[1][1]
+    assert saved["RecordingDuration"] == "2" and saved["RecordingSid"].startswith("rec_") and saved["Digits"] == ""
+    assert saved["RecordingUrl"] == f"{switch.url}/v2/recordings/{saved['RecordingSid']}"
+    status, wav, _ = await api(
+        switch, "GET", f"/v2/recordings/{saved['RecordingSid']}.wav", switch.key("recordings:read")
+    )
+    assert status == 200
+    with wave.open(io.BytesIO(wav)) as w:
+        audio = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    spectrum = np.abs(np.fft.rfft(audio.astype(float)))
+    assert abs(np.fft.rfftfreq(audio.size, 1 / 8000)[spectrum.argmax()] - 700) < 10  # the caller's voice
+
+
+async def test_record_ends_on_silence(switch, app):
+    app.pages["/ivr"] = twiml('<Record timeout="1" playBeep="false" action="/saved"/>')
+    app.pages["/saved"] = twiml("<Hangup/>")
+    result = await asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    assert result.ok, result.summary()  # the phone said nothing: a second of silence ended it
+    saved = app.requests[1][1]
+    assert saved["Digits"] == "" and saved["RecordingDuration"] in ("1", "2")
+
+
+async def test_a_hangup_during_record_still_reaches_the_action_with_the_recording(switch, app):
+    app.pages["/ivr"] = json_verbs('[{"verb": "record", "timeout": 5, "play_beep": false, "action": "/saved"}]')
+    app.pages["/saved"] = 204
+    result = await asyncio.to_thread(run_uac, "uac_basic_rtp", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    assert result.ok, result.summary()  # SIPp plays its tone for 3 s and hangs up
+    await until(lambda: len(app.requests) == 2)
+    saved = app.requests[1][1]
+    assert saved["Digits"] == "hangup" and saved["RecordingDuration"] in ("2", "3", "4")
+
+
+async def test_dial_connects_the_caller_to_the_routed_number_and_the_flow_ends(switch, app):
+    app.pages["/ivr"] = twiml('<Say>Connecting you.</Say><Dial timeout="10" action="/after">1000</Dial>')
+    with uas("uas_answer", calls=1, rtp_echo=True, **CALLEE) as callee:
+        result = await asyncio.to_thread(run_uac, "uac_basic_rtp", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+        assert result.ok, result.summary()  # the caller talked to the callee, then hung up
+        done = await asyncio.to_thread(callee.wait, 10)
+    assert done.successful == 1, done.summary()
+    status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read"))
+    [call] = page["data"]
+    assert call["hangup_by"] == "caller" and call["status"] == "completed"
+    assert switch.store.get_call(call["id"]).data["flow_dialed"] == "1000"
+    assert app.paths() == ["/ivr"]  # connected: the flow ended there
+
+
+async def test_dial_to_a_busy_party_tells_the_action(switch, app):
+    app.pages["/ivr"] = twiml('<Dial action="/after">1000</Dial><Say>never reached</Say>')
+    app.pages["/after"] = lambda p: twiml(f"<Say>The line is {p['DialCallStatus']}.</Say><Hangup/>")
+    with uas("uas_busy", calls=1, **CALLEE):
+        result = await asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    assert result.ok, result.summary()
+    assert app.paths() == ["/ivr", "/after"] and app.requests[1][1]["DialCallStatus"] == "busy"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,6 +22,7 @@ from softswitch.flows.verbs import (
     Reject,
     Say,
     Stream,
+    decode_json,
 )
 
 BASE = "https://app.example/ivr/start"
@@ -104,3 +106,10 @@ def test_twiml_documents_refused(doc, why):
 def test_twiml_parse_raises_only_flow_errors(doc):
     with contextlib.suppress(FlowError):
         twiml.parse(b"<Response>" + doc + b"</Response>")
+
+
+def test_the_examples_are_valid_instructions():
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    ivr = twiml.parse((examples / "ivr.xml").read_bytes(), "https://your.app/ivr.xml")
+    assert isinstance(ivr[0], Gather) and ivr[0].action == "https://your.app/menu"
+    assert [type(v) for v in decode_json((examples / "menu.json").read_bytes())] == [Say, Stream, Say, Hangup]
