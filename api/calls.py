@@ -256,7 +256,13 @@ async def list_calls(request: web.Request) -> web.Response:
     tags=["calls"],
 )
 async def create_call(request: web.Request) -> web.Response:
-    body = await decode_body(request, CreateCall)
+    call = place_call(request, await decode_body(request, CreateCall))
+    return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
+
+
+def place_call(request: web.Request, body: CreateCall, verbs: list | None = None):
+    """Place the call `body` describes for the request's key (the live Call); `verbs`: a scenario's branch
+    to run once answered. ApiError for what cannot be placed."""
     test = current_key(request).test
     b2bua = request.app[B2BUA]
     if test and body.connect is not None:
@@ -293,11 +299,17 @@ async def create_call(request: web.Request) -> web.Response:
         call.record_on_answer = body.record
     if body.stream is not None:
         call.stream_on_answer = stream_kwargs(request, body.stream)
-    if body.url is not None:
+    if body.url is not None or verbs is not None:
         key = current_key(request)
         secret = request.app[STORE].key_webhook_secret(key.id, new_secret)
-        call.flow_on_answer = {"url": body.url, "method": body.method, "secret": secret, "account": key.id}
-    return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
+        call.flow_on_answer = {
+            "url": body.url or "",
+            "method": body.method,
+            "secret": secret,
+            "account": key.id,
+            "verbs": verbs,
+        }
+    return call
 
 
 @routes.route("GET", "/v2/calls/{id}", scope="calls:read", response=Call, summary="Get a call", tags=["calls"])

@@ -23,7 +23,8 @@ from softswitch.transport.tls import TlsFileError, server_context
 
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 TRUNK_TRANSPORTS = ("udp", "tcp", "tls")
-ROUTE_KINDS = ("user", "trunk", "app")
+ROUTE_KINDS = ("user", "trunk", "app", "scenario")
+SCENARIO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # also the API's rule for a scenario's name
 AUTH_ALGORITHMS = ("SHA-256", "MD5", "SHA-256-SESS", "MD5-SESS")
 
 
@@ -268,13 +269,15 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
             yield ("routes", i, "match"), f"bad regular expression {route.match!r}: {exc}"
         kind, sep, target = route.to.partition(":")
         if not sep or kind not in ROUTE_KINDS or not target:
-            yield ("routes", i, "to"), f"expected user:NAME, trunk:NAME or app:URL, got {route.to!r}"
+            yield ("routes", i, "to"), f"expected user:NAME, trunk:NAME, app:URL or scenario:NAME, got {route.to!r}"
         elif kind == "user" and target not in users:
             yield ("routes", i, "to"), f"unknown user {target!r}"
         elif kind == "trunk" and target not in trunks:
             yield ("routes", i, "to"), f"unknown trunk {target!r}"
         elif kind == "app" and (urlsplit(target).scheme not in ("http", "https") or not urlsplit(target).netloc):
             yield ("routes", i, "to"), f"app target must be an http(s) URL, got {target!r}"
+        elif kind == "scenario" and not SCENARIO_NAME.fullmatch(target):
+            yield ("routes", i, "to"), f"scenario target must be a scenario's name, got {target!r}"
         if route.machine_detection not in ("", "enable", "detect_message_end"):
             yield (
                 ("routes", i, "machine_detection"),

@@ -16,6 +16,7 @@ from aiohttp import web
 from api import audio as api_audio
 from api import calls as api_calls
 from api import recordings as api_recordings
+from api import scenarios as api_scenarios
 from api import streams as api_streams
 from api import webhooks as api_webhooks
 from api.app import create_app
@@ -58,6 +59,7 @@ async def _start_api(
         api_calls.register_with(calls),
         api_recordings.routes.register,
         api_streams.routes.register,
+        api_scenarios.routes.register,
         api_audio.routes.register,
         metrics.register,
         api_webhooks.register_with(webhooks),

@@ -181,6 +181,17 @@ MIGRATIONS: list[list[str]] = [
     [  # 10: settings the softswitch makes for itself (the secret signing route-started call flows' requests)
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    [  # 11: stored call flow scenarios (YAML), by name per mode (test keys' apart from live ones)
+        """CREATE TABLE scenarios (
+               id TEXT PRIMARY KEY,
+               name TEXT NOT NULL,
+               script TEXT NOT NULL,
+               test INTEGER NOT NULL,
+               created_at REAL NOT NULL,
+               updated_at REAL NOT NULL,
+               UNIQUE (name, test))""",
+        "CREATE INDEX scenarios_created ON scenarios (created_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -297,6 +308,27 @@ class AudioRecord:
 
 
 _AUDIO_COLUMNS = "id, name, path, size, duration_s, test, created_at"
+
+
+@dataclass(slots=True)
+class ScenarioRecord:
+    """A stored call flow scenario: its YAML `script` as saved (softswitch.flows.scenarios)."""
+
+    id: str
+    name: str
+    script: str
+    test: bool
+    created_at: float
+    updated_at: float
+
+
+_SCENARIO_COLUMNS = "id, name, script, test, created_at, updated_at"
+
+
+def _scenario_from_row(row: tuple) -> ScenarioRecord:
+    rec = ScenarioRecord(*row)
+    rec.test = bool(rec.test)
+    return rec
 
 
 def _audio_row(a: AudioRecord) -> tuple:
@@ -814,6 +846,34 @@ class Store:
     def delete_audio(self, audio_id: str) -> bool:
         with self._db:
             return self._db.execute("DELETE FROM audio_files WHERE id = ?", (audio_id,)).rowcount > 0
+
+    # -- scenarios -------------------------------------------------------------------------------------
+    def save_scenario(self, rec: ScenarioRecord) -> None:
+        """Insert or replace (by id); sqlite3.IntegrityError when the name is taken by another scenario."""
+        with self._db:
+            self._db.execute(
+                f"INSERT INTO scenarios ({_SCENARIO_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                "SET name = excluded.name, script = excluded.script, updated_at = excluded.updated_at",
+                (rec.id, rec.name, rec.script, int(rec.test), rec.created_at, rec.updated_at),
+            )
+
+    def get_scenario(self, scenario_id: str) -> ScenarioRecord | None:
+        row = self._db.execute(f"SELECT {_SCENARIO_COLUMNS} FROM scenarios WHERE id = ?", (scenario_id,)).fetchone()
+        return None if row is None else _scenario_from_row(row)
+
+    def scenario_named(self, name: str, test: bool = False) -> ScenarioRecord | None:
+        row = self._db.execute(
+            f"SELECT {_SCENARIO_COLUMNS} FROM scenarios WHERE name = ? AND test = ?", (name, int(test))
+        ).fetchone()
+        return None if row is None else _scenario_from_row(row)
+
+    def list_scenarios(self, *, limit: int = 50, test: bool, starting_after: str | None = None) -> list[ScenarioRecord]:
+        rows = self._newest_first("scenarios", _SCENARIO_COLUMNS, limit, starting_after, ("test = ?", int(test)))
+        return [_scenario_from_row(row) for row in rows]
+
+    def delete_scenario(self, scenario_id: str) -> bool:
+        with self._db:
+            return self._db.execute("DELETE FROM scenarios WHERE id = ?", (scenario_id,)).rowcount > 0
 
     def delete_recording(self, rec_id: str) -> bool:
         with self._db:

@@ -131,7 +131,11 @@ def replace(old: str, new: str) -> str:
         ),
         (
             replace('to = "user:alice"', 'to = "pstn:alice"'),
-            "sw.toml:33: routes[1].to: expected user:NAME, trunk:NAME or app:URL",
+            "sw.toml:33: routes[1].to: expected user:NAME, trunk:NAME, app:URL or scenario:NAME",
+        ),
+        (
+            replace('to = "user:alice"', 'to = "scenario:no spaces"'),
+            "sw.toml:33: routes[1].to: scenario target must be a scenario's name",
         ),
         (
             GOOD + '\n[[users]]\nname = "alice"\npassword = "x"\n',

@@ -37,6 +37,7 @@ from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
 from softswitch.b2bua.recording import RecordingError
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
 from softswitch.b2bua.streams import StreamError
+from softswitch.flows.scenarios import ScenarioError
 from softswitch.logs import event
 from softswitch.router import Target
 from softswitch.sip.auth import DigestClient, answer_challenge
@@ -159,6 +160,16 @@ class Call:
             target = self.targets.pop(0)
             if target.kind == "app":  # the application decides: answer (or reject) and run its flow
                 self.flow = CallFlow(self, "a", target.name, secret=self.sw.flows.route_secret, account="")
+                self.flow.start_inbound()
+                return
+            if target.kind == "scenario":  # a stored scenario's inbound-call branch, run the same way
+                try:
+                    verbs = self.sw.flows.scenario(target.name, "inbound-call")
+                except (LookupError, ScenarioError) as exc:
+                    event(log, "call.scenario_missing", level=logging.WARNING, call=self.id, reason=str(exc))
+                    self.fail(500, "Server Internal Error", detail=str(exc), hangup_by="system")
+                    return
+                self.flow = CallFlow(self, "a", "", secret=None, account="", verbs=verbs)
                 self.flow.start_inbound()
                 return
             forks = self.sw.fork(self, target)

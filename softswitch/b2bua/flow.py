@@ -36,6 +36,7 @@ from media.amd import AmdParams
 from media.audio import decode_wav, load_wav
 from softswitch.b2bua import transfer
 from softswitch.b2bua.recording import RecordingError
+from softswitch.flows import scenarios
 from softswitch.flows import verbs as v
 from softswitch.flows.fetch import fetch
 from softswitch.flows.tts import EspeakTts, Tts, TtsError
@@ -73,6 +74,16 @@ class Flows:
             self._http = aiohttp.ClientSession()
         return self._http
 
+    def scenario(self, name: str, branch: str, test: bool = False) -> list:
+        """The verbs of a stored scenario's branch; LookupError when there is no such scenario or branch."""
+        rec = self.sw.store.scenario_named(name, test)
+        if rec is None:
+            raise LookupError(f"no scenario {name!r}")
+        verbs = scenarios.branch(scenarios.parse(rec.script), branch)
+        if verbs is None:
+            raise LookupError(f"scenario {name!r} has no {branch} branch")
+        return verbs
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
@@ -103,7 +114,17 @@ class Flows:
 class CallFlow:
     """One call's flow (module docstring)."""
 
-    def __init__(self, call: Call, side: str, url: str, *, method: str = "POST", secret: str | None, account: str):
+    def __init__(
+        self,
+        call: Call,
+        side: str,
+        url: str,
+        *,
+        method: str = "POST",
+        secret: str | None,
+        account: str,
+        verbs: list | None = None,
+    ):
         self.call = call
         self.sw = call.sw
         self.flows: Flows = call.sw.flows
@@ -112,6 +133,7 @@ class CallFlow:
         self.method = method
         self.secret = secret
         self.account = account
+        self.verbs = verbs  # a scenario's branch: run as they are (no URL to fetch them from)
         self.task: asyncio.Task | None = None
         self._plays: dict[int, asyncio.Future] = {}
         self._digits: asyncio.Queue[str] | None = None  # while a gather or a record listens
@@ -123,17 +145,19 @@ class CallFlow:
     # -- starting ------------------------------------------------------------------------------------
     def start(self) -> None:
         """Fetch the instructions and run them (the call is answered)."""
-        self.task = self.sw.loop.create_task(self._run(None), name=f"flow-{self.call.id}")
+        self.task = self.sw.loop.create_task(self._run(self.verbs), name=f"flow-{self.call.id}")
 
     def start_inbound(self) -> None:
         """Fetch the instructions of an inbound call, then answer it (or reject it) and run them."""
         self.task = self.sw.loop.create_task(self._inbound(), name=f"flow-{self.call.id}")
 
     async def _inbound(self) -> None:
-        try:
-            verbs = await self._fetch(self.url, self.method, {}, status="ringing")
-        except v.FlowError as exc:
-            verbs, error = None, str(exc)
+        verbs, error = self.verbs, ""
+        if verbs is None:
+            try:
+                verbs = await self._fetch(self.url, self.method, {}, status="ringing")
+            except v.FlowError as exc:
+                error = str(exc)
         if self.call.state not in ("routing", "ringing"):
             return  # the caller gave up meanwhile
         if verbs and isinstance(verbs[0], v.Reject):
@@ -318,6 +342,8 @@ class CallFlow:
             self._digits = None
         if not digits and not (verb.action and verb.action_on_empty_result):
             return None  # nothing pressed: on to the next verb
+        if not verb.action and not self.url:
+            return None  # a scenario's gather with nowhere to send the digits: on to the next verb
         params = {"Digits": digits}
         if finished_on:
             params["FinishedOnKey"] = finished_on

@@ -75,6 +75,7 @@ async def app():
 @pytest.fixture
 async def switch(tmp_path, app):
     routes = f'[[routes]]\nmatch = "^4000$"\nto = "app:{app.url}/ivr"\n'
+    routes += '[[routes]]\nmatch = "^4001$"\nto = "scenario:welcome"\n'
     async with running_switch(tmp_path, SWITCH, CALLEE_PORT, "15050-15099", routes=routes) as svc:
         yield svc
 
@@ -291,3 +292,43 @@ async def test_dial_to_a_busy_party_tells_the_action(switch, app):
         result = await asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
     assert result.ok, result.summary()
     assert app.paths() == ["/ivr", "/after"] and app.requests[1][1]["DialCallStatus"] == "busy"
+
+
+WELCOME = """branches:
+  inbound-call:
+    - {verb: say, text: Welcome to the scenario.}
+    - verb: hangup
+  api-initiated:
+    - verb: say
+      text: This is your reminder.
+    - {verb: hangup}
+"""
+
+
+async def test_scenarios_saved_validated_then_run_by_a_route_and_by_start(switch, app):
+    live, test = switch.key("calls:read", "calls:write"), switch.key("calls:read", "calls:write", test=True)
+    bad = WELCOME.replace("text: This is your reminder.", "txt: This is your reminder.")
+    status, err, _ = await api(switch, "POST", "/v2/scenarios", live, json={"name": "welcome", "script": bad})
+    assert status == 422 and err["error"]["param_errors"][0]["reason"].startswith("line 7, column 7:")
+    status, saved, _ = await api(switch, "POST", "/v2/scenarios", live, json={"name": "welcome", "script": WELCOME})
+    assert status == 201 and saved["branches"] == ["inbound-call", "api-initiated"]
+    status, _, _ = await api(switch, "POST", "/v2/scenarios", live, json={"name": "welcome", "script": WELCOME})
+    assert status == 409
+    result = await asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4001", **CALLER)
+    assert result.ok, result.summary()  # the route ran inbound-call: said welcome, hung up
+    status, mine, _ = await api(switch, "POST", "/v2/scenarios", test, json={"name": "welcome", "script": WELCOME})
+    assert status == 201  # test keys' scenarios are apart from live ones
+    status, call, _ = await api(
+        switch, "POST", f"/v2/scenarios/{mine['id']}/start", test, json={"to": "+15005550006", "from": "app"}
+    )
+    assert status == 201
+    done = await ended(switch, test, call["id"])
+    assert done["hangup_by"] == "app" and done["duration_s"] > 1.0  # said the reminder, then hung up
+    status, _, _ = await api(switch, "GET", f"/v2/scenarios/{mine['id']}", live)
+    assert status == 404
+    status, page, _ = await api(switch, "GET", "/v2/scenarios", live)
+    assert [s["id"] for s in page["data"]] == [saved["id"]]
+    status, changed, _ = await api(switch, "PATCH", f"/v2/scenarios/{saved['id']}", live, json={"name": "hello"})
+    assert status == 200 and changed["name"] == "hello"
+    status, _, _ = await api(switch, "DELETE", f"/v2/scenarios/{saved['id']}", live)
+    assert status == 200 and switch.store.get_scenario(saved["id"]) is None
