@@ -66,6 +66,7 @@ class Flows:
         self.route_secret: str | None = None  # set by Services (from the store)
         self.api_base = "http://127.0.0.1:8080"  # where the API answers (RecordingUrl); set by Services
         self.audio: OrderedDict[str, bytes] = OrderedDict()
+        self._fetching: dict[str, asyncio.Future] = {}
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -90,10 +91,16 @@ class Flows:
             self._http = None
 
     async def fetch_audio(self, url: str) -> bytes:
-        """A WAV file by URL as 8 kHz PCM, fetched once (the last 32 kept)."""
+        """A WAV file by URL as 8 kHz PCM, fetched once (the last 32 kept; asked twice at once, fetched once)."""
         if url in self.audio:
             self.audio.move_to_end(url)
             return self.audio[url]
+        if url not in self._fetching:
+            self._fetching[url] = asyncio.ensure_future(self._fetch_audio(url))
+            self._fetching[url].add_done_callback(lambda _f: self._fetching.pop(url, None))
+        return await asyncio.shield(self._fetching[url])
+
+    async def _fetch_audio(self, url: str) -> bytes:
         try:
             async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=15)) as resp:
                 blob = await resp.content.read(MAX_AUDIO_BYTES + 1)
@@ -203,6 +210,7 @@ class CallFlow:
             if verbs is None:
                 verbs = await self._fetch(self.url, self.method, {})
             while True:
+                self._prepare(verbs)
                 following = None
                 for verb in verbs:
                     result = await self._do(verb)
@@ -222,6 +230,21 @@ class CallFlow:
         except Exception as exc:  # a bug of ours must not leave the call up and silent
             event(log, "flow.crashed", level=logging.ERROR, call=self.call.id, error=f"{type(exc).__name__}: {exc}")
             await self._fail(f"internal error: {type(exc).__name__}")
+
+    def _prepare(self, verbs: list) -> None:
+        """Render the document's speech and fetch its audio now, in the background, so each verb's audio is
+        ready when its turn comes: moving from one verb to the next leaves no gap (a failure here is the
+        verb's own, raised when it runs)."""
+        for verb in verbs:
+            for item in (verb, *getattr(verb, "prompt", ())):
+                if isinstance(item, v.Say):
+                    job = self.flows.tts.render(item.text, item.voice)
+                elif isinstance(item, v.Play) and item.url is not None:
+                    job = self.flows.fetch_audio(self._abs(item.url))
+                else:
+                    continue
+                task = self.sw.loop.create_task(job)
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
 
     async def _do(self, verb: v.Verb):
         self._idle_fetches = 0 if not isinstance(verb, v.Redirect) else self._idle_fetches

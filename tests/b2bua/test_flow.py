@@ -52,7 +52,7 @@ class App:
         if isinstance(page, int):
             return web.Response(status=page)
         ctype, body = page
-        return web.Response(body=body.encode(), content_type=ctype)
+        return web.Response(body=body if isinstance(body, bytes) else body.encode(), content_type=ctype)
 
     def paths(self) -> list[str]:
         return [r[0] for r in self.requests]
@@ -332,3 +332,49 @@ async def test_scenarios_saved_validated_then_run_by_a_route_and_by_start(switch
     assert status == 200 and changed["name"] == "hello"
     status, _, _ = await api(switch, "DELETE", f"/v2/scenarios/{saved['id']}", live)
     assert status == 200 and switch.store.get_scenario(saved["id"]) is None
+
+
+def wav_tone(freq: float, seconds: float) -> bytes:
+    blob = io.BytesIO()
+    with wave.open(blob, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes((8000 * np.sin(2 * np.pi * freq * np.arange(int(8000 * seconds)) / 8000)).astype("<i2").tobytes())
+    return blob.getvalue()
+
+
+async def test_moving_from_verb_to_verb_leaves_no_audio_gap_over_60_ms(switch, app):
+    tones = {"/a.wav": wav_tone(500, 0.6), "/b.wav": wav_tone(900, 0.6)}
+    app.pages.update({path: ("audio/wav", blob) for path, blob in tones.items()})
+    app.pages["/ivr"] = twiml("<Play>/a.wav</Play><Play>/b.wav</Play><Say>Done.</Say><Pause length='1'/>")
+    caller = asyncio.create_task(
+        asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    )
+    call = await answered_call(switch)
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind((HOST, CALLER["media_port"] + 8))
+    phone.setblocking(False)
+    loop = asyncio.get_running_loop()
+    frames: list[bytes] = []
+    try:
+        phone.sendto(rtp(0, 0, 0x42), (HOST, call.media.legs["a"].port))  # latch
+        end = loop.time() + 2.5
+        while loop.time() < end:
+            with contextlib.suppress(TimeoutError):
+                frames.append((await asyncio.wait_for(loop.sock_recv(phone, 2048), 0.05))[12:])
+    finally:
+        phone.close()
+    await caller
+
+    def tone_of(frame: bytes) -> int:
+        pcm = np.frombuffer(g711.ulaw_decode(frame), np.int16).astype(float)
+        if len(pcm) < 160 or np.abs(pcm).mean() < 1000:
+            return 0
+        return int(np.fft.rfftfreq(160, 1 / 8000)[np.abs(np.fft.rfft(pcm[:160])).argmax()])
+
+    heard = [tone_of(f) for f in frames]
+    first_b = heard.index(900)
+    last_a = max(i for i, f in enumerate(heard[:first_b]) if f == 500)
+    assert sum(f == 500 for f in heard) >= 28 and sum(f == 900 for f in heard) >= 28  # both played whole
+    assert (first_b - last_a - 1) * 20 <= 60, heard[last_a : first_b + 1]  # the gap between the two verbs
