@@ -170,10 +170,10 @@ class RecordAction(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Play(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """What to play: a WAV file by `url`, or one uploaded to /v2/audio by `audio_id` (one of the two)."""
+    """What to play: a WAV file by `url`, or one uploaded to /v2/audio-files by `audio_id` (one of the two)."""
 
     url: Annotated[str, msgspec.Meta(pattern="^https?://", description="a WAV file (any common rate)")] | None = None
-    audio_id: Annotated[str | None, msgspec.Meta(description="an uploaded audio file (POST /v2/audio)")] = None
+    audio_id: Annotated[str | None, msgspec.Meta(description="an uploaded audio file (POST /v2/audio-files)")] = None
     to: Literal["caller", "callee", "both"] = "both"
     loop: bool = False
 

@@ -78,6 +78,34 @@ def decode_wav(blob: bytes, name: str = "<bytes>") -> bytes:
     return resample.to_8k(pcm, fmt.rate).tobytes()
 
 
+COMPRESSED = ("FLAC", "OGG", "MP3")  # decoded through libsndfile (the soundfile package)
+
+
+def decode_audio(blob: bytes, name: str = "<bytes>") -> tuple[bytes, str]:
+    """Any audio file we take, as 8 kHz mono PCM16 and the format it was: WAV (our own reader, above), or
+    FLAC, Ogg Vorbis or MP3 through libsndfile (`soundfile`, whose wheel carries a libsndfile that decodes
+    all three). ValueError naming `name` and the reason otherwise."""
+    if blob[:4] in (b"RIFF", b"RIFX", b"RF64"):
+        return decode_wav(blob, name), "WAV"
+    import io
+
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(io.BytesIO(blob)) as f:
+            kind = f.format
+            if kind not in COMPRESSED:
+                raise ValueError(f"{name}: {kind} files are not supported (WAV, FLAC, OGG or MP3)")
+            samples = f.read(dtype="float64", always_2d=True)
+            rate = f.samplerate
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise ValueError(f"{name}: not a WAV, FLAC, OGG or MP3 file ({exc})") from None
+    if samples.size == 0:
+        raise ValueError(f"{name}: no audio in the file")
+    mono = np.clip(np.rint(samples.mean(axis=1) * 32768.0), -32768, 32767).astype(np.int16)
+    return resample.to_8k(mono, rate).tobytes(), kind
+
+
 def parse_wav(blob: bytes, name: str = "<bytes>") -> tuple[WavFormat, memoryview]:
     """Walks the RIFF chunks: (format, the data chunk's whole frames). Raises ValueError when unplayable."""
     view = memoryview(blob)

@@ -56,7 +56,7 @@ class CallsConfig(_Section):
 class MediaConfig(_Section):
     rtp_ports: str = "20000-29999"
     recordings_dir: str = "var/recordings"
-    audio_dir: str = "var/audio"  # audio files uploaded through the API (POST /v2/audio)
+    audio_dir: str = "var/audio"  # audio files uploaded through the API (POST /v2/audio-files)
 
 
 class ApiConfig(_Section):

@@ -60,7 +60,7 @@ async def _start_api(
         api_recordings.routes.register,
         api_streams.routes.register,
         api_scenarios.routes.register,
-        api_audio.routes.register,
+        api_audio.register,
         metrics.register,
         api_webhooks.register_with(webhooks),
     ]

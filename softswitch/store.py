@@ -192,6 +192,11 @@ MIGRATIONS: list[list[str]] = [
                UNIQUE (name, test))""",
         "CREATE INDEX scenarios_created ON scenarios (created_at)",
     ],
+    [  # 12: audio files converted after the upload (WAV, FLAC, OGG, MP3): status pending, ready or error
+        "ALTER TABLE audio_files ADD COLUMN status TEXT NOT NULL DEFAULT 'ready'",
+        "ALTER TABLE audio_files ADD COLUMN error TEXT",
+        "ALTER TABLE audio_files ADD COLUMN format TEXT NOT NULL DEFAULT 'WAV'",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -305,9 +310,12 @@ class AudioRecord:
     duration_s: float
     test: bool
     created_at: float
+    status: str = "ready"  # pending (being converted), ready (`path` is 8 kHz PCM16 WAV), error
+    error: str | None = None
+    format: str = "WAV"  # as uploaded: WAV, FLAC, OGG or MP3
 
 
-_AUDIO_COLUMNS = "id, name, path, size, duration_s, test, created_at"
+_AUDIO_COLUMNS = "id, name, path, size, duration_s, test, created_at, status, error, format"
 
 
 @dataclass(slots=True)
@@ -332,7 +340,7 @@ def _scenario_from_row(row: tuple) -> ScenarioRecord:
 
 
 def _audio_row(a: AudioRecord) -> tuple:
-    return (a.id, a.name, a.path, a.size, a.duration_s, int(a.test), a.created_at)
+    return (a.id, a.name, a.path, a.size, a.duration_s, int(a.test), a.created_at, a.status, a.error, a.format)
 
 
 def _audio_from_row(row: tuple) -> AudioRecord:
@@ -832,7 +840,8 @@ class Store:
     def save_audio(self, audio: AudioRecord) -> None:
         with self._db:
             self._db.execute(
-                f"INSERT INTO audio_files ({_AUDIO_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", _audio_row(audio)
+                f"INSERT OR REPLACE INTO audio_files ({_AUDIO_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _audio_row(audio),
             )
 
     def get_audio(self, audio_id: str) -> AudioRecord | None:

@@ -316,8 +316,8 @@ class CallFlow:
         if verb.url is not None:
             return await self.flows.fetch_audio(self._abs(verb.url))
         row = self.sw.store.get_audio(verb.audio_id)
-        if row is None or row.test != self.call.record.test:
-            raise v.FlowError(f"play: no audio file {verb.audio_id}")
+        if row is None or row.test != self.call.record.test or row.status != "ready":
+            raise v.FlowError(f"play: no ready audio file {verb.audio_id}")
         return await asyncio.to_thread(load_wav, row.path)
 
     async def _play(self, pcm: bytes, loop: int) -> bool:

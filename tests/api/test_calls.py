@@ -11,9 +11,11 @@ import socket
 import wave
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import numpy as np
 import pytest
+import soundfile
 from aiohttp import web
 from helpers import answered_call, free_port, header, http_receiver, running_switch, stream_pcmu
 from helpers import api_request as api
@@ -402,18 +404,43 @@ def wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
     return blob.getvalue()
 
 
-async def test_api_audio_upload_play_by_id_list_and_delete(switch):
+async def audio_ready(switch, key: str, audio_id: str) -> dict:
+    async def check():
+        _, audio, _ = await api(switch, "GET", f"/v2/audio-files/{audio_id}", key)
+        return audio if audio["status"] != "pending" else None
+
+    return await until(check)
+
+
+async def test_api_audio_files_any_format_converted_once_played_by_id_downloaded_and_deleted(switch):
     key = switch.key("calls:read", "calls:write")
-    blob = wav_bytes(np.repeat(TONE[:4000], 2), 16000)  # half a second at 16 kHz: converted when played
+    blob = wav_bytes(np.repeat(TONE[:4000], 2), 16000)  # half a second at 16 kHz
     upload = {"data": blob, "headers": {"Content-Type": "audio/wav"}}
-    status, audio, headers = await api(switch, "POST", "/v2/audio?name=hold", key, **upload)
-    assert status == 201 and (audio["name"], audio["size"], audio["duration_s"]) == ("hold", len(blob), 0.5)
-    assert headers["Location"] == f"/v2/audio/{audio['id']}"
-    status, body, _ = await api(switch, "POST", "/v2/audio", key, data=b"not a wav")
-    assert status == 422 and body["error"]["param_errors"][0]["param"] == "body"
-    status, page, _ = await api(switch, "GET", "/v2/audio", key)
-    assert [a["id"] for a in page["data"]] == [audio["id"]]
-    status, _, _ = await api(switch, "GET", f"/v2/audio/{audio['id']}", switch.key("calls:read", test=True))
+    status, wav_file, headers = await api(switch, "POST", "/v2/audio-files?name=hold", key, **upload)
+    assert status == 201 and (wav_file["name"], wav_file["size"], wav_file["status"]) == ("hold", len(blob), "pending")
+    assert headers["Location"] == f"/v2/audio-files/{wav_file['id']}"
+    ready = await audio_ready(switch, key, wav_file["id"])
+    assert (ready["status"], ready["format"], ready["duration_s"]) == ("ready", "WAV", 0.5)
+    mp3 = io.BytesIO()  # an MP3 at 44.1 kHz stereo, sent as a multipart form's file part
+    t = np.arange(44100) / 44100
+    soundfile.write(mp3, np.stack([0.3 * np.sin(2 * np.pi * 700 * t)] * 2, axis=1), 44100, format="MP3")
+    form = aiohttp.FormData()
+    form.add_field("file", mp3.getvalue(), filename="prompt.mp3", content_type="audio/mpeg")
+    status, audio, _ = await api(switch, "POST", "/v2/audio-files?name=prompt", key, data=form)
+    assert status == 201
+    audio = await audio_ready(switch, key, audio["id"])
+    assert (audio["status"], audio["format"]) == ("ready", "MP3") and abs(audio["duration_s"] - 1.0) < 0.1
+    status, bad, _ = await api(switch, "POST", "/v2/audio-files", key, data=b"not audio at all")
+    assert status == 201
+    bad = await audio_ready(switch, key, bad["id"])
+    assert bad["status"] == "error" and "not a WAV, FLAC, OGG or MP3" in bad["error"]
+    status, wav, headers = await api(switch, "GET", f"/v2/audio-files/{audio['id']}.wav", key)
+    assert status == 200 and headers["Content-Type"] == "audio/wav"
+    with wave.open(io.BytesIO(wav)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
+    status, page, _ = await api(switch, "GET", "/v2/audio-files", key)
+    assert [a["id"] for a in page["data"]] == [bad["id"], audio["id"], wav_file["id"]]
+    status, _, _ = await api(switch, "GET", f"/v2/audio-files/{audio['id']}", switch.key("calls:read", test=True))
     assert status == 404  # test keys do not see live uploads
     with uas("uas_hold", calls=1, **CALLEE) as callee:
         caller = asyncio.create_task(asyncio.to_thread(run_uac, "uac_wait_bye", f"127.0.0.1:{SWITCH}", **CALLER))
@@ -426,8 +453,8 @@ async def test_api_audio_upload_play_by_id_list_and_delete(switch):
         await caller
         await asyncio.to_thread(callee.wait, 10)
     audio_rx = np.frombuffer(b"".join(g711.ulaw_decode(p[12:]) for p in packets if header(p)["pt"] == 0), "<i2")
-    assert np.sqrt(np.mean(audio_rx.astype(float) ** 2)) > 2000  # the uploaded 700 Hz
-    status, _, _ = await api(switch, "DELETE", f"/v2/audio/{audio['id']}", key)
+    assert np.sqrt(np.mean(audio_rx.astype(float) ** 2)) > 1500  # the MP3's 700 Hz, converted once
+    status, _, _ = await api(switch, "DELETE", f"/v2/audio-files/{audio['id']}", key)
     assert status == 200
-    status, _, _ = await api(switch, "GET", f"/v2/audio/{audio['id']}", key)
+    status, _, _ = await api(switch, "GET", f"/v2/audio-files/{audio['id']}", key)
     assert status == 404
