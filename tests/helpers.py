@@ -157,10 +157,12 @@ async def answered_call(svc):
 
 
 @contextlib.asynccontextmanager
-async def running_switch(tmp_path, switch: int, callee: int, rtp_ports: str, *, routes: str = "", far_end=None):
-    """An in-process softswitch (`Services`, config from `trunk_switch_config`, webhooks and streams allowed
-    to loopback) with `.url` (its API), `.key(*scopes, test=False)` (a new API key) and `.http` (a client
-    session); `far_end` replaces the simulated test far end (softswitch.testmode.TestFarEnd)."""
+async def running_switch(
+    tmp_path, switch: int, callee: int, rtp_ports: str, *, routes: str = "", head: str = "", far_end=None
+):
+    """An in-process softswitch (`Services`, config from `trunk_switch_config` with `head` and `routes`,
+    webhooks and streams allowed to loopback) with `.url` (its API), `.key(*scopes, test=False)` (a new API
+    key) and `.http` (a client session); `far_end` replaces the simulated test far end (TestFarEnd)."""
     import aiohttp
 
     from api.auth import create_key
@@ -175,7 +177,7 @@ async def running_switch(tmp_path, switch: int, callee: int, rtp_ports: str, *, 
         rtp_ports=rtp_ports,
         api_port=api_port,
         routes=routes,
-        head="[webhooks]\nallow_private = true\n",
+        head="[webhooks]\nallow_private = true\n" + head,
     )
     svc = Services(parse(cfg))
     if far_end is not None:

@@ -13,7 +13,7 @@ uploaded audio file), `pause`, `gather` (digits from every DTMF source; a key st
 as the engine's voice segmenter hears it; `recording.ready` as for any recording, and the recording's URL,
 duration and key to the action), `dial` (a `number` or `client`, through the transfer machinery in place of the
 call's virtual side: once the party answers, the call is the two parties' and the flow ends; when it cannot
-be reached, `DialCallStatus` goes to the action, or the flow goes on). `<Dial><Sip>` is not carried out yet.
+be reached, `DialCallStatus` goes to the action, or the flow goes on; `<Sip>` dials its URI itself, over UDP).
 When the instructions run out the call is hung up (as Twilio does). A fetch that fails, or instructions that
 cannot run, end the flow: the caller hears a short error prompt, the call is hung up with the reason in its
 record (`data.flow_error`, hangup_by "app") and a `call.flow_error` event is published. Redirect loops are
@@ -430,15 +430,26 @@ class CallFlow:
             self._silent_since = False
             if verb.timeout and self.call.state != "ended":
                 self.sw.engine.detect_amd(self.leg, None)
-        if not verb.action:
-            return None
-        params = {
+        recording = {
             "RecordingSid": rec.id,
             "RecordingUrl": f"{self.flows.api_base}/v2/recordings/{rec.id}",
             "RecordingDuration": str(round(data.get("duration_s", 0))),
-            "Digits": "hangup" if self.call.state == "ended" else finished_on,
         }
+        if verb.recording_status_callback:
+            status = recording | {"RecordingStatus": "completed", "RecordingChannels": "1"}
+            self.sw.loop.create_task(self._notify(self._abs(verb.recording_status_callback), status))
+        if not verb.action:
+            return None
+        params = recording | {"Digits": "hangup" if self.call.state == "ended" else finished_on}
         return await self._fetch(self._abs(verb.action), verb.method, params)
+
+    async def _notify(self, url: str, extra: dict[str, str]) -> None:
+        """A status callback (its answer, if any, is not instructions): POSTed and signed like a fetch."""
+        try:
+            await fetch(self.flows.http, url, self._params("in-progress") | extra, secret=self.secret,
+                        allow_private=self.flows.allow_private, expect_instructions=False)  # fmt: skip
+        except v.FlowError as exc:
+            event(log, "flow.callback_failed", level=logging.WARNING, call=self.call.id, reason=str(exc))
 
     # -- dial ------------------------------------------------------------------------------------------
     def on_dial_result(self, status: int) -> None:
@@ -447,11 +458,15 @@ class CallFlow:
             self._dialing.set_result(status)
 
     async def _dial(self, verb: v.Dial):
-        if verb.sip is not None:
-            raise v.FlowError("dial: sip targets are not supported yet (use number or client)")
         virtual = "b" if self.side == "a" else "a"
-        target = verb.number or verb.client
-        targets = [Target("user", verb.client, -1)] if verb.client else None
+        target = verb.number or verb.client or verb.sip
+        if verb.sip is not None:
+            if not verb.sip.startswith("sip:") or "@" not in verb.sip:
+                raise v.FlowError(f"dial: {verb.sip!r} is not a sip: URI with a user")
+            targets = [Target("sip", verb.sip, -1)]
+            target = verb.sip.removeprefix("sip:").split("@", 1)[0]  # the called user, in our INVITE
+        else:
+            targets = [Target("user", verb.client, -1)] if verb.client else None
         if targets is None and not self.sw.router.targets(target):
             raise v.FlowError(f"dial: no route to {target}")
         self._dialing = self.sw.loop.create_future()

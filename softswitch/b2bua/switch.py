@@ -37,6 +37,7 @@ from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, build_response
 from softswitch.sip.message import parse as parse_message
 from softswitch.sip.transaction import RequestReceived, ResponseReceived, Timeout, TransportError
+from softswitch.sip.uri import SipUri, parse_uri
 from softswitch.store import CallRecord, LegRecord, Store
 
 log = logging.getLogger("softswitch.b2bua")
@@ -268,6 +269,15 @@ class B2bua:
                 return None
             if flow is not None:
                 destinations.append((uri, flow, trunk))
+        elif target.kind == "sip":  # a call flow's <Dial><Sip>: that URI itself, over UDP (no DNS here)
+            try:
+                uri = parse_uri(target.name)
+            except SipParseError:
+                uri = None
+            if isinstance(uri, SipUri) and uri.transport == "udp" and uri.host:
+                flow = self.endpoint.flow_to("udp", uri.host.strip("[]"), uri.port or 5060)
+                if flow is not None:
+                    destinations.append((target.name, flow, None))
         else:
             event(log, "call.target_unsupported", call=call.id, target=str(target))
         forks = [self._send_fork(call, target, uri, flow, trunk, body, caller) for uri, flow, trunk in destinations]

@@ -33,9 +33,11 @@ async def fetch(
     method: str = "POST",
     secret: str | None = None,
     allow_private: bool = False,
+    expect_instructions: bool = True,
 ) -> list[Verb]:
     """The instructions at `url` for a call in the state `params` says; FlowError for anything but a
-    2xx answer holding valid TwiML or JSON verbs."""
+    2xx answer holding valid TwiML or JSON verbs (or, for a status callback with `expect_instructions`
+    False, anything but a 2xx: then [] whatever the body)."""
     problem = url_problem(url, allow_private)
     if problem is not None:
         raise FlowError(f"instructions URL {url}: {problem}")
@@ -65,6 +67,8 @@ async def fetch(
         raise FlowError(f"{url}: {type(exc).__name__}: {exc}") from None
     if not 200 <= status < 300:
         raise FlowError(f"{url} answered {status}")
+    if not expect_instructions:
+        return []
     if len(raw) > MAX_BYTES:
         raise FlowError(f"{url}: instructions larger than 1 MB")
     if ctype == "application/json":

@@ -23,6 +23,7 @@ from interop.sipp import run_uac, uas
 from standardwebhooks import Webhook
 
 from media import g711
+from media.dtmf import tones as dtmf_tones
 
 SWITCH = 15000
 CALLER = {"port": 15010, "media_port": 15020, "control_port": 15012}
@@ -76,7 +77,8 @@ async def app():
 async def switch(tmp_path, app):
     routes = f'[[routes]]\nmatch = "^4000$"\nto = "app:{app.url}/ivr"\n'
     routes += '[[routes]]\nmatch = "^4001$"\nto = "scenario:welcome"\n'
-    async with running_switch(tmp_path, SWITCH, CALLEE_PORT, "15050-15099", routes=routes) as svc:
+    head = '[calls]\ninband_dtmf = "always"\n'  # key tones heard in the audio too, whatever was negotiated
+    async with running_switch(tmp_path, SWITCH, CALLEE_PORT, "15050-15099", routes=routes, head=head) as svc:
         yield svc
 
 
@@ -227,8 +229,11 @@ async def test_gather_times_out_to_the_next_verb_without_calling_the_action(swit
 
 
 async def test_voicemail_records_the_caller_after_the_beep_and_the_action_gets_the_recording(switch, app):
-    app.pages["/ivr"] = twiml('<Say>Leave a message.</Say><Record maxLength="2" timeout="0" action="/saved"/>')
+    app.pages["/ivr"] = twiml(
+        '<Say>Leave a message.</Say><Record maxLength="2" timeout="0" action="/saved" recordingStatusCallback="/rs"/>'
+    )
     app.pages["/saved"] = twiml("<Say>Thank you.</Say><Hangup/>")
+    app.pages["/rs"] = 204
     caller = asyncio.create_task(
         asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
     )
@@ -238,8 +243,10 @@ async def test_voicemail_records_the_caller_after_the_beep_and_the_action_gets_t
     result = await caller
     talker.cancel()
     assert result.ok, result.summary()
-    assert app.paths() == ["/ivr", "/saved"]
-    saved = app.requests[1][1]
+    assert sorted(app.paths()) == ["/ivr", "/rs", "/saved"]
+    saved = next(r[1] for r in app.requests if r[0] == "/saved")
+    status_cb = next(r[1] for r in app.requests if r[0] == "/rs")
+    assert status_cb["RecordingStatus"] == "completed" and status_cb["RecordingSid"] == saved["RecordingSid"]
     assert saved["RecordingDuration"] == "2" and saved["RecordingSid"].startswith("rec_") and saved["Digits"] == ""
     assert saved["RecordingUrl"] == f"{switch.url}/v2/recordings/{saved['RecordingSid']}"
     status, wav, _ = await api(
@@ -271,8 +278,13 @@ async def test_a_hangup_during_record_still_reaches_the_action_with_the_recordin
     assert saved["Digits"] == "hangup" and saved["RecordingDuration"] in ("2", "3", "4")
 
 
-async def test_dial_connects_the_caller_to_the_routed_number_and_the_flow_ends(switch, app):
-    app.pages["/ivr"] = twiml('<Say>Connecting you.</Say><Dial timeout="10" action="/after">1000</Dial>')
+@pytest.mark.parametrize(
+    ("dial", "dialled"),
+    [("1000", "1000"), ("<Number>1000</Number>", "1000"), (f"<Sip>sip:9999@{HOST}:{CALLEE['port']}</Sip>", "9999")],
+    ids=["text", "number", "sip"],  # 9999 has no route: the URI itself is dialled
+)
+async def test_dial_connects_the_caller_to_the_party_and_the_flow_ends(switch, app, dial, dialled):
+    app.pages["/ivr"] = twiml(f'<Say>Connecting you.</Say><Dial timeout="10" action="/after">{dial}</Dial>')
     with uas("uas_answer", calls=1, rtp_echo=True, **CALLEE) as callee:
         result = await asyncio.to_thread(run_uac, "uac_basic_rtp", f"{HOST}:{SWITCH}", service="4000", **CALLER)
         assert result.ok, result.summary()  # the caller talked to the callee, then hung up
@@ -281,7 +293,7 @@ async def test_dial_connects_the_caller_to_the_routed_number_and_the_flow_ends(s
     status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read"))
     [call] = page["data"]
     assert call["hangup_by"] == "caller" and call["status"] == "completed"
-    assert switch.store.get_call(call["id"]).data["flow_dialed"] == "1000"
+    assert switch.store.get_call(call["id"]).data["flow_dialed"] == dialled
     assert app.paths() == ["/ivr"]  # connected: the flow ended there
 
 
@@ -378,3 +390,18 @@ async def test_moving_from_verb_to_verb_leaves_no_audio_gap_over_60_ms(switch, a
     last_a = max(i for i, f in enumerate(heard[:first_b]) if f == 500)
     assert sum(f == 500 for f in heard) >= 28 and sum(f == 900 for f in heard) >= 28  # both played whole
     assert (first_b - last_a - 1) * 20 <= 60, heard[last_a : first_b + 1]  # the gap between the two verbs
+
+
+async def test_gather_hears_a_key_pressed_as_tones_in_the_audio(switch, app):
+    app.pages["/ivr"] = twiml('<Gather numDigits="1" action="/menu" timeout="5"><Say>Press a key.</Say></Gather>')
+    app.pages["/menu"] = twiml("<Hangup/>")
+    caller = asyncio.create_task(
+        asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    )
+    call = await answered_call(switch)
+    quiet = np.zeros(8000 // 2, np.int16)
+    keys = np.frombuffer(dtmf_tones("2", on_ms=120), np.int16)
+    await stream_pcmu(call.media.legs["a"].port, np.concatenate([quiet, keys, quiet]), CALLER["media_port"] + 8)
+    result = await caller
+    assert result.ok, result.summary()
+    assert app.paths() == ["/ivr", "/menu"] and app.requests[1][1]["Digits"] == "2"
