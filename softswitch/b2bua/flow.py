@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
@@ -470,7 +471,9 @@ class CallFlow:
         if targets is None and not self.sw.router.targets(target):
             raise v.FlowError(f"dial: no route to {target}")
         self._dialing = self.sw.loop.create_future()
-        if not transfer.start(self.call, virtual, target, targets):
+        if verb.caller_id is not None and not re.fullmatch(r"[A-Za-z0-9+._-]{1,64}", verb.caller_id):
+            raise v.FlowError(f"dial: callerId {verb.caller_id!r} is not a number or name")
+        if not transfer.start(self.call, virtual, target, targets, caller=verb.caller_id):
             raise v.FlowError("dial: the call is already connecting another party")
         give_up = self.sw.loop.call_later(verb.timeout, self._dial_timeout)
         try:
@@ -480,6 +483,9 @@ class CallFlow:
             self._dialing = None
         if status == 200:  # connected: the call is the caller's and the dialled party's from here
             self.call.record.data["flow_dialed"] = target
+            if verb.record:
+                with contextlib.suppress(RecordingError, OSError):
+                    self.sw.recordings.start(self.call, verb.record)
             return STOP
         dial_status = "busy" if status in (486, 600) else "no-answer" if status in (408, 480, 487) else "failed"
         if not verb.action:

@@ -43,6 +43,7 @@ class Transfer:
     forks: list = field(default_factory=list)
     done: bool = False
     notify: bool = True  # a REFER's transferor hears how it goes (RFC 3515); the API's transfers do not
+    caller: str | None = None  # the caller id the target sees (a call flow's dial callerId); else the peer's
 
 
 def on_refer(call, side: str, key, request: Request) -> None:
@@ -71,14 +72,14 @@ def on_refer(call, side: str, key, request: Request) -> None:
     _next_target(call, transfer)
 
 
-def start(call, side: str, target: str, targets: list | None = None) -> bool:
+def start(call, side: str, target: str, targets: list | None = None, caller: str | None = None) -> bool:
     """The API (or a call flow's dial) moves `side` of an answered call to `target` (a number or user, routed;
     or `targets` when given): a blind transfer decided here instead of by a REFER, so nobody is notified.
     False when a transfer is already going on."""
     if call.transfer is not None:
         return False
     routed = list(call.sw.router.targets(target)) if targets is None else list(targets)
-    transfer = Transfer(side, f"sip:{target}@{call.sw.domain}", routed, notify=False)
+    transfer = Transfer(side, f"sip:{target}@{call.sw.domain}", routed, notify=False, caller=caller)
     call.transfer = transfer
     event(log, "call.transfer", call=call.id, by="api", side=side, to=target)
     call.record.data.setdefault("transfers", []).append({"by": "api", "side": side, "to": target})
@@ -99,7 +100,7 @@ def _next_target(call, transfer: Transfer) -> None:
     except (KeyError, MediaRefused):
         _failed(call, transfer, 488, "Not Acceptable Here")
         return
-    caller = getattr(call.side(keep).dialog.remote_uri, "user", None) or "anonymous"
+    caller = transfer.caller or getattr(call.side(keep).dialog.remote_uri, "user", None) or "anonymous"
     while transfer.targets:
         target = transfer.targets.pop(0)
         forks = call.sw.fork(call, target, body=offer, caller=caller, called=_user_of(transfer.target_uri))

@@ -284,17 +284,23 @@ async def test_a_hangup_during_record_still_reaches_the_action_with_the_recordin
     ids=["text", "number", "sip"],  # 9999 has no route: the URI itself is dialled
 )
 async def test_dial_connects_the_caller_to_the_party_and_the_flow_ends(switch, app, dial, dialled):
-    app.pages["/ivr"] = twiml(f'<Say>Connecting you.</Say><Dial timeout="10" action="/after">{dial}</Dial>')
+    app.pages["/ivr"] = twiml(
+        '<Say>Connecting you.</Say><Dial timeout="10" action="/after" callerId="+15550100" '
+        f'record="record-from-answer-dual">{dial}</Dial>'
+    )
     with uas("uas_answer", calls=1, rtp_echo=True, **CALLEE) as callee:
         result = await asyncio.to_thread(run_uac, "uac_basic_rtp", f"{HOST}:{SWITCH}", service="4000", **CALLER)
         assert result.ok, result.summary()  # the caller talked to the callee, then hung up
         done = await asyncio.to_thread(callee.wait, 10)
     assert done.successful == 1, done.summary()
+    assert "From: <sip:+15550100@" in done.messages  # the callerId the dialled party sees
     status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read"))
     [call] = page["data"]
     assert call["hangup_by"] == "caller" and call["status"] == "completed"
     assert switch.store.get_call(call["id"]).data["flow_dialed"] == dialled
     assert app.paths() == ["/ivr"]  # connected: the flow ended there
+    status, recs, _ = await api(switch, "GET", f"/v2/recordings?call_id={call['id']}", switch.key("recordings:read"))
+    assert [(r["channels"], r["status"]) for r in recs["data"]] == [(2, "completed")]  # record-from-answer-dual
 
 
 async def test_dial_to_a_busy_party_tells_the_action(switch, app):
