@@ -24,6 +24,9 @@ from standardwebhooks import Webhook
 
 from media import g711
 from media.dtmf import tones as dtmf_tones
+from softswitch.sip.auth import DigestClient
+from softswitch.sip.message import Request
+from softswitch.sip.message import parse as parse_sip
 
 SWITCH = 15000
 CALLER = {"port": 15010, "media_port": 15020, "control_port": 15012}
@@ -78,6 +81,8 @@ async def switch(tmp_path, app):
     routes = f'[[routes]]\nmatch = "^4000$"\nto = "app:{app.url}/ivr"\n'
     routes += '[[routes]]\nmatch = "^4001$"\nto = "scenario:welcome"\n'
     head = '[calls]\ninband_dtmf = "always"\n'  # key tones heard in the audio too, whatever was negotiated
+    head += '[[users]]\nname = "alice"\npassword = "wonderland"\n'
+
     async with running_switch(tmp_path, SWITCH, CALLEE_PORT, "15050-15099", routes=routes, head=head) as svc:
         yield svc
 
@@ -411,3 +416,42 @@ async def test_gather_hears_a_key_pressed_as_tones_in_the_audio(switch, app):
     result = await caller
     assert result.ok, result.summary()
     assert app.paths() == ["/ivr", "/menu"] and app.requests[1][1]["Digits"] == "2"
+
+
+def register_from(port: int, user: str, password: str, domain: str) -> None:
+    """REGISTER `user` (digest answered) from 127.0.0.1:`port`, as a phone there would: the switch then sends
+    the user's calls to that address (the flow the REGISTER came on)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, port))
+        sock.settimeout(5)
+        auth: list[tuple[str, str]] = []
+        for cseq in (1, 2):
+            headers = [
+                ("Via", f"SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK-reg{cseq}"),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:{user}@{domain}>;tag=reg1"),
+                ("To", f"<sip:{user}@{domain}>"),
+                ("Call-ID", f"reg-{port}"),
+                ("CSeq", f"{cseq} REGISTER"),
+                ("Contact", f"<sip:{user}@{HOST}:{port}>"),
+                ("Expires", "300"),
+                *auth,
+            ]
+            sock.sendto(Request("REGISTER", f"sip:{domain}", headers).serialize(), (HOST, SWITCH))
+            reply = parse_sip(sock.recv(4096))
+            if reply.status == 200:
+                return
+            assert reply.status == 401, reply.status
+            challenge = reply.get("WWW-Authenticate")
+            auth = [("Authorization", DigestClient(user, password).authorize(challenge, "REGISTER", f"sip:{domain}"))]
+        raise AssertionError("REGISTER not accepted")
+
+
+async def test_dial_a_client_reaches_the_registered_user(switch, app):
+    await asyncio.to_thread(register_from, CALLEE["port"], "alice", "wonderland", switch.cfg.sip.domain)
+    app.pages["/ivr"] = twiml("<Dial><Client>alice</Client></Dial>")
+    with uas("uas_answer", calls=1, rtp_echo=True, **CALLEE) as callee:
+        result = await asyncio.to_thread(run_uac, "uac_basic_rtp", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+        assert result.ok, result.summary()
+        done = await asyncio.to_thread(callee.wait, 10)
+    assert done.successful == 1 and "INVITE sip:alice@" in done.messages, done.summary()

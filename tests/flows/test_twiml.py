@@ -113,3 +113,8 @@ def test_the_examples_are_valid_instructions():
     ivr = twiml.parse((examples / "ivr.xml").read_bytes(), "https://your.app/ivr.xml")
     assert isinstance(ivr[0], Gather) and ivr[0].action == "https://your.app/menu"
     assert [type(v) for v in decode_json((examples / "menu.json").read_bytes())] == [Say, Stream, Say, Hangup]
+    voicemail = twiml.parse((examples / "voicemail.xml").read_bytes(), "https://your.app/voicemail")
+    assert [type(v) for v in voicemail] == [Say, Record, Say]
+    dial = twiml.parse((examples / "dial.xml").read_bytes(), "https://your.app/dial")
+    assert dial[1] == Dial(client="alice", timeout=20, caller_id="+15550100", record="dual",
+                           action="https://your.app/dial/after")  # fmt: skip
