@@ -447,6 +447,11 @@ class Call:
             self.sw.endpoint.respond(key, problem)
             return
         method = request.method
+        if method == "BYE" and self.flow is not None and self.flow.dialed == side:
+            self.sw.endpoint.respond(key, this.dialog.create_response(request, 200))
+            self.release_side(side)  # the party a flow dialled hung up: the caller stays, the flow goes on
+            self.flow.on_dialed_hangup()
+            return
         if method == "BYE":
             self.sw.endpoint.respond(key, this.dialog.create_response(request, 200))
             other = self.b if side == "a" else self.a
@@ -731,6 +736,25 @@ class Call:
                 return
             key = self.sw.endpoint.send_request(request, this.flow)
             self.sw.track_request(key, self, f"refresh:{keep}")
+
+    def release_side(self, name: str) -> None:
+        """`name`'s party left but the call goes on (a call flow's dial ended): the side is virtual again,
+        its media leg out of the bridge (it sends nothing) until a next party takes it."""
+        old = self.side(name)
+        self.sw.drop_dialog(old.dialog)
+        for timer in (f"ok_{name}", f"st_{name}"):
+            self.sw.cancel_timer(self, timer)
+        if old.leg is not None:
+            old.leg.ended_at = self.sw.wall()
+            old.leg.media = self.media.leg_stats(name)
+        virtual = Side(Dialog.uas(self.invite, self.sw.contact_for(self.a.flow, self.called_user)), self.a.flow)
+        virtual.virtual = True
+        if name == "a":
+            self.a = virtual
+        else:
+            self.b = virtual
+        self.sw.engine.leave(self.media.legs[name])
+        self.sw.save(self)
 
     def _fork_leg(self, dialog: Dialog) -> LegRecord | None:
         for fork in self.forks:

@@ -12,8 +12,9 @@ uploaded audio file), `pause`, `gather` (digits from every DTMF source; a key st
 `record` (a beep, then the party's audio until a finish key, `max_length`, or `timeout` seconds of silence
 as the engine's voice segmenter hears it; `recording.ready` as for any recording, and the recording's URL,
 duration and key to the action), `dial` (a `number` or `client`, through the transfer machinery in place of the
-call's virtual side: once the party answers, the call is the two parties' and the flow ends; when it cannot
-be reached, `DialCallStatus` goes to the action, or the flow goes on; `<Sip>` dials its URI itself, over UDP).
+call's virtual side, or a `<Sip>` URI dialled itself over UDP: once the party answers the two talk; when it
+hangs up the caller stays and the action gets `DialCallStatus=completed` with `DialCallDuration` (or the next
+verb runs); when it cannot be reached, the action gets `DialCallStatus` busy, no-answer or failed).
 When the instructions run out the call is hung up (as Twilio does). A fetch that fails, or instructions that
 cannot run, end the flow: the caller hears a short error prompt, the call is hung up with the reason in its
 record (`data.flow_error`, hangup_by "app") and a `call.flow_error` event is published. Redirect loops are
@@ -148,6 +149,8 @@ class CallFlow:
         self._silent_since: float | bool | None = False  # recording: when the silence began; False: not recording
         self._segmenter = AmdParams().kernel()
         self._dialing: asyncio.Future | None = None
+        self.dialed: str | None = None  # the side a dial connected, while it is on
+        self._dial_ended: asyncio.Future | None = None
         self._idle_fetches = 0
 
     # -- starting ------------------------------------------------------------------------------------
@@ -481,16 +484,35 @@ class CallFlow:
         finally:
             give_up.cancel()
             self._dialing = None
-        if status == 200:  # connected: the call is the caller's and the dialled party's from here
+        if status == 200:  # connected: the flow waits until the dialled party hangs up (the caller's BYE ends all)
             self.call.record.data["flow_dialed"] = target
             if verb.record:
                 with contextlib.suppress(RecordingError, OSError):
                     self.sw.recordings.start(self.call, verb.record)
-            return STOP
+            self.dialed = virtual
+            self._dial_ended = self.sw.loop.create_future()
+            connected_at = self.sw.loop.time()
+            try:
+                await self._dial_ended
+            finally:
+                self.dialed, self._dial_ended = None, None
+            if verb.record:
+                with contextlib.suppress(RecordingError):
+                    self.sw.recordings.stop(self.call)
+            if not verb.action:
+                return None  # on to the next verb, with the caller
+            duration = str(round(self.sw.loop.time() - connected_at))
+            params = {"DialCallStatus": "completed", "DialCallDuration": duration}
+            return await self._fetch(self._abs(verb.action), verb.method, params)
         dial_status = "busy" if status in (486, 600) else "no-answer" if status in (408, 480, 487) else "failed"
         if not verb.action:
             return None
         return await self._fetch(self._abs(verb.action), verb.method, {"DialCallStatus": dial_status})
+
+    def on_dialed_hangup(self) -> None:
+        """The party the dial connected hung up: the flow goes on with the caller."""
+        if self._dial_ended is not None and not self._dial_ended.done():
+            self._dial_ended.set_result(None)
 
     def _dial_timeout(self) -> None:
         t = self.call.transfer

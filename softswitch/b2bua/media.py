@@ -228,8 +228,11 @@ class CallMedia:
         mode = "relay" if a.codec.name.upper() == b.codec.name.upper() else "processed"
         if self.bridge is None:
             self.bridge = self.engine.bridge(self.legs["a"], self.legs["b"], mode)
-        elif mode != self.mode:
-            self.engine.set_mode(self.bridge, mode == "processed")
+        else:
+            for leg in self.legs.values():  # a leg that left (a dialled party gone) joins again
+                self.engine.join(self.bridge, leg)
+            if mode != self.mode:
+                self.engine.set_mode(self.bridge, mode == "processed")
         self.mode = mode
 
     def _listen(self, side: str, agreed: NegotiatedMedia) -> None:

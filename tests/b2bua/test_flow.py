@@ -455,3 +455,19 @@ async def test_dial_a_client_reaches_the_registered_user(switch, app):
         assert result.ok, result.summary()
         done = await asyncio.to_thread(callee.wait, 10)
     assert done.successful == 1 and "INVITE sip:alice@" in done.messages, done.summary()
+
+
+async def test_when_the_dialled_party_hangs_up_the_caller_stays_and_the_flow_goes_on(switch, app):
+    app.pages["/ivr"] = twiml('<Dial action="/after">1000</Dial><Say>never reached</Say>')
+    app.pages["/after"] = lambda p: twiml(f"<Say>Your call lasted {p['DialCallDuration']} seconds.</Say><Hangup/>")
+    with uas("uas_bye", calls=1, **CALLEE) as callee:  # answers, then hangs up after a while
+        result = await asyncio.to_thread(run_uac, "uac_wait_bye", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+        done = await asyncio.to_thread(callee.wait, 10)
+    assert result.ok, result.summary()  # the caller was kept, heard the flow go on, and got our BYE
+    assert done.successful == 1, done.summary()
+    assert app.paths() == ["/ivr", "/after"]
+    after = app.requests[1][1]
+    assert after["DialCallStatus"] == "completed" and int(after["DialCallDuration"]) >= 0
+    status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read"))
+    [call] = page["data"]
+    assert (call["status"], call["hangup_by"]) == ("completed", "app")
