@@ -8,7 +8,7 @@ Each operation carries its scope twice: `x-scope` for tools and a sentence in it
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from aiohttp import web
@@ -17,8 +17,10 @@ from api.auth import ADMIN, AUTHENTICATED
 from api.http import ErrorBody, RouteSpec, RouteTable, json_response, route_specs
 from api.idempotency import KEY_PATTERN
 from softswitch import __version__
+from softswitch.flows.verbs import MAX_VERBS, Verb
 
 REF = "#/components/schemas/{name}"
+FLOW_VERBS = get_args(Verb)  # say, play, pause, gather, record, dial, stream, redirect, reject, hangup
 TITLE = "softswitch control API"
 CONVENTIONS = """\
 Authenticate with `Authorization: Bearer sk_live_...` (or `sk_test_...`); keys are made with
@@ -150,10 +152,18 @@ def _operation(spec: RouteSpec, refs: dict[Any, dict], schemas: dict[str, Any], 
 
 def build(specs: list[RouteSpec], *, title: str = TITLE, version: str = __version__) -> dict[str, Any]:
     """The OpenAPI 3.1 document of these routes."""
-    types: list[Any] = [ErrorBody]
+    types: list[Any] = [ErrorBody, *FLOW_VERBS]
     for spec in specs:
         types += [t for t in (spec.body, spec.query, spec.response) if t is not None and t not in types]
     refs_list, schemas = msgspec.json.schema_components(types, ref_template=REF)
+    # what an application answers a call flow with (not a body of ours, but its schema is part of the API)
+    schemas["CallFlowInstructions"] = {
+        "type": "array",
+        "maxItems": MAX_VERBS,
+        "items": {"oneOf": [{"$ref": REF.format(name=verb.__name__)} for verb in FLOW_VERBS]},
+        "description": "A call flow's JSON instructions (application/json): verbs run in order. TwiML "
+        "(text/xml) is read into the same verbs.",
+    }
     refs = dict(zip(types, refs_list, strict=True))
     paths: dict[str, dict] = {}
     op_ids: set[str] = set()

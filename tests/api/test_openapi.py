@@ -2,9 +2,12 @@
 
 import json
 import re
+from pathlib import Path
+
+import jsonschema_rs
 
 from api.http import route_specs
-from api.openapi import openapi_path
+from api.openapi import build, openapi_path
 
 
 def resolve(doc: dict, ref: str) -> dict:
@@ -85,3 +88,15 @@ async def test_openapi_docs_page_is_local_html(api):
     assert "<script" not in page and "http://" not in page and "https://" not in page
     for text in ("/v2/keys/{id}/rotate", "calls:write", "Idempotency-Key", 'id="schema-CreateKey"', "invalid_param"):
         assert text in page
+
+
+def test_openapi_holds_the_call_flow_verbs_and_the_example_validates():
+    document = build([])
+    schemas = document["components"]["schemas"]
+    names = [ref["$ref"].rsplit("/", 1)[1] for ref in schemas["CallFlowInstructions"]["items"]["oneOf"]]
+    assert names == ["Say", "Play", "Pause", "Gather", "Record", "Dial", "Stream", "Redirect", "Reject", "Hangup"]
+    menu = json.loads((Path(__file__).resolve().parents[2] / "examples" / "menu.json").read_text())
+    schema = {"$ref": "#/components/schemas/CallFlowInstructions", "components": document["components"]}
+    validator = jsonschema_rs.validator_for(schema)  # (schemathesis's validator, a dev dependency)
+    assert validator.is_valid(menu)  # the example a user copies passes the published schema
+    assert not validator.is_valid([{"verb": "dance"}]) and not validator.is_valid([{"verb": "say"}])
