@@ -270,20 +270,9 @@ class Call:
         self.b = Side(dialog, fork.flow, st=as_uac(response, self.sw.session_interval_s), leg=fork.leg)
         self.b.allows_update = _allows_update(response)
         self.sw.add_dialog(dialog, self, "b")
-        now = self.sw.wall()
-        fork.leg.answered_at = now
+        fork.leg.answered_at = self.sw.wall()
         self.cancel_forks()  # this fork is done already: the others get CANCEL (13.2.2.4)
-        self.state = "answered"
-        self.record.status = "answered"
-        self.record.answered_at = now
-        self.record.legs[0].answered_at = now
-        self.sw.cancel_timer(self, "ring")
-        self._answer_a(200, "OK", sdp_a, self.st_headers_a)
-        self.a.st = self.st_a
-        self._arm_session("a")
-        self._arm_session("b")
-        self.sw.timer(self, "max_duration", self.sw.max_duration_s, self.on_max_duration)
-        self.sw.save(self)
+        self._answered(sdp_a)
         if self.record_on_answer:
             try:
                 self.sw.recordings.start(self, self.record_on_answer)
@@ -320,6 +309,11 @@ class Call:
             sdp_a = self.media.answer_from("b", parked_b, parked=True)
         contact = self.sw.contact_for(self.a.flow, self.called_user)
         self.b = Side(Dialog.uas(self.invite, contact), self.a.flow, virtual=True)
+        self._answered(sdp_a)
+        self.sw.publish(self, "call.answered", {"answered_by": None})
+
+    def _answered(self, sdp_a: bytes | None) -> None:
+        """Side b is in place: the call is answered, the caller gets its 2xx, the timers start."""
         now = self.sw.wall()
         self.state = "answered"
         self.record.status = "answered"
@@ -329,9 +323,9 @@ class Call:
         self._answer_a(200, "OK", sdp_a, self.st_headers_a)
         self.a.st = self.st_a
         self._arm_session("a")
+        self._arm_session("b")  # (nothing for a virtual side)
         self.sw.timer(self, "max_duration", self.sw.max_duration_s, self.on_max_duration)
         self.sw.save(self)
-        self.sw.publish(self, "call.answered", {"answered_by": None})
 
     def _fork_failed(self, fork: Fork, status: int, reason: str, response: Response | None) -> None:
         if fork.done:
