@@ -14,7 +14,8 @@ as the engine's voice segmenter hears it; `recording.ready` as for any recording
 duration and key to the action), `dial` (a `number` or `client`, through the transfer machinery in place of the
 call's virtual side, or a `<Sip>` URI dialled itself over UDP: once the party answers the two talk; when it
 hangs up the caller stays and the action gets `DialCallStatus=completed` with `DialCallDuration` (or the next
-verb runs); when it cannot be reached, the action gets `DialCallStatus` busy, no-answer or failed).
+verb runs); when it cannot be reached, the action gets `DialCallStatus` busy, no-answer or failed; a first
+`answerOnBridge` dial of an inbound call hands the unanswered call over as a routed call).
 When the instructions run out the call is hung up (as Twilio does). A fetch that fails, or instructions that
 cannot run, end the flow: the caller hears a short error prompt, the call is hung up with the reason in its
 record (`data.flow_error`, hangup_by "app") and a `call.flow_error` event is published. Redirect loops are
@@ -174,6 +175,18 @@ class CallFlow:
         if verbs and isinstance(verbs[0], v.Reject):
             code, reason = (486, "Busy Here") if verbs[0].reason == "busy" else (603, "Decline")
             self.call.fail(code, reason, hangup_by="app")
+            return
+        if verbs and isinstance(verbs[0], v.Dial) and verbs[0].answer_on_bridge and not verbs[0].sip:
+            # answerOnBridge first: not answered by us; the caller hears the party ring and gets its answer
+            # (or its failure), as a routed call: the flow hands the call over and ends
+            dial = verbs[0]
+            target = dial.number or dial.client
+            targets = [Target("user", dial.client, -1)] if dial.client else self.sw.router.targets(target)
+            self.call.flow = None
+            self.call.record.data["flow_dialed"] = target
+            self.call.targets = list(targets)
+            self.call.called_user = target
+            self.call.next_target()
             return
         self.call.answer_locally()
         if verbs is None:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from media.audio import decode_wav
 
-VOICE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
+VOICE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*(\+[a-z0-9]{1,8})?")  # language, then an espeak-ng variant
 MAX_TEXT = 4096
 RENDER_TIMEOUT_S = 20.0
 
@@ -45,7 +45,7 @@ class EspeakTts:
 
     async def render(self, text: str, voice: str) -> bytes:
         if not VOICE.fullmatch(voice):
-            raise TtsError(f"not a voice: {voice!r} (a language tag such as en-us)")
+            raise TtsError(f"not a voice: {voice!r} (a language tag such as en-us, with a variant such as en-us+f3)")
         if not text.strip() or len(text) > MAX_TEXT:
             raise TtsError(f"say needs 1 to {MAX_TEXT} characters of text")
         key = (text, voice)

@@ -11,8 +11,8 @@ record action method answerOnBridge>` with a number as text or one `<Number>`, `
 Not supported, and an error (never silently skipped): any other verb or noun (`<Enqueue>`, `<Conference>`,
 `<Queue>`, `<Pay>`, `<Refer>`, `<Sms>`...), `<Gather input="speech">`, `<Dial>` with several nouns, `<Stop>`.
 Attributes we do not act on (`statusCallback` of `<Dial>`, `<Say>`'s neural voice names, `trim`...) are
-ignored. `<Say>` speaks with espeak-ng in the `language` given (default en-US); Twilio's voice names do not
-choose the voice.
+ignored. `<Say>` speaks with espeak-ng in the `language` given (default en-US); `voice="man"`, `"woman"` and
+`"alice"` choose an espeak-ng variant, other (neural) voice names are ignored.
 
 Parsing: the standard library's expat (no DTD: a document declaring one is refused), at most 1 MB.
 """
@@ -42,6 +42,7 @@ from softswitch.flows.verbs import (
 
 MAX_BYTES = 1 << 20
 TRACKS = {"inbound_track": "inbound", "outbound_track": "outbound", "both_tracks": "both"}
+VARIANTS = {"woman": "+f3", "alice": "+f3", "man": "+m3"}  # Twilio's basic voices, as espeak-ng variants
 
 
 def parse(document: bytes, base_url: str = "") -> list[Verb]:
@@ -141,7 +142,7 @@ class _Reader:
     # -- verbs -------------------------------------------------------------------------------------------
     def _say(self, el):
         self.no_children(el)
-        voice = (el.get("language") or "en-US").lower()
+        voice = (el.get("language") or "en-US").lower() + VARIANTS.get((el.get("voice") or "").lower(), "")
         return [self._make(Say, text=self.text(el), voice=voice, loop=self.number(el.get("loop"), 1))]
 
     def _play(self, el):

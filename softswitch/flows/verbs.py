@@ -27,7 +27,13 @@ class Say(_Verb, tag="say"):
     """Speak `text` (text to speech)."""
 
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-    voice: Annotated[str, msgspec.Meta(pattern="^[a-z]{2,3}(-[a-z0-9]{1,8})*$", description="e.g. en-us")] = "en-us"
+    voice: Annotated[
+        str,
+        msgspec.Meta(
+            pattern="^[a-z]{2,3}(-[a-z0-9]{1,8})*([+][a-z0-9]{1,8})?$",
+            description="a language (en-us, fr-fr...), with an espeak-ng voice variant after + (en-us+f3)",
+        ),
+    ] = "en-us"
     loop: Loop = 1
 
 

@@ -471,3 +471,13 @@ async def test_when_the_dialled_party_hangs_up_the_caller_stays_and_the_flow_goe
     status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read"))
     [call] = page["data"]
     assert (call["status"], call["hangup_by"]) == ("completed", "app")
+
+
+async def test_dial_answer_on_bridge_leaves_the_call_unanswered_until_the_party_answers(switch, app):
+    app.pages["/ivr"] = twiml('<Dial answerOnBridge="true">1000</Dial>')
+    with uas("uas_busy", calls=1, **CALLEE):  # the party is busy: the caller hears busy, never an answer
+        result = await asyncio.to_thread(run_uac, "uac_expect_486", f"{HOST}:{SWITCH}", service="4000", **CALLER)
+    assert result.ok, result.summary()
+    status, page, _ = await api(switch, "GET", "/v2/calls", switch.key("calls:read"))
+    [call] = page["data"]
+    assert (call["status"], call["answered_at"]) == ("busy", None)

@@ -18,6 +18,8 @@ async def test_tts_renders_8khz_speech_once_per_text_and_voice():
     assert await tts.render("Hello, and welcome.", "en-us") is pcm and tts.renders == 1
     both = await asyncio.gather(tts.render("Bonjour", "fr-fr"), tts.render("Bonjour", "fr-fr"))
     assert both[0] is both[1] and tts.renders == 2  # asked twice at once: rendered once
+    woman = await tts.render("Hello, and welcome.", "en-us+f3")  # a voice variant: other audio
+    assert woman != pcm and tts.renders == 3
 
 
 async def test_tts_cache_is_bounded_and_errors_are_clear():

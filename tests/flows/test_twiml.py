@@ -35,7 +35,7 @@ def parse(body: str) -> list:
 
 def test_twiml_ivr_document_becomes_verbs_with_urls_resolved():
     verbs = parse(
-        '<Say language="fr-FR" loop="2">Bonjour</Say>'
+        '<Say language="fr-FR" loop="2">Bonjour</Say><Say voice="woman">Hello</Say>'
         '<Gather numDigits="1" action="/menu" timeout="7" finishOnKey="*">'
         "<Say>Press 1</Say><Play>tone.wav</Play><Pause length='2'/></Gather>"
         '<Record maxLength="30" playBeep="false" action="rec" recordingStatusCallback="/rs"/>'
@@ -47,6 +47,7 @@ def test_twiml_ivr_document_becomes_verbs_with_urls_resolved():
     )
     assert verbs == [
         Say(text="Bonjour", voice="fr-fr", loop=2),
+        Say(text="Hello", voice="en-us+f3"),
         Gather(
             num_digits=1,
             timeout=7.0,
