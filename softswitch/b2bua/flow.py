@@ -46,6 +46,7 @@ from softswitch.flows.tts import EspeakTts, Tts, TtsError
 from softswitch.logs import event
 from softswitch.router import Target
 from softswitch.streams import StreamSession
+from softswitch.webhooks import PublicResolver
 
 if TYPE_CHECKING:
     from softswitch.b2bua.call import Call
@@ -74,8 +75,11 @@ class Flows:
 
     @property
     def http(self) -> aiohttp.ClientSession:
+        """Made on first use (after Services set `allow_private`): names resolving to non-public addresses are
+        refused at connect time unless allowed, as for webhooks; no cap on connections (calls fetch at once)."""
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            resolver = None if self.allow_private else PublicResolver()
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=0))
         return self._http
 
     def scenario(self, name: str, branch: str, test: bool = False) -> list:
