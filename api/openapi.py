@@ -152,15 +152,18 @@ def _operation(spec: RouteSpec, refs: dict[Any, dict], schemas: dict[str, Any], 
 
 def build(specs: list[RouteSpec], *, title: str = TITLE, version: str = __version__) -> dict[str, Any]:
     """The OpenAPI 3.1 document of these routes."""
-    types: list[Any] = [ErrorBody, *FLOW_VERBS]
+    types: list[Any] = [ErrorBody]
     for spec in specs:
         types += [t for t in (spec.body, spec.query, spec.response) if t is not None and t not in types]
     refs_list, schemas = msgspec.json.schema_components(types, ref_template=REF)
-    # what an application answers a call flow with (not a body of ours, but its schema is part of the API)
+    # what an application answers a call flow with (not a body of ours, but its schema is part of the API);
+    # its verbs are named CallFlowSay, CallFlowPlay...: some names (Play, Stream) are the API's own bodies too
+    verb_refs, verb_schemas = msgspec.json.schema_components(FLOW_VERBS, ref_template=REF.replace("{", "CallFlow{"))
+    schemas |= {f"CallFlow{name}": schema for name, schema in verb_schemas.items()}
     schemas["CallFlowInstructions"] = {
         "type": "array",
         "maxItems": MAX_VERBS,
-        "items": {"oneOf": [{"$ref": REF.format(name=verb.__name__)} for verb in FLOW_VERBS]},
+        "items": {"oneOf": list(verb_refs)},
         "description": "A call flow's JSON instructions (application/json): verbs run in order. TwiML "
         "(text/xml) is read into the same verbs.",
     }
