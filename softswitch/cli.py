@@ -236,6 +236,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: ok")
     for line in config.summary(cfg):
         print(f"  {line}")
+    for line in config.exposure_warnings(cfg, args.file):
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,7 @@ reported as `FILE:LINE: field.path: what is wrong`; the line comes from a light 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Iterator
@@ -82,8 +83,14 @@ class LogConfig(_Section):
 
 
 class User(_Section):
+    """A softphone account. Its secret is `password`, or, to keep clear text out of the file, the digest HA1
+    for our realm (`[sip] domain`): `ha1_md5` = MD5("name:realm:password"), `ha1_sha256` the same with SHA-256
+    (each algorithm the user's phone may use needs its own)."""
+
     name: str
-    password: str
+    password: str = ""
+    ha1_md5: str = ""
+    ha1_sha256: str = ""
 
 
 class Trunk(_Section):
@@ -241,6 +248,13 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
     if cfg.log.format not in ("plain", "json"):
         yield ("log", "format"), "must be plain or json"
     yield from _check_names("users", cfg.users)
+    for i, user in enumerate(cfg.users):
+        if not (user.password or user.ha1_md5 or user.ha1_sha256):
+            yield ("users", i, "password"), "needs a password, or ha1_md5 / ha1_sha256"
+        for field, size in (("ha1_md5", 32), ("ha1_sha256", 64)):
+            value = getattr(user, field)
+            if value and not re.fullmatch(f"[0-9a-fA-F]{{{size}}}", value):
+                yield ("users", i, field), f"must be {size} hex digits (the HA1 of name:realm:password)"
     yield from _check_names("trunks", cfg.trunks)
     for i, trunk in enumerate(cfg.trunks):
         try:
@@ -441,6 +455,22 @@ def load(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read: {exc}")]) from None
     return parse(text, str(path))
+
+
+def exposure_warnings(cfg: Config, path: str) -> list[str]:
+    """What `check-config` warns about: a file other users can read that holds clear-text passwords."""
+    try:
+        readable = bool(os.stat(path).st_mode & 0o004)
+    except OSError:
+        return []
+    clear = [f"users.{u.name}" for u in cfg.users if u.password]
+    clear += [f"trunks.{t.name}" for t in cfg.trunks if t.password]
+    if not readable or not clear:
+        return []
+    return [
+        f"warning: {path} is readable by other users and holds clear-text passwords ({', '.join(clear)}): "
+        "chmod 600 it, and give users' secrets as ha1_md5 / ha1_sha256 instead of password"
+    ]
 
 
 def summary(cfg: Config) -> list[str]:

@@ -12,10 +12,10 @@ Unix seconds), so the rules are testable without a clock.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from softswitch.sip.auth import Algorithm, AuthResult, DigestServer
+from softswitch.sip.auth import HA1, Algorithm, AuthResult, DigestServer
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, Response, build_response
 from softswitch.store import Binding, Store
@@ -32,7 +32,7 @@ class Registrar:
     def __init__(
         self,
         store: Store,
-        passwords: Callable[[str], str | None],
+        passwords: Callable[[str], str | Mapping[Algorithm, str] | None],
         realm: str,
         policy: RegistrarPolicy | None = None,
         secret: bytes | None = None,
@@ -103,8 +103,12 @@ class Registrar:
         """`header` (WWW-Authenticate or Proxy-Authenticate) once per algorithm, in our order."""
         return [(header, value) for value in self.digest.challenges(now, stale=stale)]
 
-    def _lookup(self, name: str, algorithm: Algorithm) -> str | None:
-        return self.passwords(name)
+    def _lookup(self, name: str, algorithm: Algorithm) -> str | HA1 | None:
+        secret = self.passwords(name)
+        if secret is None or isinstance(secret, str):
+            return secret
+        ha1 = secret.get(algorithm)  # a user configured by HA1: one per algorithm
+        return HA1(ha1.lower()) if ha1 else None
 
     def _challenge(self, request: Request, now: float, stale: bool) -> Response:
         headers = self.challenge_headers("WWW-Authenticate", now, stale)

@@ -32,6 +32,7 @@ from softswitch.keepalive import ContactKeepalive
 from softswitch.logs import event
 from softswitch.registrar import Registrar
 from softswitch.router import Router
+from softswitch.sip.auth import Algorithm
 from softswitch.sip.transaction import TimerConfig
 from softswitch.store import Store
 from softswitch.testmode import TestFarEnd
@@ -98,7 +99,10 @@ class Services:
         self.store = Store.open(cfg.store.path)
         event(log, "store.opened", path=cfg.store.path, schema=self.store.version)
         timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
-        passwords = {u.name: u.password for u in cfg.users}
+        passwords = {
+            u.name: u.password or {a: h for a, h in ((Algorithm.MD5, u.ha1_md5), (Algorithm.SHA256, u.ha1_sha256)) if h}
+            for u in cfg.users
+        }
         self.registrar = Registrar(self.store, passwords.get, cfg.sip.domain, algorithms=cfg.sip.auth_algorithms)
         media_host = parse_listen(cfg.sip.listen[0]).host if cfg.sip.listen else "127.0.0.1"
         self.engine = MediaEngine(cfg.rtp_port_range(), host=media_host)

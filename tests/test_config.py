@@ -1,5 +1,6 @@
 """Config: defaults, every refused case with its exact line, and the check-config command."""
 
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -349,3 +350,26 @@ def test_config_webhooks_defaults_and_values():
 )
 def test_config_webhooks_problems_name_file_line_and_field(line, expected):
     assert problems(f"[webhooks]\n# delivery\n{line}\n") == [expected]
+
+
+def test_config_users_by_ha1_and_the_warning_for_clear_passwords_others_can_read(tmp_path):
+    ha1 = hashlib.md5(b"alice:example.test:secret").hexdigest()
+    hashed = replace('password = "secret"', f'ha1_md5 = "{ha1}"')
+    path = tmp_path / "sw.toml"
+    path.write_text(GOOD)
+    path.chmod(0o644)
+    res = run_cli("check-config", str(path))
+    assert res.returncode == 0 and "readable by other users and holds clear-text passwords (users.alice" in res.stderr
+    path.chmod(0o600)
+    assert run_cli("check-config", str(path)).stderr == ""  # only its owner reads it
+    path.write_text(hashed)
+    path.chmod(0o644)
+    assert "users.alice" not in run_cli("check-config", str(path)).stderr  # HA1 only: nothing in clear
+    for text, why in (
+        (replace('password = "secret"', 'ha1_md5 = "xyz"'), "users[0].ha1_md5: must be 32 hex digits"),
+        (replace('password = "secret"', 'comment = ""'), "users[0].comment: unknown key"),
+        (replace('password = "secret"', ""), "users[0].password: needs a password, or ha1_md5 / ha1_sha256"),
+    ):
+        path.write_text(text)
+        res = run_cli("check-config", str(path))
+        assert res.returncode == 2 and why in res.stderr, res.stderr

@@ -149,3 +149,26 @@ def test_registrar_non_sip_address_of_record_is_404(registrar):
     request = register("alice", ["<sip:alice@h.example>"])
     request.set("To", "isbn:2983792873")
     assert registrar.register(request, "x:1", "udp", NOW).status == 404
+
+
+def test_registrar_users_configured_by_ha1_authenticate_with_each_algorithm(tmp_path):
+    import hashlib
+
+    from softswitch.sip.auth import Algorithm
+
+    realm = "example.test"
+    md5 = hashlib.md5(f"carol:{realm}:s3cret".encode()).hexdigest()
+    sha = hashlib.sha256(f"carol:{realm}:s3cret".encode()).hexdigest()
+    secrets_ = {"carol": {Algorithm.MD5: md5, Algorithm.SHA256: sha}, "dave": {Algorithm.MD5: md5}}
+    store = Store.open(tmp_path / "ha1.db")
+    registrar = Registrar(store, secrets_.get, realm)
+    try:
+        assert authorized(registrar, "carol", "s3cret", ["<sip:carol@192.0.2.5:5062>"]).status == 200  # SHA-256
+        assert authorized(registrar, "carol", "wrong", ["<sip:carol@192.0.2.5:5062>"]).status == 401
+        md5_only = Registrar(store, secrets_.get, realm, algorithms=("MD5",))
+        contact = ["<sip:carol@192.0.2.5:5062>"]
+        assert authorized(md5_only, "carol", "s3cret", contact, call_id="reg-2").status == 200  # MD5
+        # a user with an MD5 HA1 only cannot answer a SHA-256 challenge: refused like a wrong password
+        assert authorized(registrar, "dave", "s3cret", ["<sip:dave@192.0.2.5:5062>"]).status == 401
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import socket
 import struct
@@ -81,7 +82,9 @@ async def switch(tmp_path, app):
     routes = f'[[routes]]\nmatch = "^4000$"\nto = "app:{app.url}/ivr"\n'
     routes += '[[routes]]\nmatch = "^4001$"\nto = "scenario:welcome"\n'
     head = '[calls]\ninband_dtmf = "always"\n'  # key tones heard in the audio too, whatever was negotiated
-    head += '[[users]]\nname = "alice"\npassword = "wonderland"\n'
+    # alice's secret as HA1s only (no clear text in the config): her REGISTER must still work
+    ha1 = {a: hashlib.new(a, b"alice:localhost:wonderland").hexdigest() for a in ("md5", "sha256")}  # realm: the domain
+    head += f'[[users]]\nname = "alice"\nha1_md5 = "{ha1["md5"]}"\nha1_sha256 = "{ha1["sha256"]}"\n'
 
     async with running_switch(tmp_path, SWITCH, CALLEE_PORT, "15050-15099", routes=routes, head=head) as svc:
         yield svc
