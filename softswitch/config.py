@@ -45,6 +45,7 @@ class SipConfig(_Section):
     tls_key: str = ""  # its unencrypted PEM private key
     auth_algorithms: list[str] = msgspec.field(default_factory=lambda: ["SHA-256", "MD5"])  # challenge order
     contact_ping_s: float = 0.0  # OPTIONS keep-alive to registered contacts (NAT bindings); 0 disables
+    drop_scanners: bool = True  # requests from known SIP scanners (by User-Agent) dropped unanswered
 
 
 class CallsConfig(_Section):

@@ -129,6 +129,7 @@ class Services:
             max_message_bytes=cfg.sip.max_message_bytes,
             tls_cert=cfg.sip.tls_cert or None,
             tls_key=cfg.sip.tls_key or None,
+            drop_scanners=cfg.sip.drop_scanners,
         )
         self.calls.endpoint = self.sip
         self.trunks = Trunks(self.sip, cfg.trunks, domain=cfg.sip.domain, user_agent=cfg.sip.user_agent)

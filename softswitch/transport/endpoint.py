@@ -22,6 +22,7 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,15 @@ def response_flow(request: Request, flow: Flow) -> Flow:
     host = via.received or via.host
     port = via.rport or via.port or 5060
     return Flow("udp", (host.strip("[]"), port), flow.local)
+
+
+# User-Agents of the SIP scanners seen on the internet (sipvicious and the tools built on it, and others)
+SCANNERS = re.compile(r"friendly-scanner|sipvicious|sipcli|sip-scan|iwar|sundayddr|vaxsipuseragent|pplsip|smap", re.I)
+
+
+def _scanner(request: Request) -> bool:
+    agent = request.get("User-Agent")
+    return agent is not None and SCANNERS.search(agent) is not None
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -156,11 +166,15 @@ class SipEndpoint:
         tls_key: str | None = None,
         tls_verify: bool = False,
         name: str = "sip",
+        drop_scanners: bool = False,
     ):
         """`tls_cert`/`tls_key` (PEM files) serve `tls:` listeners and are offered on connections we open;
         `tls_verify` checks the certificate of servers we connect to, off by default because trunks often
-        present self-signed ones. `tcp_idle_s` closes TCP and TLS connections alike."""
+        present self-signed ones. `tcp_idle_s` closes TCP and TLS connections alike. `drop_scanners`: requests
+        whose User-Agent names a known SIP scanner are dropped unanswered, before any transaction (a scanner
+        learns nothing, not even that something listens)."""
         self.handler = handler
+        self.drop_scanners = drop_scanners
         self.name = name  # what its log events start with ("sip"; the test far end is another endpoint)
         self.max_message_bytes = max_message_bytes
         self.tcp_idle_s = tcp_idle_s
@@ -180,7 +194,7 @@ class SipEndpoint:
         self._idle_task: asyncio.Task | None = None
         self._pumping = False
         self._callbacks: dict[object, Callable[[object], None]] = {}
-        self.counters = {"received": 0, "sent": 0, "malformed": 0, "answered_400": 0}
+        self.counters = {"received": 0, "sent": 0, "malformed": 0, "answered_400": 0, "scanners_dropped": 0}
         # Parsed messages in and out by method (str) or status code (int), retransmissions included: a dict
         # increment per message, read by the metrics scrape (api.metrics), never a metrics call per message.
         self.received_by: collections.Counter[str | int] = collections.Counter()
@@ -252,6 +266,10 @@ class SipEndpoint:
             msg = parse(data, stream=stream, max_size=self.max_message_bytes)
         except SipParseError as exc:
             self._refuse(exc, flow)
+            return
+        if self.drop_scanners and isinstance(msg, Request) and _scanner(msg):
+            self.counters["scanners_dropped"] += 1
+            event(log, f"{self.name}.scanner_dropped", level=logging.INFO, peer=f"{flow.remote[0]}:{flow.remote[1]}")
             return
         self.received_by[tally_key(msg)] += 1
         try:  # what the parser left lazy (lower Vias, list headers) may still be malformed

@@ -232,3 +232,19 @@ async def test_endpoint_cancel_after_the_final_response_gets_200_and_changes_not
         sock.close()
         loop.set_exception_handler(None)
     assert errors == []
+
+
+async def test_endpoint_drops_known_scanners_unanswered_when_asked():
+    port = free_port(also_udp=True)
+    ep = SipEndpoint(BasicUas(), drop_scanners=True)
+    await ep.listen(ListenAddress("udp", "127.0.0.1", port))
+    try:
+        for agent in ("friendly-scanner", "sipvicious 0.3.4", "SIPCLI/v1.8"):
+            probe = request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKs1;rport", extra=f"User-Agent: {agent}\r\n")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(udp_exchange(port, probe), 0.5)  # not even a 400: nothing
+        phone = request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKs2;rport", extra="User-Agent: baresip\r\n")
+        (ok,) = await udp_exchange(port, phone)
+        assert ok.status == 200 and ep.counters["scanners_dropped"] == 3
+    finally:
+        await ep.close()
