@@ -153,6 +153,8 @@ class ScrapeCollector:
         yield CounterMetricFamily(
             "softswitch_sip_malformed", "SIP messages refused as malformed", value=m.sip.counters["malformed"]
         )
+        yield GaugeMetricFamily("softswitch_sip_transactions", "SIP transactions alive (bounded)", len(m.sip.txns))
+        yield from _security(m.sip)
         api = CounterMetricFamily(
             "softswitch_api_requests",
             "Control API requests answered, by method, route pattern and status",
@@ -180,6 +182,52 @@ class ScrapeCollector:
             "Webhook attempts that failed and will be retried (429, 5xx, timeouts, connection errors)",
             value=counts["pending"],
         )
+
+
+# auth_failures: wrong password, unknown user, forged nonce...; bans: addresses banned for them; banned_dropped:
+# messages of banned addresses dropped (or answered 403); rate_limited: dropped over their source's rate;
+# refused_*: calls the toll-fraud rules refused, by rule; alerts_suppressed: over [security] alerts_per_s;
+# transactions_full: requests answered 503 for [sip] max_transactions
+SECURITY_EVENTS = (
+    "auth_failures",
+    "bans",
+    "banned_dropped",
+    "rate_limited",
+    "scanners_dropped",
+    "refused_transit",
+    "refused_destination",
+    "refused_max_calls",
+    "refused_calls_per_minute",
+    "refused_client_certificate",
+    "alerts_suppressed",
+    "transactions_full",
+)
+
+
+def _security(sip) -> Iterator[Metric]:
+    """What the SIP edge refused and why (softswitch.security), and the memory its tables hold."""
+    security = sip.security
+    counts = security.counters if security is not None else collections.Counter()
+    events = CounterMetricFamily(
+        "softswitch_security_events", "Security events of the SIP edge, by kind", labels=["kind"]
+    )
+    for kind in SECURITY_EVENTS:
+        if kind == "scanners_dropped":
+            value = sip.counters[kind]
+        elif kind == "transactions_full":
+            value = sip.txns.refused_full
+        else:
+            value = counts[kind]
+        events.add_metric([kind], value)
+    yield events
+    buckets, failures, bans = security.guard.tracked() if security is not None else (0, 0, 0)
+    yield GaugeMetricFamily("softswitch_security_bans", "Source addresses banned now", bans)
+    tracked = GaugeMetricFamily(
+        "softswitch_security_sources_tracked", "Source addresses remembered (bounded)", labels=["table"]
+    )
+    tracked.add_metric(["rate"], buckets)
+    tracked.add_metric(["failures"], failures)
+    yield tracked
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -178,6 +178,20 @@ class FlowErrorData(CallData, kw_only=True):
     url: Annotated[str, msgspec.Meta(description="the instructions URL it was at")]
 
 
+class SecurityAlertData(msgspec.Struct, kw_only=True):
+    kind: Annotated[str, msgspec.Meta(description="auth_failed, banned, rate_limited or call_refused")]
+    source: Annotated[str, msgspec.Meta(description="the source address (or api for a call the API placed)")]
+    detail: str = ""
+    user: Annotated[str | None, msgspec.Meta(description="auth_failed: the user name tried")] = None
+    until: Annotated[float | None, msgspec.Meta(description="banned: when the ban ends (Unix time)")] = None
+    rule: Annotated[
+        str | None, msgspec.Meta(description="call_refused: transit, destination, max_calls or calls_per_minute")
+    ] = None
+    origin: Annotated[str | None, msgspec.Meta(description="call_refused: user:NAME, trunk:NAME or api")] = None
+    number: Annotated[str | None, msgspec.Meta(description="call_refused: the number called")] = None
+    call_id: Annotated[str | None, msgspec.Meta(description="call_refused: the call, if it had begun")] = None
+
+
 PAYLOADS: dict[str, tuple[type, str]] = {
     "call.initiated": (CallData, "a call started (inbound arrived, or outbound placed)"),
     "call.ringing": (CallData, "the called side is ringing"),
@@ -189,6 +203,11 @@ PAYLOADS: dict[str, tuple[type, str]] = {
     "stream.started": (StreamData, "a media stream's subscriber is connected and receives audio"),
     "stream.stopped": (StreamData, "a media stream ended (stopped, the call ended, or its subscriber gone)"),
     "call.flow_error": (FlowErrorData, "a call flow failed (fetch, bad instructions): the call is hung up"),
+    "security.alert": (
+        SecurityAlertData,
+        "the SIP edge refused something: a failed authentication, a ban, a flooding source, a toll-fraud rule "
+        "(at most [security] alerts_per_s)",
+    ),
 }
 assert set(PAYLOADS) == set(EVENT_TYPES)
 

@@ -365,6 +365,7 @@ class Sampler(threading.Thread):
         with contextlib.suppress(OSError, ValueError, IndexError):
             status = Path(f"/proc/{self.groups['target']}/status").read_text()
             vals["rss_mb"] = int(status.split("VmRSS:", 1)[1].split()[0]) / 1024
+            vals["fds"] = len(os.listdir(f"/proc/{self.groups['target']}/fd"))
         self.samples.append((time.monotonic(), vals))
 
     def run(self) -> None:
@@ -391,6 +392,12 @@ class Sampler(threading.Thread):
         return {k: 100.0 * (b[k] - a[k]) / (t1 - t0) for k in b if k in a}
 
 
+def every_10_s(samples: list[tuple[float, dict[str, float]]], key: str, t0: float) -> list[float]:
+    """The first sample of `key` in each 10 s from t0 on."""
+    seen = [(t, v[key]) for t, v in samples if key in v and t >= t0]
+    return [x for k, (t, x) in enumerate(seen) if k == 0 or int((t - t0) // 10) > int((seen[k - 1][0] - t0) // 10)]
+
+
 # -------------------------------------------------------------------------------------------- targets
 
 
@@ -404,7 +411,7 @@ def switch_config(workdir: Path) -> str:
         f"[store]\npath = {q(str(workdir / 'switch.db'))}\n\n"
         '[log]\nlevel = "warning"\n\n'
         f'[[trunks]]\nname = "carrier"\naddress = "{HOST}:{UAS_PORT}"\ntransport = "udp"\n'
-        f'inbound_from = ["{HOST}/32"]\n\n'
+        f'inbound_from = ["{HOST}/32"]\ntransit = true\n\n'
         '[[routes]]\nmatch = "^[0-9]+$"\nto = "trunk:carrier"\n'
     )
 
@@ -691,6 +698,7 @@ class Step:
     aborted: str = ""  # why the step was stopped before SIPp finished (it had failed already)
     timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (start s, p99 ms, calls) per 10 s
     rss_mb: list[float] = field(default_factory=list)  # the target's resident memory every 10 s of the step
+    fds: list[float] = field(default_factory=list)  # the target's open file descriptors every 10 s
     placed: int = 0  # calls SIPp placed
     error: str = ""
     wall_s: float = 0.0
@@ -818,10 +826,8 @@ class Bench:
             )
             step.cpu["kernel"] = cpu.get("kernel", math.nan)
             step.drops = sampler.drop_totals()
-            rss = [(t, v["rss_mb"]) for t, v in sampler.samples if "rss_mb" in v and t >= t0]
-            step.rss_mb = [
-                m for k, (t, m) in enumerate(rss) if k == 0 or int((t - t0) // 10) > int((rss[k - 1][0] - t0) // 10)
-            ]
+            step.rss_mb = every_10_s(sampler.samples, "rss_mb", t0)
+            step.fds = every_10_s(sampler.samples, "fds", t0)
         except BenchError as exc:
             step.error = str(exc)
         finally:

@@ -17,6 +17,8 @@ from softswitch.store import SchemaTooNew
 if TYPE_CHECKING:
     import numpy as np
 
+    from softswitch.store import Store
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -79,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     amd.add_argument("files", nargs="+", metavar="FILE", help="WAV file(s)")
     _keys_parser(sub)
+    _bans_parser(sub)
     return p
 
 
@@ -93,18 +96,46 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _keys_parser(sub: argparse._SubParsersAction) -> None:
-    """`softswitch keys ...`: API keys in the store the config names (what `serve` with it would use)."""
-    from api.auth import DEFAULT_GRACE_S, SCOPES
-
+def _store_option(what: str) -> argparse.ArgumentParser:
+    """The `-c FILE` of the commands working on the store a config names (while `serve` may be running)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-c",
         "--config",
         default="configs/softswitch.toml",
         metavar="FILE",
-        help="TOML config file whose [store] path holds the keys (default: %(default)s)",
+        help=f"TOML config file whose [store] path holds the {what} (default: %(default)s)",
     )
+    return common
+
+
+def _bans_parser(sub: argparse._SubParsersAction) -> None:
+    """`softswitch bans ...`: source addresses the SIP edge banned (a running `serve` sees a lift within 2 s)."""
+    common = _store_option("bans")
+    bans = sub.add_parser(
+        "bans",
+        help="list and lift bans of SIP source addresses",
+        description="Addresses banned for failed authentications ([security] fail_limit within fail_window_s). "
+        "A running softswitch re-reads the bans every 2 s.",
+    )
+    bans_sub = bans.add_subparsers(dest="bans_command", required=True, metavar="ACTION")
+    bans_sub.add_parser(
+        "list",
+        parents=[common],
+        help="list the bans in force",
+        description="One line per ban: ADDRESS, SINCE, UNTIL (UTC), FAILURES, REASON.",
+    )
+    lift = bans_sub.add_parser(
+        "lift", parents=[common], help="lift a ban", description="Lift the ban of an address (exit 1 if none)."
+    )
+    lift.add_argument("address", metavar="ADDRESS", help="the banned source address")
+
+
+def _keys_parser(sub: argparse._SubParsersAction) -> None:
+    """`softswitch keys ...`: API keys in the store the config names (what `serve` with it would use)."""
+    from api.auth import DEFAULT_GRACE_S, SCOPES
+
+    common = _store_option("keys")
     keys = sub.add_parser(
         "keys",
         help="manage API keys",
@@ -266,19 +297,47 @@ def _utc(unix: float | None) -> str:
     return "-" if unix is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
-def cmd_keys(args: argparse.Namespace) -> int:
-    """Run one `keys` action on the config's store; 1 for an unknown or revoked key, 2 for a bad config."""
-    from api import auth
+def _open_store(config_path: str) -> Store | int:
+    """The store the config names, or the exit status after saying why not (2: bad config, 1: store)."""
     from softswitch.store import Store
 
-    cfg = _load_or_report(args.config)
+    cfg = _load_or_report(config_path)
     if cfg is None:
         return 2
     try:
-        store = Store.open(cfg.store.path)
+        return Store.open(cfg.store.path)
     except SchemaTooNew as exc:
         print(f"softswitch: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_bans(args: argparse.Namespace) -> int:
+    """List or lift bans in the config's store; 1 when lifting an address that is not banned."""
+    store = _open_store(args.config)
+    if isinstance(store, int):
+        return store
+    try:
+        if args.bans_command == "list":
+            print("ADDRESS\tSINCE\tUNTIL\tFAILURES\tREASON")
+            for ban in store.bans(time.time()):
+                print(f"{ban.address}\t{_utc(ban.since)}\t{_utc(ban.until)}\t{ban.failures}\t{ban.reason}")
+            return 0
+        if not store.delete_ban(args.address):
+            print(f"softswitch: {args.address} is not banned", file=sys.stderr)
+            return 1
+        print(f"lifted {args.address}")
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Run one `keys` action on the config's store; 1 for an unknown or revoked key, 2 for a bad config."""
+    from api import auth
+
+    store = _open_store(args.config)
+    if isinstance(store, int):
+        return store
     now = time.time()
     try:
         if args.keys_command == "create":
@@ -323,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keys":
         return cmd_keys(args)
+    if args.command == "bans":
+        return cmd_bans(args)
     if args.command == "media":
         return {"dtmf": cmd_media_dtmf, "amd": cmd_media_amd}[args.media_command](args)
     handler = {"serve": cmd_serve, "check-config": cmd_check_config}[args.command]

@@ -43,9 +43,11 @@ class SipConfig(_Section):
     max_message_bytes: int = 65535
     tls_cert: str = ""  # PEM certificate chain for tls: listeners (and offered to TLS peers we connect to)
     tls_key: str = ""  # its unencrypted PEM private key
+    tls_client_ca: str = ""  # PEM CA bundle: TLS clients are asked for a certificate, verified against it
     auth_algorithms: list[str] = msgspec.field(default_factory=lambda: ["SHA-256", "MD5"])  # challenge order
     contact_ping_s: float = 0.0  # OPTIONS keep-alive to registered contacts (NAT bindings); 0 disables
     drop_scanners: bool = True  # requests from known SIP scanners (by User-Agent) dropped unanswered
+    max_transactions: int = 100000  # live SIP transactions; requests past it are answered 503 (bounded memory)
 
 
 class CallsConfig(_Section):
@@ -66,12 +68,29 @@ class ApiConfig(_Section):
     rate_limit_per_s: float = 20.0  # requests per second each API key may make, sustained (token bucket rate)
     rate_limit_burst: int = 40  # requests a key may make at once after being idle (bucket size)
     metrics_listen: str = ""  # host:port serving GET /metrics without a key (for a scraper); "" for none
+    tls_cert: str = ""  # PEM certificate chain: the API is served over HTTPS (metrics_listen stays plain)
+    tls_key: str = ""  # its unencrypted PEM private key
 
 
 class WebhooksConfig(_Section):
     allow_private: bool = False  # webhooks and media streams to loopback/private addresses (a LAN receiver; SSRF risk)
     timeout_s: float = 15.0  # per delivery attempt, connect to last byte
     concurrency: int = 4  # deliveries in flight at once to one endpoint
+
+
+class SecurityConfig(_Section):
+    """The SIP edge's defences (softswitch.guard, softswitch.b2bua.policy)."""
+
+    rate_per_s: float = 30.0  # SIP messages one source address may send per second, sustained
+    rate_burst: int = 120  # ... and at once after a quiet spell; over it, messages are dropped
+    fail_limit: int = 10  # failed authentications from one address within fail_window_s ban it
+    fail_window_s: float = 300.0
+    ban_s: float = 3600.0  # how long a ban lasts
+    ban_action: str = "drop"  # a banned address's requests: drop (silently) or 403
+    trusted: list[str] = msgspec.field(default_factory=list)  # networks never limited nor banned (trunks' are)
+    max_sources: int = 65536  # source addresses remembered per table (bounded memory under floods)
+    deny_destinations: list[str] = msgspec.field(default_factory=list)  # regexes no call may reach via a trunk
+    alerts_per_s: float = 20.0  # security.alert events published per second at most (the rest counted)
 
 
 class StoreConfig(_Section):
@@ -92,6 +111,9 @@ class User(_Section):
     password: str = ""
     ha1_md5: str = ""
     ha1_sha256: str = ""
+    max_calls: int = 0  # calls at once (placed or received); 0 for no limit
+    calls_per_minute: int = 0  # calls placed or received in any 60 s; 0 for no limit
+    destinations: list[str] = msgspec.field(default_factory=list)  # regexes of numbers it may call via trunks
 
 
 class Trunk(_Section):
@@ -104,6 +126,11 @@ class Trunk(_Section):
     ping_interval_s: float = 30.0  # OPTIONS pings marking the trunk up/down; 0 disables them
     register: bool = False  # keep a registration at the trunk (username/password) for inbound calls
     register_expires_s: int = 3600
+    max_calls: int = 0  # calls at once over this trunk, both directions; 0 for no limit
+    calls_per_minute: int = 0  # calls in any 60 s over this trunk, both directions; 0 for no limit
+    destinations: list[str] = msgspec.field(default_factory=list)  # regexes of numbers sent out over it
+    transit: bool = False  # its inbound calls may be routed (or transferred) out to a trunk
+    tls_client_cert: str = ""  # its requests must come over TLS with a certificate ([sip] tls_client_ca) naming this
 
 
 class Route(_Section):
@@ -120,6 +147,7 @@ class Config(_Section):
     calls: CallsConfig = msgspec.field(default_factory=CallsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     users: list[User] = msgspec.field(default_factory=list)
     trunks: list[Trunk] = msgspec.field(default_factory=list)
     routes: list[Route] = msgspec.field(default_factory=list)
@@ -206,7 +234,7 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
             parse_listen(item)
         except ValueError as exc:
             yield ("sip", "listen", i), f"bad listen address {item!r}: {exc}"
-    for key in ("t1_ms", "t2_ms", "t4_ms", "max_message_bytes"):
+    for key in ("t1_ms", "t2_ms", "t4_ms", "max_message_bytes", "max_transactions"):
         if getattr(cfg.sip, key) <= 0:
             yield ("sip", key), "must be positive"
     for i, name in enumerate(cfg.sip.auth_algorithms):
@@ -226,6 +254,7 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
     if cfg.sip.t2_ms < cfg.sip.t1_ms:
         yield ("sip", "t2_ms"), "must not be smaller than t1_ms"
     yield from _check_tls(cfg.sip)
+    yield from _check_identity("api", cfg.api.tls_cert, cfg.api.tls_key, needed=False)
     yield from _check_amd(cfg.amd)
     try:
         parse_port_range(cfg.media.rtp_ports)
@@ -248,6 +277,7 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
         yield ("log", "level"), "must be one of debug, info, warning, error"
     if cfg.log.format not in ("plain", "json"):
         yield ("log", "format"), "must be plain or json"
+    yield from _check_security(cfg.security)
     yield from _check_names("users", cfg.users)
     for i, user in enumerate(cfg.users):
         if not (user.password or user.ha1_md5 or user.ha1_sha256):
@@ -256,6 +286,7 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
             value = getattr(user, field)
             if value and not re.fullmatch(f"[0-9a-fA-F]{{{size}}}", value):
                 yield ("users", i, field), f"must be {size} hex digits (the HA1 of name:realm:password)"
+        yield from _check_limits(("users", i), user)
     yield from _check_names("trunks", cfg.trunks)
     for i, trunk in enumerate(cfg.trunks):
         try:
@@ -275,6 +306,12 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 yield ("trunks", i, "inbound_from", j), f"bad network {net!r}"
+        yield from _check_limits(("trunks", i), trunk)
+        if trunk.tls_client_cert and not cfg.sip.tls_client_ca:
+            yield (
+                ("trunks", i, "tls_client_cert"),
+                "needs sip.tls_client_ca (the CAs of client certificates)",
+            )
     users = {u.name for u in cfg.users}
     trunks = {t.name for t in cfg.trunks}
     for i, route in enumerate(cfg.routes):
@@ -298,6 +335,40 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
                 ("routes", i, "machine_detection"),
                 f"must be enable or detect_message_end (or absent), not {route.machine_detection!r}",
             )
+
+
+def _check_security(sec: SecurityConfig) -> Iterator[tuple[tuple, str]]:
+    for key in ("rate_per_s", "fail_window_s", "ban_s", "alerts_per_s"):
+        if not getattr(sec, key) > 0:
+            yield ("security", key), "must be positive"
+    for key in ("rate_burst", "fail_limit"):
+        if getattr(sec, key) < 1:
+            yield ("security", key), "must be at least 1"
+    if sec.max_sources < 1024:
+        yield ("security", "max_sources"), "must be at least 1024"
+    if sec.ban_action not in ("drop", "403"):
+        yield ("security", "ban_action"), f"must be drop or 403, not {sec.ban_action!r}"
+    for j, net in enumerate(sec.trusted):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            yield ("security", "trusted", j), f"bad network {net!r}"
+    yield from _check_patterns(("security", "deny_destinations"), sec.deny_destinations)
+
+
+def _check_limits(path: tuple, item: User | Trunk) -> Iterator[tuple[tuple, str]]:
+    for key in ("max_calls", "calls_per_minute"):
+        if getattr(item, key) < 0:
+            yield (*path, key), "must be 0 (no limit) or positive"
+    yield from _check_patterns((*path, "destinations"), item.destinations)
+
+
+def _check_patterns(path: tuple, patterns: list[str]) -> Iterator[tuple[tuple, str]]:
+    for j, pattern in enumerate(patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            yield (*path, j), f"bad regular expression {pattern!r}: {exc}"
 
 
 def _check_address(path: tuple, text: str) -> Iterator[tuple[tuple, str]]:
@@ -328,18 +399,34 @@ def _check_tls(sip: SipConfig) -> Iterator[tuple[tuple, str]]:
     """A tls: listener needs a certificate and key that load; a half-given or broken pair is refused even
     without one, since it would only fail later, at the first TLS connection we open."""
     serves_tls = any(item.partition(":")[0] == "tls" for item in sip.listen)
-    if not (serves_tls or sip.tls_cert or sip.tls_key):
+    yield from _check_identity("sip", sip.tls_cert, sip.tls_key, needed=serves_tls)
+    if sip.tls_client_ca:
+        if not serves_tls:
+            yield ("sip", "tls_client_ca"), "needs a tls: listen address"
+        elif sip.tls_cert and sip.tls_key:
+            try:
+                server_context(sip.tls_cert, sip.tls_key, sip.tls_client_ca)
+            except TlsFileError as exc:
+                yield ("sip", f"tls_client_{exc.field}" if exc.field == "ca" else f"tls_{exc.field}"), str(exc)
+
+
+def _check_identity(section: str, cert: str, key: str, *, needed: bool) -> Iterator[tuple[tuple, str]]:
+    """`tls_cert` and `tls_key` of a section: both or neither (both when `needed`), and loadable."""
+    if not (needed or cert or key):
         return
     missing = False
-    for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
-        if not getattr(sip, key):
+    for field, other, value in (("tls_cert", "tls_key", cert), ("tls_key", "tls_cert", key)):
+        if not value:
             missing = True
-            yield ("sip", key), "required with a tls: listen address" if serves_tls else f"required with sip.{other}"
+            yield (
+                (section, field),
+                "required with a tls: listen address" if needed else f"required with {section}.{other}",
+            )
     if not missing:
         try:
-            server_context(sip.tls_cert, sip.tls_key)
+            server_context(cert, key)
         except TlsFileError as exc:
-            yield ("sip", f"tls_{exc.field}"), str(exc)
+            yield (section, f"tls_{exc.field}"), str(exc)
 
 
 def _check_names(section: str, items: list) -> Iterator[tuple[tuple, str]]:

@@ -37,10 +37,13 @@ class Registrar:
         policy: RegistrarPolicy | None = None,
         secret: bytes | None = None,
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        on_auth_failure: Callable[[str, str | None, str, str], None] | None = None,
     ):
         """`algorithms` is the order of our challenges (RFC 8760: the client takes the first it supports);
-        some deployed clients fail on a SHA-256 challenge instead of skipping it, hence configurable."""
+        some deployed clients fail on a SHA-256 challenge instead of skipping it, hence configurable.
+        `on_auth_failure(host, user, method, reason)` hears of each failed digest (softswitch.security)."""
         self.store = store
+        self.on_auth_failure = on_auth_failure
         self.passwords = passwords
         self.policy = policy or RegistrarPolicy()
         chosen = tuple(Algorithm.from_name(name) for name in algorithms)
@@ -57,6 +60,8 @@ class Registrar:
         user = to_uri.user or ""
         result = self.verify(request, "Authorization", now)
         if not result.ok:
+            if result.failed and self.on_auth_failure is not None:
+                self.on_auth_failure(source.rpartition(":")[0], result.username, "REGISTER", result.reason.value)
             return self._challenge(request, now, result.stale)
         if result.username != user:
             return build_response(request, 403, "Credentials Do Not Match the To User", to_tag=_tag())

@@ -40,6 +40,8 @@ class Router:
         self.trunks: dict[str, Trunk] = {t.name: t for t in cfg.trunks}
         self._inbound = [(ipaddress.ip_network(net, strict=False), t) for t in cfg.trunks for net in t.inbound_from]
         self._by_source: dict[str, Trunk | None] = {}
+        self._trusted_nets = [ipaddress.ip_network(net, strict=False) for net in cfg.security.trusted]
+        self._trusted: dict[str, bool] = {}
 
     def targets(self, user: str) -> list[Target]:
         """Every route matching `user` (re.fullmatch semantics are up to the pattern: search is used, so
@@ -60,6 +62,28 @@ class Router:
                 self._by_source.clear()  # many distinct callers (softphones): start over rather than grow
             found = self._by_source[host] = self._match_source(host)
         return found
+
+    def trusted(self, host: str) -> bool:
+        """Whether `host` is never rate-limited nor banned: a trunk's network, a `[security] trusted` one,
+        or an address `trust` was told of. Remembered per host, like `trunk_for_source`."""
+        found = self._trusted.get(host)
+        if found is None:
+            if len(self._trusted) >= _SOURCES_KEPT:
+                self._trusted.clear()
+            found = self._trusted[host] = self.trunk_for_source(host) is not None or self._in_trusted(host)
+        return found
+
+    def trust(self, host: str) -> None:
+        """Trust one more address (the simulated far end's: its answers come from this process)."""
+        self._trusted.pop(host, None)
+        self._trusted_nets.append(ipaddress.ip_network(host.strip("[]")))
+
+    def _in_trusted(self, host: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        return any(addr in net for net in self._trusted_nets)
 
     def _match_source(self, host: str) -> Trunk | None:
         try:

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from api.metrics import Metrics, metrics_app
 from media.amd import AmdParams
 from media.engine import MediaEngine
 from softswitch import __version__
+from softswitch.b2bua.policy import from_config as call_policy
 from softswitch.b2bua.switch import TEST_TRUNK, B2bua
 from softswitch.config import Config, Trunk, parse_hostport, parse_listen
 from softswitch.events import EventBus
@@ -32,12 +34,14 @@ from softswitch.keepalive import ContactKeepalive
 from softswitch.logs import event
 from softswitch.registrar import Registrar
 from softswitch.router import Router
+from softswitch.security import Security
 from softswitch.sip.auth import Algorithm
 from softswitch.sip.transaction import TimerConfig
 from softswitch.store import Store
 from softswitch.testmode import TestFarEnd
 from softswitch.transport.endpoint import SipEndpoint
 from softswitch.transport.sockets import BindError, os_reason
+from softswitch.transport.tls import server_context
 from softswitch.trunks import Trunks
 from softswitch.uas import BasicUas
 from softswitch.webhooks import WebhookDispatcher, new_secret
@@ -65,7 +69,8 @@ async def _start_api(
         metrics.register,
         api_webhooks.register_with(webhooks),
     ]
-    runners = [await _serve(create_app(store, cfg, checks=checks, routes=routes), "api", cfg.api.listen)]
+    tls = server_context(cfg.api.tls_cert, cfg.api.tls_key) if cfg.api.tls_cert else None
+    runners = [await _serve(create_app(store, cfg, checks=checks, routes=routes), "api", cfg.api.listen, tls)]
     if cfg.api.metrics_listen:
         try:
             runners.append(await _serve(metrics_app(metrics), "metrics", cfg.api.metrics_listen))
@@ -75,16 +80,16 @@ async def _start_api(
     return runners
 
 
-async def _serve(app: web.Application, name: str, listen: str) -> web.AppRunner:
+async def _serve(app: web.Application, name: str, listen: str, tls: ssl.SSLContext | None = None) -> web.AppRunner:
     host, port = parse_hostport(listen)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
     except OSError as exc:
         await runner.cleanup()
         raise BindError(f"cannot listen on {name}:{listen}: {os_reason(exc)}") from None
-    event(log, f"{name}.listening", addr=listen)
+    event(log, f"{name}.listening", addr=listen, scheme="https" if tls else "http")
     return runner
 
 
@@ -103,16 +108,24 @@ class Services:
             u.name: u.password or {a: h for a, h in ((Algorithm.MD5, u.ha1_md5), (Algorithm.SHA256, u.ha1_sha256)) if h}
             for u in cfg.users
         }
-        self.registrar = Registrar(self.store, passwords.get, cfg.sip.domain, algorithms=cfg.sip.auth_algorithms)
-        media_host = parse_listen(cfg.sip.listen[0]).host if cfg.sip.listen else "127.0.0.1"
-        self.engine = MediaEngine(cfg.rtp_port_range(), host=media_host)
         self.bus = EventBus()
         self.bus.subscribe(_log_event)
+        router = Router(cfg)
+        self.security = Security.from_config(cfg.security, self.store, self.bus, router.trusted)
+        self.registrar = Registrar(
+            self.store,
+            passwords.get,
+            cfg.sip.domain,
+            algorithms=cfg.sip.auth_algorithms,
+            on_auth_failure=self.security.auth_failed,
+        )
+        media_host = parse_listen(cfg.sip.listen[0]).host if cfg.sip.listen else "127.0.0.1"
+        self.engine = MediaEngine(cfg.rtp_port_range(), host=media_host)
         self.calls = B2bua(
             engine=self.engine,
             store=self.store,
             bus=self.bus,
-            router=Router(cfg),
+            router=router,
             registrar=self.registrar,
             domain=cfg.sip.domain,
             user_agent=cfg.sip.user_agent,
@@ -122,14 +135,19 @@ class Services:
             inband_dtmf=cfg.calls.inband_dtmf,
             amd=AmdParams(**cfg.amd),
             recordings_dir=cfg.media.recordings_dir,
+            policy=call_policy(cfg),
         )
+        self.calls.security = self.security
         self.sip = SipEndpoint(
             BasicUas(cfg.sip.user_agent, self.registrar, calls=self.calls),
             timers=timers,
             max_message_bytes=cfg.sip.max_message_bytes,
             tls_cert=cfg.sip.tls_cert or None,
             tls_key=cfg.sip.tls_key or None,
+            tls_client_ca=cfg.sip.tls_client_ca or None,
             drop_scanners=cfg.sip.drop_scanners,
+            security=self.security,
+            max_transactions=cfg.sip.max_transactions,
         )
         self.calls.endpoint = self.sip
         self.trunks = Trunks(self.sip, cfg.trunks, domain=cfg.sip.domain, user_agent=cfg.sip.user_agent)
@@ -149,7 +167,7 @@ class Services:
         self.calls.streams.allow_private = cfg.webhooks.allow_private
         self.calls.flows.allow_private = cfg.webhooks.allow_private
         self.calls.flows.route_secret = self.store.setting("flow_secret", new_secret)
-        self.calls.flows.api_base = "http://" + cfg.api.listen
+        self.calls.flows.api_base = ("https://" if cfg.api.tls_cert else "http://") + cfg.api.listen
         self.runners: list[web.AppRunner] = []
         self._gc_task: asyncio.Task | None = None
 
@@ -158,6 +176,7 @@ class Services:
         for item in self.cfg.sip.listen:
             await self.sip.listen(parse_listen(item))
         self.trunks.start()
+        self.security.start()
         self.keepalive.start()
         await self._start_test_far_end()
         await self.webhooks.start()
@@ -173,6 +192,7 @@ class Services:
         """The simulated far end test API keys' calls reach (softswitch.testmode), as a trunk of its own that
         no route names: only `B2bua.originate(test=True)` sends calls there."""
         host, port = await self.test_far_end.start()
+        self.calls.router.trust(host)  # its answers come from this process, as fast as test calls go
         self.calls.router.trunks[TEST_TRUNK] = Trunk(name=TEST_TRUNK, address=f"{host}:{port}", ping_interval_s=0)
 
     def _test_event(self, ev) -> bool:
@@ -198,6 +218,7 @@ class Services:
                 self.calls.shutdown()
                 await self.trunks.close()
                 await self.keepalive.close()
+                await self.security.close()
                 await asyncio.sleep(0.05)  # let the BYEs leave
                 for runner in self.runners:
                     await runner.cleanup()

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from softswitch.guard import Ban
+
 # Each migration is a list of statements run in one transaction. Append only; never edit a released one.
 MIGRATIONS: list[list[str]] = [
     [  # 1: call records and registrar bindings
@@ -196,6 +198,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE audio_files ADD COLUMN status TEXT NOT NULL DEFAULT 'ready'",
         "ALTER TABLE audio_files ADD COLUMN error TEXT",
         "ALTER TABLE audio_files ADD COLUMN format TEXT NOT NULL DEFAULT 'WAV'",
+    ],
+    [  # 13: source addresses banned by the SIP edge (softswitch.guard), lifted by `softswitch bans lift`
+        """CREATE TABLE bans (
+               address TEXT PRIMARY KEY,
+               since REAL NOT NULL,
+               until REAL NOT NULL,
+               reason TEXT NOT NULL,
+               failures INTEGER NOT NULL DEFAULT 0)""",
     ],
 ]
 
@@ -722,6 +732,22 @@ class Store:
     def purge_bindings(self, now: float) -> int:
         """Forget expired contacts; returns how many."""
         return self._db.execute("DELETE FROM registrations WHERE expires_at <= ?", (now,)).rowcount
+
+    # -- bans ----------------------------------------------------------------------------------------
+    def save_ban(self, ban: Ban) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO bans (address, since, until, reason, failures) VALUES (?, ?, ?, ?, ?)",
+            (ban.address, ban.since, ban.until, ban.reason, ban.failures),
+        )
+
+    def bans(self, now: float) -> list[Ban]:
+        """Bans in force at `now`, oldest first (expired ones are deleted on the way)."""
+        self._db.execute("DELETE FROM bans WHERE until <= ?", (now,))
+        rows = self._db.execute("SELECT address, since, until, reason, failures FROM bans ORDER BY since, address")
+        return [Ban(*row) for row in rows]
+
+    def delete_ban(self, address: str) -> bool:
+        return self._db.execute("DELETE FROM bans WHERE address = ?", (address,)).rowcount > 0
 
     # -- call detail records -----------------------------------------------------------------------
     def save_call(self, record: CallRecord) -> None:

@@ -68,6 +68,9 @@ class BasicUas:
                 self.calls.on_in_dialog(ev)
             return  # otherwise an ACK is answered by nothing (17.1.1.3, 13.3.1.4)
         status, extra = self.check(request)
+        checked = status < 300 or status in (404, 481)  # the URI parsed: its scheme may be looked at
+        if checked and getattr(request.uri, "secure", False) and ev.source.transport != "tls":
+            status, extra = 416, []  # a sips: request must arrive over TLS (RFC 3261 26.2, RFC 5630)
         calls = self.calls
         if calls is not None and status in (404, 481) and request.to.tag and calls.on_in_dialog(ev):
             return

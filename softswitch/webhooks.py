@@ -59,6 +59,7 @@ EVENT_TYPES = (
     "stream.started",
     "stream.stopped",
     "call.flow_error",
+    "security.alert",
 )
 CALLBACK_AFTER_END_S = 600.0  # a call's status callback still hears its events this long after it ends
 RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # after attempts 1..7

@@ -103,6 +103,7 @@ path = "{tmp_path / "sw.db"}"
 name = "carrier"
 address = "{HOST}:{callee}"
 inbound_from = ["{HOST}/32"]
+transit = true  # the test caller plays a carrier whose calls go out again (hairpin)
 ping_interval_s = 0
 [[routes]]
 match = "^1000$"

@@ -373,3 +373,26 @@ def test_config_users_by_ha1_and_the_warning_for_clear_passwords_others_can_read
         path.write_text(text)
         res = run_cli("check-config", str(path))
         assert res.returncode == 2 and why in res.stderr, res.stderr
+
+
+def test_config_api_over_https_needs_both_files_that_load(pems):
+    cfg = config.parse(f'[api]\ntls_cert = "{pems["a_cert"]}"\ntls_key = "{pems["a_key"]}"\n')
+    assert (cfg.api.tls_cert, cfg.api.tls_key) == (pems["a_cert"], pems["a_key"])
+    assert problems(f'[api]\ntls_cert = "{pems["a_cert"]}"\n') == ["sw.toml:1: api.tls_key: required with api.tls_cert"]
+    assert problems(f'[api]\ntls_cert = "{pems["a_cert"]}"\ntls_key = "{pems["b_key"]}"\n') == [
+        f"sw.toml:3: api.tls_key: private key '{pems['b_key']}' does not match certificate '{pems['a_cert']}'"
+    ]
+
+
+def test_config_trunk_client_certificates_need_a_ca_and_a_tls_listener(pems):
+    trunk = '[[trunks]]\nname = "c"\naddress = "127.0.0.1:5070"\ntls_client_cert = "carrier.example"\n'
+    assert problems(trunk) == [
+        "sw.toml:4: trunks[0].tls_client_cert: needs sip.tls_client_ca (the CAs of client certificates)"
+    ]
+    assert problems(f'[sip]\ntls_client_ca = "{pems["a_cert"]}"\n') == [
+        "sw.toml:2: sip.tls_client_ca: needs a tls: listen address"
+    ]
+    good = tls_sip(pems["a_cert"], pems["a_key"]) + f'tls_client_ca = "{pems["b_cert"]}"\n' + trunk
+    assert config.parse(good).trunks[0].tls_client_cert == "carrier.example"
+    bad = tls_sip(pems["a_cert"], pems["a_key"]) + f'tls_client_ca = "{pems["junk"]}"\n'
+    assert problems(bad) == [f"sw.toml:5: sip.tls_client_ca: no PEM certificate found in '{pems['junk']}'"]

@@ -6,12 +6,16 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port, spawn, stop, wait_health, write_config
+from helpers import free_port, make_cert, spawn, stop, wait_health, write_config
 
 from softswitch.store import SCHEMA_VERSION
 
@@ -147,3 +151,29 @@ def test_serve_help_describes_every_option(argv):
     }[tuple(argv)]
     for word in wanted:
         assert word in text
+
+
+def test_serve_api_over_https_with_the_configured_certificate(tmp_path):
+    cert, key = make_cert(tmp_path)
+    sip, api = free_port(also_udp=True), free_port()
+    path = write_config(tmp_path, sip, api)
+    path.write_text(path.read_text().replace("[api]\n", f'[api]\ntls_cert = "{cert}"\ntls_key = "{key}"\n'))
+    proc = spawn(path)
+    try:
+        context = ssl.create_default_context(cafile=cert)  # the client trusts exactly that certificate
+        deadline = time.monotonic() + 15
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                with urllib.request.urlopen(f"https://127.0.0.1:{api}/health", context=context, timeout=1) as resp:
+                    assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
+                    break
+            except urllib.error.URLError as exc:
+                assert not isinstance(exc.reason, ssl.SSLError), exc  # a handshake failure is a real failure
+                assert time.monotonic() < deadline, exc
+                time.sleep(0.1)
+        with pytest.raises(urllib.error.URLError):  # plain HTTP is not served there
+            urllib.request.urlopen(f"http://127.0.0.1:{api}/health", timeout=2)
+    finally:
+        _, err = stop(proc, signal.SIGTERM)
+    assert "scheme=https" in err

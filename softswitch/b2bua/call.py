@@ -34,6 +34,7 @@ from softswitch.b2bua.amd import CallAmd
 from softswitch.b2bua.dtmf import DTMF_RELAY, DtmfMerger, parse_dtmf_relay
 from softswitch.b2bua.flow import CallFlow
 from softswitch.b2bua.media import OTHER, CallMedia, MediaRefused
+from softswitch.b2bua.policy import API, Refusal, Subject, party_of
 from softswitch.b2bua.recording import RecordingError
 from softswitch.b2bua.session_timer import SessionTimer, as_uac, as_uas
 from softswitch.b2bua.streams import StreamError
@@ -99,6 +100,7 @@ class Side:
     allows_update: bool = False
     leg: LegRecord | None = None  # its part of the call record
     virtual: bool = False  # the API's end of a call it placed: a dialog of ours only, nothing on the wire
+    party: Subject | None = None  # who is on this side, for the toll-fraud rules of its REFERs (b2bua.policy)
 
 
 class Call:
@@ -135,6 +137,10 @@ class Call:
         self.stream_on_answer: dict | None = None  # a media stream to start as the call is answered (its kwargs)
         self.flow_on_answer: dict | None = None  # a call flow to run once answered (CallFlow's kwargs)
         self.flow: CallFlow | None = None  # the call flow running on the call (softswitch.b2bua.flow)
+        self.origin: Subject = API  # who chose the destination (b2bua.policy): the caller's user or trunk
+        self.by_operator = False  # the targets come from the operator's call flow, not from the caller
+        self.refusal: Refusal | None = None  # a target the toll-fraud rules refused (the answer if none is left)
+        self.subjects: list[Subject] = []  # the users and trunks whose call counts this call holds
 
     # -- routing -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -181,6 +187,8 @@ class Call:
     def best_failure(self) -> tuple[int, str]:
         failed = [f for f in self.forks if f.status and f.status >= 300]
         if not failed:
+            if self.refusal is not None:
+                return self.refusal.status, self.refusal.reason
             return 480, "Temporarily Unavailable"
         six = [f for f in failed if f.status >= 600]
         if six:
@@ -268,6 +276,7 @@ class Call:
             return
         self.sw.endpoint.send_stateless(dialog.create_ack(), fork.flow)
         self.b = Side(dialog, fork.flow, st=as_uac(response, self.sw.session_interval_s), leg=fork.leg)
+        self.b.party = party_of(fork)
         self.b.allows_update = _allows_update(response)
         self.sw.add_dialog(dialog, self, "b")
         fork.leg.answered_at = self.sw.wall()

@@ -189,6 +189,7 @@ class CallFlow:
             self.call.flow = None
             self.call.record.data["flow_dialed"] = target
             self.call.targets = list(targets)
+            self.call.by_operator = True  # the flow chose the number: no transit rule (b2bua.policy)
             self.call.called_user = target
             self.call.next_target()
             return

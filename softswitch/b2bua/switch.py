@@ -18,6 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from media.amd import AmdParams
 from media.engine import MediaEngine, MediaEvent
@@ -25,6 +26,7 @@ from softswitch.b2bua import transfer
 from softswitch.b2bua.call import ALLOW, SDP, Call, Fork, new_call_id
 from softswitch.b2bua.flow import Flows
 from softswitch.b2bua.media import CallMedia
+from softswitch.b2bua.policy import CallPolicy, Refusal
 from softswitch.b2bua.recording import Recordings
 from softswitch.b2bua.session_timer import DEFAULT_INTERVAL, request_headers
 from softswitch.b2bua.streams import CallStreams
@@ -39,6 +41,9 @@ from softswitch.sip.message import parse as parse_message
 from softswitch.sip.transaction import RequestReceived, ResponseReceived, Timeout, TransportError
 from softswitch.sip.uri import SipUri, parse_uri
 from softswitch.store import CallRecord, LegRecord, Store
+
+if TYPE_CHECKING:
+    from softswitch.security import Security
 
 log = logging.getLogger("softswitch.b2bua")
 
@@ -65,6 +70,7 @@ class B2bua:
         amd: AmdParams | None = None,
         recordings_dir: str = "var/recordings",
         wall: Callable[[], float] = time.time,
+        policy: CallPolicy | None = None,
     ):
         self.engine = engine
         self.store = store
@@ -84,6 +90,8 @@ class B2bua:
         self.wall = wall
         self.endpoint = None
         self.trunks = None  # softswitch.trunks.Trunks once started: which trunks answer their pings
+        self.policy = policy or CallPolicy({})
+        self.security: Security | None = None  # set by the server: alerts, counters, auth failures' bans
         self.loop = asyncio.get_running_loop()
         self.calls: dict[str, Call] = {}
         self._invites: dict[object, Call] = {}  # the caller's INVITE server transaction
@@ -108,7 +116,14 @@ class B2bua:
         if mf is not None and mf <= 0:
             endpoint.respond(ev.key, self._reply(request, 483))
             return
-        trunk = self.router.trunk_for_source(flow.remote[0])
+        host = flow.remote[0]
+        trunk = self.router.trunk_for_source(host)
+        if trunk is not None and trunk.tls_client_cert and trunk.tls_client_cert not in self.endpoint.peer_names(flow):
+            # from the trunk's network, but without the certificate it must present: not that trunk
+            refusal = Refusal("client_certificate", 403, "Client Certificate Required", f"trunk {trunk.name} over "
+                              f"{flow.transport} without a certificate naming {trunk.tls_client_cert}")  # fmt: skip
+            self._refuse(ev, refusal, ("trunk", trunk.name), getattr(request.uri, "user", None) or "", "")
+            return
         user = None
         if trunk is None:
             result = self.registrar.verify(request, "Proxy-Authorization", self.wall())
@@ -118,24 +133,56 @@ class B2bua:
                     endpoint.respond(ev.key, self._reply(request, 407, headers=headers))
                 else:
                     self.counters["rejected"] += 1
+                    if result.failed and self.security is not None:
+                        self.security.auth_failed(host, result.username, "INVITE", result.reason.value)
                     endpoint.respond(ev.key, self._reply(request, 403))
                 return
             user = result.username
+        origin = ("trunk", trunk.name) if trunk is not None else ("user", user)
         called = getattr(request.uri, "user", None) or ""
+        refusal = self.policy.admit(origin, self.wall())
+        if refusal is not None:
+            self._refuse(ev, refusal, origin, called, "")
+            return
         targets = self.router.targets(called)
         if not targets:
             self.counters["rejected"] += 1
             endpoint.respond(ev.key, self._reply(request, 404, "No Route"))
             return
-        direction = "inbound" if trunk else ("outbound" if targets[0].kind == "trunk" else "internal")
+        allowed = [t for t in targets if t.kind != "trunk" or self._trunk_refusal(origin, t.name, called) is None]
+        if not allowed:  # every route leads out through a trunk this caller may not use for this number
+            self._refuse(ev, self._trunk_refusal(origin, targets[0].name, called), origin, called, "")
+            return
+        direction = "inbound" if trunk else ("outbound" if allowed[0].kind == "trunk" else "internal")
         try:
-            call = self._new_call(request, ev.key, flow, targets, direction=direction, trunk=trunk, user=user)
+            call = self._new_call(request, ev.key, flow, allowed, direction=direction, trunk=trunk, user=user)
         except OSError as exc:
             event(log, "call.no_media", level=logging.WARNING, reason=str(exc))
             endpoint.respond(ev.key, self._reply(request, 503, headers=[("Retry-After", "5")]))
             return
+        call.origin = origin
+        self.hold(call, origin)
         self._invites[ev.key] = call
         call.start()
+
+    def _trunk_refusal(self, origin, trunk: str, number: str, *, by_operator: bool = False):
+        """What the toll-fraud rules say to sending `origin`'s call for `number` out over `trunk` (capacity
+        aside: a full trunk is skipped for the next route, a forbidden number is refused outright)."""
+        return self.policy.allow_trunk(origin, trunk, number, self.wall(), by_flow=by_operator)
+
+    def _refuse(self, ev: RequestReceived, refusal, origin, number: str, call_id: str) -> None:
+        """403 with the rule's reason (and a Reason header, RFC 3326), logged, counted, alerted."""
+        self.counters["rejected"] += 1
+        if self.security is not None:
+            self.security.refused(refusal, source=ev.source.remote[0], origin=origin, number=number, call_id=call_id)
+        reason = ("Reason", f'SIP;cause={refusal.status};text="{refusal.reason}"')
+        self.endpoint.respond(ev.key, self._reply(ev.request, refusal.status, refusal.reason, headers=[reason]))
+
+    def hold(self, call: Call, subject) -> None:
+        """The call counts towards `subject`'s max_calls and calls_per_minute until it ends."""
+        if subject not in call.subjects:
+            call.subjects.append(subject)
+            self.policy.acquire(subject, self.wall())
 
     def originate(
         self,
@@ -250,19 +297,27 @@ class B2bua:
         down...); None when a TCP/TLS trunk needs a connection first (the fork follows, or the next
         target is tried if the connection fails)."""
         destinations: list[tuple[str, object, object]] = []  # (request uri, flow, trunk)
+        secure = getattr(call.invite.uri, "secure", False)  # a sips: call goes on over TLS only (RFC 5630)
         if target.kind == "user":
             for binding in self.registrar.contacts(target.name, self.wall()):
+                if secure and binding.transport != "tls":
+                    continue
                 host, _, port = binding.source.rpartition(":")
                 flow = self.endpoint.flow_to(binding.transport, host.strip("[]"), int(port))
                 if flow is not None:
                     destinations.append((binding.contact, flow, None))
         elif target.kind == "trunk":
             trunk = self.router.trunks[target.name]
+            if secure and trunk.transport != "tls":
+                event(log, "call.trunk_not_tls", level=logging.INFO, call=call.id, trunk=trunk.name)
+                return []
             if self.trunks is not None and not self.trunks.is_up(trunk.name):
                 event(log, "call.trunk_down", level=logging.INFO, call=call.id, trunk=trunk.name)
                 return []
+            if trunk.name != TEST_TRUNK and not self._may_use_trunk(call, trunk.name, called or call.called_user, body):
+                return []
             host, port = self.router.trunk_address(trunk)
-            uri = f"sip:{called or call.called_user}@{host}:{port}"
+            uri = f"{'sips' if secure else 'sip'}:{called or call.called_user}@{host}:{port}"
             flow = self.endpoint.flow_to(trunk.transport, host, port)
             if flow is None and trunk.transport != "udp":
                 self.loop.create_task(self._connect_then_fork(call, target, trunk, uri, host, port, body, caller))
@@ -284,6 +339,24 @@ class B2bua:
         if not destinations:
             event(log, "call.target_unreachable", level=logging.INFO, call=call.id, target=str(target))
         return forks
+
+    def _may_use_trunk(self, call: Call, trunk: str, number: str, transfer_offer) -> bool:
+        """The toll-fraud rules at the last moment before an INVITE leaves for a trunk, whoever asked for it
+        (a route, a transfer, a call flow); a refusal is kept as the call's answer if nothing else works."""
+        transfer = call.transfer if transfer_offer is not None else None
+        origin = transfer.origin if transfer is not None else call.origin
+        by_operator = (not transfer.notify) if transfer is not None else call.by_operator
+        refusal = self._trunk_refusal(origin, trunk, number, by_operator=by_operator) or self.policy.trunk_room(
+            trunk, self.wall()
+        )
+        if refusal is not None:
+            call.refusal = refusal
+            if self.security is not None:
+                source = call.a.flow.remote[0] if not call.a.virtual else "api"
+                self.security.refused(refusal, source=source, origin=origin, number=number, call_id=call.id)
+            return False
+        self.hold(call, ("trunk", trunk))
+        return True
 
     async def _connect_then_fork(self, call: Call, target: Target, trunk, uri, host, port, body, caller) -> None:
         try:
@@ -367,6 +440,8 @@ class B2bua:
     def contact_for(self, flow, user: str) -> str:
         host, port = flow.local
         host = f"[{host}]" if ":" in host else host
+        if flow.transport == "tls":  # RFC 5630: over TLS our address is a SIPS URI (transport=tls is deprecated)
+            return f"<sips:{user or 'softswitch'}@{host}:{port}>"
         params = "" if flow.transport == "udp" else f";transport={flow.transport}"
         return f"<sip:{user or 'softswitch'}@{host}:{port}{params}>"
 
@@ -508,6 +583,8 @@ class B2bua:
     def finish(self, call: Call) -> None:
         """The call ended: drop it from every table, stop its timers, write its record."""
         self.calls.pop(call.id, None)
+        for subject in call.subjects:
+            self.policy.release(subject)
         self._invites.pop(call.key, None)
         self.recordings.call_ended(call)
         for leg in call.media.legs.values():

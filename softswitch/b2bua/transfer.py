@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 
 from softswitch.b2bua.media import OTHER, MediaRefused
+from softswitch.b2bua.policy import party_of
 from softswitch.logs import event
 from softswitch.sip.dialog import DialogError
 from softswitch.sip.errors import SipParseError
@@ -44,6 +45,7 @@ class Transfer:
     done: bool = False
     notify: bool = True  # a REFER's transferor hears how it goes (RFC 3515); the API's transfers do not
     caller: str | None = None  # the caller id the target sees (a call flow's dial callerId); else the peer's
+    origin: tuple[str, str] = ("api", "")  # who chose the target, for the toll-fraud rules (b2bua.policy)
 
 
 def on_refer(call, side: str, key, request: Request) -> None:
@@ -64,7 +66,7 @@ def on_refer(call, side: str, key, request: Request) -> None:
         call.sw.endpoint.respond(key, this.dialog.create_response(request, status))
         return
     call.sw.endpoint.respond(key, this.dialog.create_response(request, 202))
-    transfer = Transfer(side, str(refer_to.uri), list(targets))
+    transfer = Transfer(side, str(refer_to.uri), list(targets), origin=this.party or call.origin)
     call.transfer = transfer
     _notify(call, transfer, "SIP/2.0 100 Trying", terminated=False)
     event(log, "call.transfer", call=call.id, by=side, to=transfer.target_uri)
@@ -156,6 +158,7 @@ def on_fork_response(call, transfer: Transfer, fork, response: Response) -> None
     transfer.done = True
     _notify(call, transfer, "SIP/2.0 200 OK", terminated=True)
     call.replace_side(transfer.side, dialog, fork.flow, response)
+    call.side(transfer.side).party = party_of(fork)
     call.transfer = None
     event(log, "call.transferred", call=call.id, side=transfer.side, to=transfer.target_uri)
     if call.flow is not None:

@@ -120,6 +120,18 @@ class AuthReason(Enum):
     REPLAY = "replay"  # nonce-count not above the last one accepted for this nonce
 
 
+_FAILURES = frozenset(
+    (
+        AuthReason.UNKNOWN_USER,
+        AuthReason.BAD_RESPONSE,
+        AuthReason.BAD_NONCE,
+        AuthReason.REPLAY,
+        AuthReason.URI_MISMATCH,
+        AuthReason.OPAQUE_MISMATCH,
+    )
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     """The outcome of `DigestServer.verify`."""
@@ -132,6 +144,12 @@ class AuthResult:
     @property
     def ok(self) -> bool:
         return self.reason is AuthReason.OK
+
+    @property
+    def failed(self) -> bool:
+        """Credentials for our realm that did not check out: what a password guesser produces (counted
+        towards a ban), unlike no credentials, a stale nonce or another realm's, which honest phones send."""
+        return self.reason in _FAILURES
 
     @property
     def public_reason(self) -> AuthReason:
@@ -538,10 +556,10 @@ class DigestServer:
         # Same work whether or not the user exists: a digest over a dummy secret for unknown users.
         secret = lookup(user, algorithm.base)
         known = secret is not None
+        # An HA1 needs no hashing, a password or an unknown user one: hashed anyway, so every case costs the same
+        ha1 = compute_ha1(user, self.realm, secret if isinstance(secret, str) else self._dummy_password, algorithm)
         if isinstance(secret, HA1):
             ha1 = secret.hex.lower()
-        else:
-            ha1 = compute_ha1(user, self.realm, secret if secret is not None else self._dummy_password, algorithm)
         expected = digest_response(
             algorithm,
             ha1,

@@ -307,10 +307,12 @@ class TransactionLayer:
         *,
         via_sent_by: str | None = None,
         transport: str = "UDP",
+        max_transactions: int = 0,
     ):
         """`via_sent_by` ("192.0.2.1:5060", or a host name) and `transport` ("UDP", "TCP", "TLS", "WS"...)
         make the Via added to requests sent without one; without `via_sent_by`, every request must carry
-        its own."""
+        its own. With `max_transactions`, a request that would start a transaction past that many live ones
+        is answered 503 statelessly instead (RFC 3261 21.5.4): the memory a flood can pin stays bounded."""
         if via_sent_by is not None:
             try:
                 parse_via(f"SIP/2.0/{transport} {via_sent_by}")
@@ -320,6 +322,8 @@ class TransactionLayer:
         self.auto_trying = auto_trying
         self.via_sent_by = via_sent_by
         self.transport = transport.upper()
+        self.max_transactions = max_transactions
+        self.refused_full = 0  # requests answered 503 for max_transactions
         self._txns: dict[Hashable, Transaction] = {}
         self._heap: list[tuple[float, int, Hashable, str]] = []
         self._seq = itertools.count()
@@ -503,6 +507,12 @@ class TransactionLayer:
         if txn is not None:
             if txn.step("request", now) is not None and txn.last_response is not None:
                 self._out.append(Transmit(txn.last_response, txn.dest, retransmission=True))
+            return
+        if self.max_transactions and len(self._txns) >= self.max_transactions:
+            self.refused_full += 1
+            tag = secrets.token_hex(4)
+            busy = build_response(request, 503, "Service Unavailable", to_tag=tag, headers=[("Retry-After", "5")])
+            self._out.append(Transmit(busy, source))
             return
         kind = Kind.IST if request.method == "INVITE" else Kind.NIST
         txn = self._txns[key] = Transaction(self, kind, key, request, source, reliable)

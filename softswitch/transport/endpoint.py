@@ -23,11 +23,14 @@ import functools
 import ipaddress
 import logging
 import re
+import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from softswitch.config import ListenAddress
+from softswitch.guard import Verdict
 from softswitch.logs import event
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.framer import PING, StreamFramer
@@ -45,6 +48,9 @@ from softswitch.sip.transaction import (
 )
 from softswitch.transport import tls
 from softswitch.transport.sockets import BindError, os_reason, udp_socket
+
+if TYPE_CHECKING:
+    from softswitch.security import Security
 
 log = logging.getLogger("softswitch.sip")
 _CLIENT_EVENTS = (ResponseReceived, Timeout, TransportError)
@@ -121,6 +127,7 @@ class _Tcp(asyncio.Protocol):
         self.framer = StreamFramer(endpoint.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.flow: Flow | None = None
+        self.peer_names: tuple[str, ...] = ()  # TLS: the names of the client's verified certificate
         self.last_activity = 0.0
 
     def connection_made(self, transport) -> None:
@@ -131,8 +138,12 @@ class _Tcp(asyncio.Protocol):
         with contextlib.suppress(ValueError):
             if ipaddress.ip_address(local[0]).is_unspecified:  # bound to 0.0.0.0 or ::, a useless sent-by
                 local = (sock[0], local[1])
+        self.peer_names = tls.peer_names(transport.get_extra_info("peercert")) if self.kind == "tls" else ()
         self.flow = Flow(self.kind, (peer[0], peer[1]), local, self.endpoint._register(self))
         self.last_activity = self.endpoint.loop.time()
+        security = self.endpoint.security
+        if security is not None and self.local is not None and security.banned(peer[0]):
+            transport.close()  # an accepted connection from a banned address: nothing read
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.endpoint.loop.time()
@@ -165,26 +176,32 @@ class SipEndpoint:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_verify: bool = False,
+        tls_client_ca: str | None = None,
         name: str = "sip",
         drop_scanners: bool = False,
+        security: Security | None = None,
+        max_transactions: int = 0,
     ):
         """`tls_cert`/`tls_key` (PEM files) serve `tls:` listeners and are offered on connections we open;
         `tls_verify` checks the certificate of servers we connect to, off by default because trunks often
         present self-signed ones. `tcp_idle_s` closes TCP and TLS connections alike. `drop_scanners`: requests
         whose User-Agent names a known SIP scanner are dropped unanswered, before any transaction (a scanner
-        learns nothing, not even that something listens)."""
+        learns nothing, not even that something listens). `security` is asked about every message's source
+        before it is parsed (rate limits, bans: softswitch.security)."""
         self.handler = handler
+        self.security = security
         self.drop_scanners = drop_scanners
         self.name = name  # what its log events start with ("sip"; the test far end is another endpoint)
         self.max_message_bytes = max_message_bytes
         self.tcp_idle_s = tcp_idle_s
         self.tls_cert, self.tls_key, self.tls_verify = tls_cert, tls_key, tls_verify
+        self.tls_client_ca = tls_client_ca  # asks TLS clients for a certificate, verified against it
         self._server_tls: ssl.SSLContext | None = None
         self._client_tls: ssl.SSLContext | None = None
         self._stream_local: dict[str, tuple[str, int]] = {}  # transport -> first listener, our sent-by
         self._connecting: dict[tuple[str, str, int], asyncio.Task[Flow]] = {}
         self.loop = asyncio.get_running_loop()
-        self.txns = TransactionLayer(timers or TimerConfig())
+        self.txns = TransactionLayer(timers or TimerConfig(), max_transactions=max_transactions)
         self._udp: dict[tuple[str, int], asyncio.DatagramTransport] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: dict[int, _Tcp] = {}
@@ -226,7 +243,7 @@ class SipEndpoint:
             if not (self.tls_cert and self.tls_key):
                 raise BindError(f"cannot listen on {addr}: no TLS certificate and key configured")
             try:
-                self._server_tls = tls.server_context(self.tls_cert, self.tls_key)
+                self._server_tls = tls.server_context(self.tls_cert, self.tls_key, self.tls_client_ca)
             except tls.TlsFileError as exc:
                 raise BindError(f"cannot listen on {addr}: {exc}") from None
         return self._server_tls
@@ -261,6 +278,11 @@ class SipEndpoint:
     # -- input -----------------------------------------------------------------------------------
     def receive(self, data: bytes, flow: Flow, *, stream: bool) -> None:
         self.counters["received"] += 1
+        security = self.security
+        if security is not None and (verdict := security.admit(flow.remote[0])) is not Verdict.ADMIT:
+            if verdict is Verdict.BANNED and security.ban_action == "403":
+                self._forbid(data, flow, stream)
+            return
         now = self.loop.time()
         try:
             msg = parse(data, stream=stream, max_size=self.max_message_bytes)
@@ -284,6 +306,15 @@ class SipEndpoint:
             self._refuse(exc, flow)
             return
         self._pump()
+
+    def _forbid(self, data: bytes, flow: Flow, stream: bool) -> None:
+        """A banned source's request answered 403 without a transaction (`[security] ban_action = "403"`)."""
+        try:
+            msg = parse(data, stream=stream, max_size=self.max_message_bytes)
+            if isinstance(msg, Request) and msg.method != "ACK":
+                self.send_stateless(build_response(msg, 403, "Forbidden", to_tag=secrets.token_hex(4)), flow)
+        except SipParseError:
+            pass
 
     def _refuse(self, exc: SipParseError, flow: Flow) -> None:
         self.counters["malformed"] += 1
@@ -491,6 +522,11 @@ class SipEndpoint:
     def _unregister(self, conn: _Tcp) -> None:
         if conn.flow is not None:
             self._connections.pop(conn.flow.connection, None)
+
+    def peer_names(self, flow: Flow) -> tuple[str, ...]:
+        """The names in the verified certificate the TLS peer of `flow` presented; () for none (or not TLS)."""
+        conn = self._connections.get(flow.connection) if flow.connection else None
+        return conn.peer_names if conn is not None else ()
 
     @property
     def connection_count(self) -> int:

@@ -54,13 +54,33 @@ def load_identity(context: ssl.SSLContext, cert: str, key: str) -> None:
         raise TlsFileError("key", f"no PEM private key found in {key!r}") from None
 
 
-def server_context(cert: str, key: str) -> ssl.SSLContext:
-    """For our TLS listeners: TLS 1.2 or later, no client certificate asked for (SIP clients rarely have
-    one; they authenticate with digest)."""
+def server_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """For our TLS listeners: TLS 1.2 or later. With `client_ca` (a PEM bundle), a client certificate is
+    asked for and, when one is sent, verified against it (a handshake with an untrusted one fails); clients
+    without one still connect (phones authenticate with digest), and trunks that require one are checked
+    per request (`peer_names`)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     load_identity(context, cert, key)
+    if client_ca:
+        _readable("ca", client_ca)
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except ssl.SSLError:
+            raise TlsFileError("ca", f"no PEM certificate found in {client_ca!r}") from None
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def peer_names(peercert: dict | None) -> tuple[str, ...]:
+    """The names a verified peer certificate carries (`SSLObject.getpeercert()`): its subjectAltName DNS
+    names and IP addresses, then its subject's commonName; () for no (verified) certificate."""
+    if not peercert:
+        return ()
+    names = [value for kind, value in peercert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
+    for rdn in peercert.get("subject", ()):
+        names += [value for key, value in rdn if key == "commonName"]
+    return tuple(names)
 
 
 def client_context(verify: bool, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:

@@ -132,6 +132,7 @@ def _command(
     target: str | None = None,
     service: str | None = None,
     extra: Sequence[str] = (),
+    host: str = HOST,
 ) -> list[str]:
     binary = sipp_binary()
     if binary is None:
@@ -141,9 +142,9 @@ def _command(
         cmd.append(target)
     if service is not None:
         cmd += ["-s", service]
-    cmd += ["-i", HOST, "-p", str(port), "-mi", HOST]
+    cmd += ["-i", host, "-p", str(port), "-mi", host]
     cmd += ["-mp", str(media_port if media_port is not None else free_udp_port(pair=True))]
-    cmd += ["-ci", HOST, "-cp", str(control_port if control_port is not None else free_udp_port())]
+    cmd += ["-ci", host, "-cp", str(control_port if control_port is not None else free_udp_port())]
     cmd += ["-nostdin", "-timeout", f"{math.ceil(timeout_s * 1000)}ms", "-timeout_error"]
     cmd += ["-trace_stat", "-stf", _STATS, "-trace_err", "-error_file", _ERRORS]
     cmd += ["-trace_msg", "-message_file", _MESSAGES, "-trace_logs", "-log_file", _LOGS]
@@ -210,10 +211,12 @@ def run_uac(
     service: str = "1000",
     control_port: int | None = None,
     extra: Sequence[str] = (),
+    host: str = HOST,
 ) -> SippResult:
     """Place `calls` calls of `scenario` to `target` ("host:port") and wait for SIPp to finish.
 
-    `service` is the Request-URI user ([service]). SIPp runs in a temp dir holding the tone file rtp_stream
+    `service` is the Request-URI user ([service]); `host` the address SIPp sends from (any of 127.0.0.0/8,
+    to play several parties). SIPp runs in a temp dir holding the tone file rtp_stream
     plays and its logs, which are read into the result before the dir goes.
     """
     with tempfile.TemporaryDirectory(prefix="sipp-uac-") as tmp:
@@ -228,6 +231,7 @@ def run_uac(
             target=target,
             service=service,
             extra=["-m", str(calls), "-r", f"{rate:g}", *extra],
+            host=host,
         )
         try:
             done = subprocess.run(
@@ -240,10 +244,10 @@ def run_uac(
             return _result(workdir, -signal.SIGKILL, out, err + "\n[harness] sipp killed past its deadline")
 
 
-def udp_bound(port: int) -> bool:
-    """Whether a socket is bound to 127.0.0.1:port or 0.0.0.0:port over UDP (read from /proc: binding to test
+def udp_bound(port: int, host: str = HOST) -> bool:
+    """Whether a socket is bound to host:port or 0.0.0.0:port over UDP (read from /proc: binding to test
     would race SIPp for the port)."""
-    want = {f"0100007F:{port:04X}", f"00000000:{port:04X}"}
+    want = {f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}", f"00000000:{port:04X}"}
     with contextlib.suppress(OSError), open("/proc/net/udp") as f:
         return any(line.split()[1] in want for line in f.readlines()[1:])
     return False
@@ -252,8 +256,17 @@ def udp_bound(port: int) -> bool:
 class SippServer:
     """A SIPp UAS running in the background: its ports, and stop() for its counts."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], workdir: Path, port: int, media_port: int, control_port: int):
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        workdir: Path,
+        port: int,
+        media_port: int,
+        control_port: int,
+        host: str = HOST,
+    ):
         self.proc = proc
+        self.host = host
         self.workdir = workdir
         self.port = port
         self.media_port = media_port
@@ -263,7 +276,7 @@ class SippServer:
     @property
     def target(self) -> str:
         """The "host:port" to give a caller (or a softswitch route) that should reach this callee."""
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def running(self) -> bool:
         """True while the SIPp process has not exited."""
@@ -307,8 +320,9 @@ def uas(
     timeout_s: float = 120,
     control_port: int | None = None,
     extra: Sequence[str] = (),
+    host: str = HOST,
 ) -> Iterator[SippServer]:
-    """Run a SIPp callee of `scenario` on 127.0.0.1:`port` for the duration of the block.
+    """Run a SIPp callee of `scenario` on `host`:`port` for the duration of the block.
 
     Yields once SIPp listens. `rtp_echo` sends the media received on `media_port` back to its source;
     `calls` makes SIPp exit by itself after that many calls (else it runs until stop() or `timeout_s`).
@@ -325,21 +339,27 @@ def uas(
     if calls is not None:
         args += ["-m", str(calls)]
     cmd = _command(
-        scenario, port=port, media_port=media_port, control_port=control_port, timeout_s=timeout_s, extra=args
+        scenario,
+        port=port,
+        media_port=media_port,
+        control_port=control_port,
+        timeout_s=timeout_s,
+        extra=args,
+        host=host,
     )
     with tempfile.TemporaryDirectory(prefix="sipp-uas-") as tmp:
         workdir = Path(tmp)
         make_ulaw_tone(workdir / TONE_FILE)
         with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
             proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        server = SippServer(proc, workdir, port, media_port, control_port)
+        server = SippServer(proc, workdir, port, media_port, control_port, host)
         try:
             deadline = time.monotonic() + 10
-            while not (udp_bound(port) and udp_bound(media_port)):
+            while not (udp_bound(port, host) and udp_bound(media_port, host)):
                 if proc.poll() is not None:
                     raise RuntimeError(f"sipp UAS exited at start:\n{server.stop().summary()}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"sipp UAS not listening on {HOST}:{port} after 10 s")
+                    raise RuntimeError(f"sipp UAS not listening on {host}:{port} after 10 s")
                 time.sleep(0.05)
             yield server
         finally:

@@ -18,6 +18,7 @@ CONFIG = f"""
 name = "carrier"
 address = "127.0.0.1:{PROXY}"
 inbound_from = ["127.0.0.1/32"]
+transit = true
 ping_interval_s = 0
 [[routes]]
 match = "^1000$"

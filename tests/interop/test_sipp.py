@@ -31,6 +31,7 @@ ring_timeout_s = 2
 name = "a"
 address = "127.0.0.1:{CALLEES["a"]["port"]}"
 inbound_from = ["127.0.0.1/32"]
+transit = true
 username = "trunkuser"
 password = "trunkpass"
 ping_interval_s = 0

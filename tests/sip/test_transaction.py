@@ -22,6 +22,7 @@ from softswitch.sip.transaction import (
     TransactionLayer,
     TransportError,
     client_key,
+    server_key,
 )
 
 DEST = ("192.0.2.9", 5060)
@@ -570,3 +571,25 @@ def test_transaction_dialog_requests_get_their_via_from_the_layer():
     alice_layer.receive(bye_ok, DEST, now=1.1)
     assert [(type(e), e.key, e.response.status) for e in drain(alice_layer)] == [(ResponseReceived, bye_key, 200)]
     assert alice.state is DialogState.TERMINATED
+
+
+def test_transaction_max_transactions_answers_503_statelessly_past_the_cap():
+    layer = TransactionLayer(max_transactions=2, auto_trying=False)
+    for i in range(2):
+        layer.receive(wire(request("OPTIONS", branch=f"z9hG4bKcap{i}")), SRC, now=0.0)
+    assert len(layer) == 2 and len([e for e in drain(layer) if isinstance(e, RequestReceived)]) == 2
+    layer.receive(wire(request("OPTIONS", branch="z9hG4bKcap2")), SRC, now=0.0)
+    assert len(layer) == 2 and drain(layer) == []  # no transaction, nothing for the TU
+    [tx] = layer.transmits()
+    assert tx.message.status == 503 and tx.message.get("Retry-After") == "5" and tx.message.to.tag
+    assert tx.dest == SRC and layer.refused_full == 1
+    # a retransmission of a request that has its transaction is still absorbed by it, cap or not
+    layer.receive(wire(request("OPTIONS", branch="z9hG4bKcap0")), SRC, now=0.1)
+    assert layer.transmits() == [] and layer.refused_full == 1
+    # once transactions end, new ones are taken again
+    first = wire(request("OPTIONS", branch="z9hG4bKcap0"))
+    layer.send_response(server_key(first), build_response(first, 200, to_tag="x"), 0.2)
+    layer.transmits()
+    run_until(layer, 60.0)  # Timer J ends it
+    layer.receive(wire(request("OPTIONS", branch="z9hG4bKcap3")), SRC, now=60.0)
+    assert len(layer) == 2 and [type(e) for e in drain(layer)] == [Terminated, RequestReceived]
