@@ -75,10 +75,23 @@ class SourceGuard:
             buckets.move_to_end(host)
             bucket[0] = min(float(policy.burst), bucket[0] + (now - bucket[1]) * policy.rate_per_s)
             bucket[1] = now
+            if bucket[2] and bucket[0] >= policy.burst - 1:
+                bucket[2] = 0.0  # kept to its rate long enough to refill: a new flood is a new episode
         if bucket[0] < 1.0:
             return Verdict.LIMITED
         bucket[0] -= 1.0
         return Verdict.ADMIT
+
+    def quiet_until(self, host: str) -> float:
+        """When `host` next gets a message through: its next token, or the end of its ban (its clock).
+        Until then every message of it would be refused, so the caller may drop them without asking."""
+        ban = self._bans.get(host)
+        if ban is not None:
+            return ban.until
+        bucket = self._buckets.get(host)
+        if bucket is None or bucket[0] >= 1.0:
+            return 0.0
+        return bucket[1] + (1.0 - bucket[0]) / self.policy.rate_per_s
 
     def banned(self, host: str, now: float) -> bool:
         ban = self._bans.get(host)

@@ -53,6 +53,7 @@ class Security:
         self._alert_tokens = alerts_per_s
         self._alert_at = 0.0
         self._task: asyncio.Task | None = None
+        self._muted: dict[str, tuple[float, str]] = {}  # host -> (refused until, the counter of its drops)
         guard.replace_bans(store.bans(wall()))
 
     @classmethod
@@ -71,6 +72,19 @@ class Security:
             await asyncio.gather(self._task, return_exceptions=True)
 
     # -- per message -------------------------------------------------------------------------------------
+    def muted(self, host: str) -> bool:
+        """The fast path, asked for every datagram before anything else is made of it: True (and counted)
+        while `host` is known to be refused (over its rate until its next token, or banned with
+        `ban_action` drop). A flood from one address then costs a dict lookup per datagram."""
+        entry = self._muted.get(host)
+        if entry is None:
+            return False
+        if entry[0] <= self.wall():
+            del self._muted[host]
+            return False
+        self.counters[entry[1]] += 1
+        return True
+
     def admit(self, host: str) -> Verdict:
         """The endpoint asks before parsing: ADMIT, or why the message is dropped (or, banned with
         `ban_action` 403, answered 403)."""
@@ -79,12 +93,20 @@ class Security:
             return verdict
         if verdict is Verdict.BANNED:
             self.counters["banned_dropped"] += 1
+            if self.ban_action == "drop":
+                self._mute(host, "banned_dropped")
             return verdict
         self.counters["rate_limited"] += 1
+        self._mute(host, "rate_limited")
         if self.guard.limited_first(host):
             rate = f"{self.guard.policy.rate_per_s:g}/s"
             self._alert("rate_limited", host, level=logging.WARNING, detail=f"over {rate}: messages dropped")
         return verdict
+
+    def _mute(self, host: str, counter: str) -> None:
+        if len(self._muted) >= self.guard.policy.max_sources:
+            self._muted.clear()  # a flood from as many addresses: start over (each gets refused once more)
+        self._muted[host] = (self.guard.quiet_until(host), counter)
 
     def banned(self, host: str) -> bool:
         return self.guard.banned(host, self.wall())
@@ -111,6 +133,7 @@ class Security:
 
     def lift(self, host: str) -> bool:
         self.store.delete_ban(host)
+        self._muted.pop(host, None)
         return self.guard.lift(host)
 
     # -- toll fraud -----------------------------------------------------------------------------------------
@@ -145,5 +168,6 @@ class Security:
             await asyncio.sleep(SYNC_S)
             try:
                 self.guard.replace_bans(self.store.bans(self.wall()))
+                self._muted = {h: e for h, e in self._muted.items() if e[1] != "banned_dropped"}  # lifted ones
             except Exception as exc:  # a locked or busy store: next time
                 event(log, "security.sync_failed", level=logging.WARNING, reason=str(exc))

@@ -106,7 +106,10 @@ class _Udp(asyncio.DatagramProtocol):
         self.endpoint, self.local = endpoint, local
 
     def datagram_received(self, data: bytes, addr) -> None:
-        self.endpoint.receive(data, Flow("udp", (addr[0], addr[1]), self.local), stream=False)
+        endpoint = self.endpoint
+        if endpoint.security is not None and endpoint.security.muted(addr[0]):
+            return  # a flooding or banned source: not even a Flow made
+        endpoint.receive(data, Flow("udp", (addr[0], addr[1]), self.local), stream=False)
 
     def error_received(self, exc: OSError) -> None:  # an ICMP error for something we sent: nothing to do
         event(log, "sip.udp_error", level=logging.DEBUG, reason=os_reason(exc))
