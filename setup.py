@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 # C kernels the media thread calls directly (linked into cext.engine when present)
-ENGINE_PARTS = ["groups", "jitter", "wav", "rfc4733", "mix", "rtcp", "dtmf", "amd", "streams"]
+ENGINE_PARTS = ["groups", "jitter", "wav", "rfc4733", "mix", "rtcp", "dtmf", "amd", "streams", "srtp"]
 
 
 def sources(name: str) -> list[str]:

@@ -8,8 +8,8 @@ today's figure with `--capacity` (this VM's speed varies from day to day).
 
 Reported: calls placed and failed (SIPp's count, plus calls that never ended), the p99 INVITE -> 180, and the
 switch's resident memory (RSS) and open file descriptors, sampled every 10 s: "start" is the first sample
-after the warm-up minute (the caches, pools and the call-record store have reached their size), "end" the
-last sample under load. Last line:
+after the warm-up minute (the caches, pools, live transactions and the call-record store have reached their
+size), "end" the last sample while calls are still being placed. Last line:
 `soak minutes=N calls=N failed=N rss_start_mb=X rss_end_mb=X fds_start=N fds_end=N`.
 """
 
@@ -48,6 +48,7 @@ def main() -> int:
         print(f"soak minutes={minutes:g} calls=0 failed=0 rss_start_mb=nan rss_end_mb=nan fds_start=0 fds_end=0")
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="soak_"))
+    sip_load.write_tone(tmp / sip_load.TONE)
     bench = sip_load.Bench(sipp, None, tmp, args.hold_ms, False, time.monotonic() + seconds + 600, run_out=True)
     print(
         f"soak: {rate} CPS ({args.load:.0%} of {args.capacity}) for {minutes:g} min, calls held {args.hold_ms} ms "
@@ -56,8 +57,9 @@ def main() -> int:
     )
     step = bench.run("softswitch", "cps", rate, calls, args.hold_ms, seconds)
     failed = step.calls - step.successful
-    skip = int(WARMUP_S // 10) if len(step.rss_mb) > WARMUP_S // 10 + 1 else 0
-    rss, fds = step.rss_mb[skip:], step.fds[skip:]
+    skip = int(WARMUP_S // 10) if seconds > 2 * WARMUP_S else 0
+    placing = int(seconds // 10)  # the samples taken while calls were being placed (the rest is the wind-down)
+    rss, fds = step.rss_mb[skip:placing], step.fds[skip:placing]
     print(f"placed {step.placed} of {step.calls}, successful {step.successful}, SIPp failed {step.sipp_failed}")
     print(f"failures: {step.failures or 'none'}; retransmissions {step.retrans}; p99 INVITE->180 {step.p99_ms:.1f} ms")
     print(f"switch CPU {step.cpu.get('target', math.nan):.0f} % of a core; drops {step.drops}")

@@ -42,7 +42,7 @@ cdef extern from "native/engine.h" nogil:
     enum:
         CMD_LEG_ADD, CMD_LEG_DEL, CMD_LEG_REMOTE, CMD_LEG_CODEC, CMD_JOIN, CMD_LEAVE, CMD_GROUP_MODE, CMD_GAIN
         CMD_REC_START, CMD_REC_STOP, CMD_REC_PAUSE, CMD_PLAY, CMD_PLAY_STOP, CMD_DTMF, CMD_INBAND, CMD_AMD
-        CMD_STREAM_TAP, CMD_STREAM_PLAY, CMD_STREAM_PUSH, CMD_STREAM_MARK, CMD_STREAM_CLEAR
+        CMD_STREAM_TAP, CMD_STREAM_PLAY, CMD_STREAM_PUSH, CMD_STREAM_MARK, CMD_STREAM_CLEAR, CMD_SRTP
         EV_LATCHED, EV_RELATCHED, EV_LEG_CLOSED, EV_SSRC_CHANGED, EV_DTMF, EV_REC_DONE, EV_PLAY_DONE, EV_DTMF_SENT
         EV_DTMF_INBAND, EV_AMD, EV_STREAM_MARK
     ctypedef struct eng_cmd_t:
@@ -354,6 +354,30 @@ cdef class Engine:
             self._push(&c)
         except BaseException:
             free(copy)
+            raise
+
+    def srtp(self, int leg, bytes tx_master, bytes rx_master, int tag_len=10):
+        """SRTP on the leg: what we send protected with `tx_master` (30 bytes: key and salt, ours), what
+        arrives checked and decrypted with `rx_master` (the far end's); both None: plain RTP again."""
+        cdef eng_cmd_t c
+        cdef unsigned char *keys = NULL
+        memset(&c, 0, sizeof(c))
+        c.type = CMD_SRTP
+        c.leg = self._check(leg)
+        if tx_master is not None or rx_master is not None:
+            if len(tx_master) != 30 or len(rx_master) != 30 or tag_len not in (4, 10):
+                raise ValueError("SRTP masters are 30 bytes each, the tag 10 or 4 bytes")
+            keys = <unsigned char *>malloc(60)
+            if keys == NULL:
+                raise MemoryError()
+            memcpy(keys, <const unsigned char *>tx_master, 30)
+            memcpy(keys + 30, <const unsigned char *>rx_master, 30)
+        c.ptr = <const void *>keys
+        c.flags = tag_len
+        try:
+            self._push(&c)
+        except BaseException:
+            free(keys)
             raise
 
     def stream_mark(self, int leg, int mark):

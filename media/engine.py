@@ -226,6 +226,12 @@ class MediaEngine:
         """Where to send until the far end's first packet shows its real address (from its SDP)."""
         self._engine.set_remote(leg.id, host, port)
 
+    def set_srtp(self, leg: Leg, ours: bytes | None, theirs: bytes | None, tag_len: int = 10) -> None:
+        """SRTP on the leg (RFC 3711, SDES keys): what we send protected with `ours` (a 30-byte master key
+        and salt), what the far end sends checked and decrypted with `theirs`; packets that do not
+        authenticate are dropped (counted as invalid) before they can latch the leg. None, None: plain RTP."""
+        self._engine.srtp(leg.id, ours, theirs, tag_len)
+
     def set_codec(self, leg: Leg, codec: str = "PCMU", pt: int | None = None, te_pt: int | None = None) -> None:
         """What the leg's far end negotiated: PCMU or PCMA (with its payload type) and telephone-event."""
         number = CODECS[codec.upper()]

@@ -175,10 +175,30 @@ static void rx_jitter(engine_t *e, leg_t *l, uint32_t rtp_ts)
 }
 
 /* -- sending ------------------------------------------------------------------------------------------ */
-int leg_sendto(leg_t *l, const uint8_t *pkt, size_t n)
+const uint8_t *leg_protect(leg_t *l, const uint8_t *pkt, size_t *n, int is_rtcp, uint8_t *buf)
 {
+    if (!l->srtp_tx)
+        return pkt;
+    if (*n > PKT_MAX)
+        return NULL;
+    memcpy(buf, pkt, *n);
+    int cap = PKT_MAX + SRTP_MAX_TRAILER;
+    int m = is_rtcp ? srtcp_protect(l->srtp_tx, buf, (int)*n, cap) : srtp_protect(l->srtp_tx, buf, (int)*n, cap);
+    if (m < 0)
+        return NULL;
+    *n = (size_t)m;
+    return buf;
+}
+
+int leg_sendto(leg_t *l, const uint8_t *pkt, size_t n, int is_rtcp)
+{
+    uint8_t buf[PKT_MAX + SRTP_MAX_TRAILER];
     if (!l->has_remote)
         return -1;
+    if (!(pkt = leg_protect(l, pkt, &n, is_rtcp, buf))) {
+        l->st.tx_errors++;
+        return -1;
+    }
     if (sendto(l->fd, pkt, n, MSG_DONTWAIT, (const struct sockaddr *)&l->remote, l->remote_len) == (ssize_t)n) {
         l->st.tx_packets++;
         l->st.tx_bytes += n;
@@ -207,7 +227,7 @@ void leg_send_frame(engine_t *e, leg_t *l, int pt, int marker, const uint8_t *pa
     l->last_out_ns = e->now_ns;
     l->out_started = 1;
     l->resync = 1; /* relayed packets, if they come back, re-anchor after ours */
-    leg_sendto(l, pkt, (size_t)(12 + len));
+    leg_sendto(l, pkt, (size_t)(12 + len), 0);
 }
 
 static void forward(engine_t *e, leg_t *from, leg_t *to, uint8_t *pkt, ssize_t n, int is_rtcp)
@@ -261,7 +281,7 @@ static void forward(engine_t *e, leg_t *from, leg_t *to, uint8_t *pkt, ssize_t n
         }
         to->last_out_ns = e->now_ns;
     }
-    leg_sendto(to, pkt, (size_t)n);
+    leg_sendto(to, pkt, (size_t)n, is_rtcp);
 }
 
 /* -- the packet path ------------------------------------------------------------------------------- */
@@ -319,6 +339,14 @@ static void on_readable(engine_t *e, int id)
         }
         uint8_t pt = pkt[1] & 0x7f;
         int is_rtcp = pt >= 72 && pt <= 76; /* RTCP multiplexed on the RTP port (RFC 5761) */
+        if (l->srtp_rx) { /* nothing unauthenticated goes further: not even to latch the leg */
+            int m = is_rtcp ? srtcp_unprotect(l->srtp_rx, pkt, (int)n) : srtp_unprotect(l->srtp_rx, pkt, (int)n);
+            if (m < (is_rtcp ? 8 : 12)) {
+                l->st.rx_invalid++;
+                continue;
+            }
+            n = m;
+        }
         uint16_t seq = (uint16_t)((pkt[2] << 8) | pkt[3]);
         uint32_t ssrc = rd32(pkt + 8);
         int hdr = 12 + 4 * (pkt[0] & 0x0f);
@@ -396,6 +424,10 @@ static void on_rtcp(engine_t *e, int id)
             l->st.rx_invalid++;
             continue;
         }
+        if (l->srtp_rx && (n = srtcp_unprotect(l->srtp_rx, pkt, (int)n)) < 8) {
+            l->st.rx_invalid++;
+            continue;
+        }
         if (!l->rtcp_latched) {
             l->rtcp_remote = from;
             l->rtcp_remote_len = from_len;
@@ -409,6 +441,28 @@ static void on_rtcp(engine_t *e, int id)
 }
 
 /* -- commands (Python -> media thread) -------------------------------------------------------------- */
+/* keys: our master key||salt, then the far end's (60 bytes); NULL goes back to plain RTP */
+static void leg_srtp(leg_t *l, const uint8_t *keys, int tag_len)
+{
+    for (int k = 0; k < 2; k++) {
+        srtp_t **slot = k ? &l->srtp_rx : &l->srtp_tx;
+        if (*slot) {
+            srtp_free(*slot);
+            free(*slot);
+            *slot = NULL;
+        }
+        if (!keys)
+            continue;
+        srtp_t *s = malloc(sizeof *s);
+        if (s && srtp_init(s, keys + SRTP_MASTER_LEN * k, tag_len) == 0) {
+            *slot = s;
+        } else {
+            free(s);
+            l->st.tx_errors++; /* unusable keys: the leg sends nothing rather than plain RTP */
+        }
+    }
+}
+
 static void leg_close(engine_t *e, int id)
 {
     leg_t *l = &e->legs[id];
@@ -426,6 +480,7 @@ static void leg_close(engine_t *e, int id)
         epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->rtcp_fd, NULL);
         close(l->rtcp_fd);
     }
+    leg_srtp(l, NULL, 0);
     update_counts(l);
     eng_emit_leg(e, EV_LEG_CLOSED, id);
     l->used = 0;
@@ -544,6 +599,10 @@ static void apply(engine_t *e, const eng_cmd_t *c)
         break;
     case CMD_STREAM_PUSH:
         leg_stream_push(e, c->leg, c->ptr, c->len);
+        free((void *)c->ptr);
+        break;
+    case CMD_SRTP:
+        leg_srtp(l, c->ptr, c->flags);
         free((void *)c->ptr);
         break;
     case CMD_STREAM_MARK:

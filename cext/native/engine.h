@@ -40,6 +40,8 @@ enum {
     CMD_STREAM_PUSH,   /* leg, ptr = malloc'd mu-law bytes (freed by the media thread), len = their count */
     CMD_STREAM_MARK,   /* leg, other = mark id: reported once the audio pushed before it has played */
     CMD_STREAM_CLEAR,  /* leg: drop the audio not yet played; marks waiting are reported as cleared */
+    CMD_SRTP,          /* leg, ptr = malloc'd 60 bytes: the master key||salt we send with, then the far end's
+                          (freed by the media thread), flags = SRTP tag length (10 or 4); ptr NULL: plain RTP */
     CMD_STOP
 };
 

@@ -12,6 +12,7 @@
 #include "dtmf.h"
 #include "engine.h"
 #include "jitter.h"
+#include "srtp.h"
 #include "wav.h"
 
 #define FRAME 160            /* samples per 20 ms tick at 8 kHz */
@@ -86,6 +87,8 @@ typedef struct {
     /* media streams: frames copied out (1 rx, 2 tx), and audio from a subscriber played in */
     int stream_tap;
     sp_t *sp;
+    /* SRTP (srtp.c): what we send is protected with tx, what arrives must authenticate with rx */
+    srtp_t *srtp_tx, *srtp_rx;
     /* player */
     const int16_t *play;
     int64_t play_len, play_pos;
@@ -129,7 +132,10 @@ struct engine {
 void eng_emit(engine_t *e, const eng_event_t *ev);
 void eng_emit_leg(engine_t *e, int type, int leg_id);   /* with the leg's address and statistics */
 void eng_emit_values(engine_t *e, int type, int leg, int64_t v0, int64_t v1, int64_t v2);
-int leg_sendto(leg_t *l, const uint8_t *pkt, size_t n);
+int leg_sendto(leg_t *l, const uint8_t *pkt, size_t n, int is_rtcp);
+/* SRTP legs: `pkt` protected into `buf` (PKT_MAX + SRTP_MAX_TRAILER bytes), *n updated; plain legs: pkt itself.
+ * NULL when it cannot be protected. */
+const uint8_t *leg_protect(leg_t *l, const uint8_t *pkt, size_t *n, int is_rtcp, uint8_t *buf);
 void leg_send_frame(engine_t *e, leg_t *l, int pt, int marker, const uint8_t *payload, int len, uint32_t ts);
 
 /* groups.c */

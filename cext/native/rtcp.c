@@ -151,7 +151,10 @@ static void rtcp_send(engine_t *e, int id, leg_t *l)
         else
             ((struct sockaddr_in6 *)&dest)->sin6_port = htons((uint16_t)(ntohs(((struct sockaddr_in6 *)&dest)->sin6_port) + 1));
     }
-    if (fd >= 0 && sendto(fd, pkt, (size_t)off, MSG_DONTWAIT, (struct sockaddr *)&dest, to_len) == off)
+    uint8_t buf[PKT_MAX + SRTP_MAX_TRAILER];
+    size_t n = (size_t)off;
+    const uint8_t *out = leg_protect(l, pkt, &n, 1, buf);
+    if (fd >= 0 && out && sendto(fd, out, n, MSG_DONTWAIT, (struct sockaddr *)&dest, to_len) == (ssize_t)n)
         l->st.rtcp_tx++;
 }
 

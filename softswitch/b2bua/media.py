@@ -12,14 +12,21 @@ relayed when both sides use the same codec, processed (decoded and re-encoded ev
 Sides are "a" (the caller, our UAS half) and "b" (the callee, our UAC half). An offer-less INVITE (late
 offer, RFC 3261 13.2.1) is handled by `initial_offer`: the callee gets our full offer, and the caller
 gets an offer in our 2xx that its ACK answers (`late_answer`).
+
+SRTP (SDES, RFC 4568): a side whose signalling is TLS (`secure`) may offer RTP/SAVP with `a=crypto` keys;
+our answer takes the first suite we know with a key of our own, and that side's engine leg then protects
+and checks every packet (the other side may well be plain RTP: each leg is its own crypto context). An
+RTP/SAVP offer over plain signalling is refused: its keys would have crossed the network in clear.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
 from media.engine import CODECS, Bridge, Leg, MediaEngine
 from media.negotiation import apply
+from softswitch.sip import sdes
 from softswitch.sip.offer_answer import (
     TELEPHONE_EVENT,
     Capabilities,
@@ -32,7 +39,7 @@ from softswitch.sip.offer_answer import (
     negotiate,
     origin_change,
 )
-from softswitch.sip.sdp import Direction, SdpError, SessionDescription
+from softswitch.sip.sdp import Attribute, Direction, SdpError, SessionDescription
 
 OTHER = {"a": "b", "b": "a"}
 INBAND_DTMF = ("auto", "always", "never")
@@ -90,6 +97,11 @@ class CallMedia:
         self._our_offer: SessionDescription | None = None
         self._answer_sent: SessionDescription | None = None  # our answer to the offerer, once given
         self.remote: dict[str, SessionDescription] = {}  # the last description each side sent us
+        self.secure: set[str] = set()  # sides whose signalling is TLS: they may key SRTP (SDES)
+        self._their_crypto: sdes.Crypto | None = None  # the offerer's SRTP key, in the exchange in flight
+        self._our_masters: dict[str, bytes] = {}  # our SRTP key per side, kept across re-offers
+        self.srtp: dict[str, tuple[bytes, bytes, int]] = {}  # side -> (our master, theirs, tag length)
+        self._srtp_applied: dict[str, tuple[bytes, bytes, int] | None] = {}
 
     # -- offers ------------------------------------------------------------------------------------
     def offer_from(self, side: str, body: bytes) -> bytes:
@@ -99,6 +111,7 @@ class CallMedia:
         if index is None:
             raise MediaRefused("no audio stream offered")
         self.remote[side] = offer
+        self._their_crypto = self._offered_crypto(side, offer.media[index])
         codecs = self._usable(offer.media[index].codecs)
         if not any(c.name.lower() != TELEPHONE_EVENT for c in codecs):
             raise MediaRefused("no codec in common (PCMU, PCMA)")
@@ -113,6 +126,7 @@ class CallMedia:
         """Our own offer to `side` (the callee of an offer-less INVITE): everything the engine carries."""
         caps = self._caps(side, [CodecSpec(*c) for c in ENGINE_CODECS], Direction.SENDRECV)
         self._offerer, self._their_offer, self._answer_sent = None, None, None
+        self.srtp.pop(side, None)  # our own offers are plain RTP
         self._our_offer = self.origins[side].stamp(build_offer(caps, self.legs[side].port))
         return self._our_offer.serialize()
 
@@ -145,9 +159,19 @@ class CallMedia:
         if any(c.name.lower() == TELEPHONE_EVENT for c in offer.media[index].codecs):
             chosen.append(CodecSpec(TELEPHONE_EVENT, 8000))
         their_view = Direction.SENDRECV if parked else answer.effective_direction(answer.media[ours.index])
-        caps = self._caps(offerer, chosen, their_view)
+        crypto = self._their_crypto
+        caps = self._caps(offerer, chosen, their_view, srtp=crypto is not None)
         ports = [self.legs[offerer].port if i == index else 0 for i in range(len(offer.media))]
-        reply = self.origins[offerer].stamp(build_answer(offer, caps, ports))
+        built = build_answer(offer, caps, ports)
+        if crypto is not None:
+            mine = sdes.answer(crypto, self._our_masters.setdefault(offerer, secrets.token_bytes(sdes.MASTER_LEN)))
+            section = built.media[index]
+            keyed = replace(section, attributes=(*section.attributes, Attribute("crypto", mine.attribute_value())))
+            built = replace(built, media=tuple(keyed if i == index else m for i, m in enumerate(built.media)))
+            self.srtp[offerer] = (mine.master, crypto.master, crypto.tag_len)
+        else:
+            self.srtp.pop(offerer, None)
+        reply = self.origins[offerer].stamp(built)
         agreed = negotiate(offer, reply, index, we_offered=False)
         if agreed is None:
             raise MediaRefused("no codec in common with the offer")
@@ -162,6 +186,7 @@ class CallMedia:
         codecs = _same_codec(self.negotiated[OTHER[side]])
         self.origins[side] = OriginTracker(secrets.randbelow(2**31), self.legs[side].host)
         self._offerer, self._their_offer, self._answer_sent = None, None, None
+        self.srtp.pop(side, None)  # a new party on that side: its own (plain) session
         caps = self._caps(side, codecs, Direction.SENDRECV)
         self._our_offer = self.origins[side].stamp(build_offer(caps, self.legs[side].port))
         return self._our_offer.serialize()
@@ -193,6 +218,7 @@ class CallMedia:
         """Our offer to a caller that sent none, once the callee has answered ours: the callee's codec."""
         codecs = _same_codec(self.negotiated[OTHER[side]])
         self._offerer, self._their_offer = None, None
+        self.srtp.pop(side, None)
         self._our_offer = self.origins[side].stamp(
             build_offer(self._caps(side, codecs, Direction.SENDRECV), self.legs[side].port)
         )
@@ -221,6 +247,12 @@ class CallMedia:
         a, b = self.negotiated.get("a"), self.negotiated.get("b")
         if a is None or b is None:
             return
+        for side in ("a", "b"):
+            keys = self.srtp.get(side)
+            if keys != self._srtp_applied.get(side):  # before the leg is pointed anywhere: no clear packet
+                ours, theirs, tag_len = keys if keys is not None else (None, None, 10)
+                self.engine.set_srtp(self.legs[side], ours, theirs, tag_len)
+                self._srtp_applied[side] = keys
         apply(self.engine, self.legs["a"], a)
         apply(self.engine, self.legs["b"], b)
         for side, agreed in (("a", a), ("b", b)):
@@ -253,8 +285,20 @@ class CallMedia:
         return stats
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _caps(self, side: str, codecs, direction: Direction) -> Capabilities:
-        return Capabilities(self.legs[side].host, tuple(codecs), ptime=20, direction=direction)
+    def _caps(self, side: str, codecs, direction: Direction, *, srtp: bool = False) -> Capabilities:
+        protos = ("RTP/SAVP",) if srtp else ("RTP/AVP",)
+        return Capabilities(self.legs[side].host, tuple(codecs), ptime=20, direction=direction, protos=protos)
+
+    def _offered_crypto(self, side: str, media) -> sdes.Crypto | None:
+        """The SRTP key of an RTP/SAVP offer (None for plain RTP); MediaRefused when we cannot take it."""
+        if media.proto.upper() != "RTP/SAVP":
+            return None
+        if side not in self.secure:
+            raise MediaRefused("SRTP offered over unencrypted signalling (SDES needs TLS)")
+        crypto = sdes.choose(list(media.attribute_values("crypto")))
+        if crypto is None:
+            raise MediaRefused("no SRTP crypto suite in common (AES_CM_128_HMAC_SHA1_80 or _32)")
+        return crypto
 
     @staticmethod
     def _usable(offered) -> list[CodecSpec]:

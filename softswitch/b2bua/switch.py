@@ -247,6 +247,8 @@ class B2bua:
     ) -> Call:
         """A call for `request` (its media, record and tables), not yet started. OSError: no media port."""
         media = CallMedia(self.engine, inband_dtmf=self.inband_dtmf)
+        if flow.transport == "tls":
+            media.secure.add("a")  # the caller's SDES keys came over TLS
         now = self.wall()
         record = CallRecord(
             id=new_id("call"),

@@ -135,3 +135,58 @@ def test_media_inband_dtmf_listening_follows_the_policy_and_the_negotiation(engi
     media.answer_from("b", sdp(30002, "0 101" if "101" in caller_codecs else "0"))
     assert media.listening == listening
     media.close()
+
+
+def savp(port: int, *cryptos: str) -> bytes:
+    body = sdp(port, codecs="0 101").decode().replace("RTP/AVP", "RTP/SAVP")
+    return (body + "".join(f"a=crypto:{c}\r\n" for c in cryptos)).encode()
+
+
+def test_media_srtp_offer_over_tls_answered_with_our_key_and_relayed_to_a_plain_side(engine):
+    import base64
+    import os
+
+    from cext.srtp import Srtp
+
+    a_far, b_far = far_end(), far_end()
+    theirs = os.urandom(30)
+    media = CallMedia(engine)
+    media.secure.add("a")
+    offer_b, mb = audio(
+        media.offer_from(
+            "a",
+            savp(
+                a_far.getsockname()[1],
+                "1 AES_CM_256_HMAC_SHA1_80 inline:" + base64.b64encode(os.urandom(46)).decode(),  # not ours
+                "2 AES_CM_128_HMAC_SHA1_32 inline:" + base64.b64encode(theirs).decode() + "|2^20",
+            ),
+        )
+    )
+    assert mb.proto == "RTP/AVP" and not mb.attribute_values("crypto")  # the other side gets plain RTP
+    reply, ma = audio(media.answer_from("b", sdp(b_far.getsockname()[1], codecs="0 101")))
+    assert ma.proto == "RTP/SAVP" and ma.port == media.legs["a"].port
+    [crypto] = ma.attribute_values("crypto")
+    tag, suite, key = crypto.split()
+    ours = base64.b64decode(key.removeprefix("inline:"))
+    assert (tag, suite, len(ours)) == ("2", "AES_CM_128_HMAC_SHA1_32", 30) and ours != theirs
+    # the caller's SRTP reaches the callee as plain RTP, and back, with the keys the SDP carried
+    send, receive = Srtp(theirs, 4), Srtp(ours, 4)
+    a_far.sendto(send.protect(rtp(1, 160, 0x1111)), (HOST, media.legs["a"].port))
+    assert len(b_far.recv(2048)) == 172
+    b_far.sendto(rtp(5, 160, 0x2222), (HOST, media.legs["b"].port))
+    assert len(receive.unprotect(a_far.recv(2048))) == 172
+    media.close()
+
+
+def test_media_srtp_refused_over_plain_signalling_or_without_a_known_suite(engine):
+    import base64
+    import os
+
+    key = base64.b64encode(os.urandom(30)).decode()
+    media = CallMedia(engine)
+    with pytest.raises(MediaRefused, match="needs TLS"):
+        media.offer_from("a", savp(4000, f"1 AES_CM_128_HMAC_SHA1_80 inline:{key}"))
+    media.secure.add("a")
+    with pytest.raises(MediaRefused, match="suite"):
+        media.offer_from("a", savp(4000, f"1 F8_128_HMAC_SHA1_80 inline:{key}"))
+    media.close()

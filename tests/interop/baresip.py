@@ -68,8 +68,10 @@ def account_line(
     codecs: str = "PCMU,PCMA",
     display: str | None = None,
     transport: str = "udp",
+    mediaenc: str | None = None,
 ) -> str:
-    """One line of baresip's `accounts` file (`transport` of the outbound proxy: udp or tcp).
+    """One line of baresip's `accounts` file (`transport` of the outbound proxy: udp, tcp or tls;
+    `mediaenc` srtp-mand for SRTP with SDES keys, which needs the srtp module).
 
     `domain` is the AOR's host part (the REGISTER Request-URI); with `proxy_port` every request (REGISTER and
     INVITE) is sent to 127.0.0.1:proxy_port as an outbound proxy (baresip adds a Route header for it) whatever the
@@ -85,6 +87,8 @@ def account_line(
         params.append(f"auth_user={auth_user}")
     if auth_pass is not None:
         params.append(f"auth_pass={auth_pass}")
+    if mediaenc is not None:
+        params.append(f"mediaenc={mediaenc}")
     params += ["mwi=no", "pubint=0"]
     return aor + ";" + ";".join(params)
 
@@ -109,6 +113,8 @@ class Baresip:
         record_wav: Path | None = None,
         lifetime: int = 60,
         sip_trace: bool = False,
+        extra_config: dict[str, str] | None = None,
+        extra_modules: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.dir = Path(tmp_path) / f"baresip-{name}"
@@ -121,6 +127,8 @@ class Baresip:
         self.record_wav = Path(record_wav) if record_wav else self.dir / f"{name}-received.wav"
         self.lifetime = lifetime
         self.sip_trace = sip_trace
+        self.extra_config = extra_config or {}
+        self.extra_modules = extra_modules
         self.log_path = self.dir / "baresip.log"
         self.events: list[dict] = []  # every event received, for post-mortems
         self._pending: list[dict] = []  # events not consumed by wait_event yet
@@ -163,8 +171,9 @@ class Baresip:
             "ringback_disabled": "yes",
             "statmode_default": "off",
         }
+        lines.update(self.extra_config)
         text = "".join(f"{k}\t{v}\n" for k, v in lines.items())
-        text += "".join(f"module\t{m}\n" for m in MODULES)
+        text += "".join(f"module\t{m}\n" for m in (*MODULES, *self.extra_modules))
         text += "module_tmp\taccount.so\n"
         text += "".join(f"module_app\t{m}\n" for m in APP_MODULES)
         (self.dir / "config").write_text(text)

@@ -31,12 +31,17 @@ class Softswitch:
         sip_extra: str = "",
         transports: tuple[str, ...] = ("udp", "tcp"),
         t1_ms: int = 100,
+        tls: tuple[int, str, str] | None = None,
     ):
+        """`tls`: (port, certificate, key) of a TLS listener besides the others."""
         self.dir = tmp_path
         self.sip_port = sip_port
         self.db = tmp_path / "sw.db"
         self.log_path = tmp_path / "sw.log"
         listen = ", ".join(f'"{t}:127.0.0.1:{sip_port}"' for t in transports)
+        if tls is not None:
+            listen += f', "tls:127.0.0.1:{tls[0]}"'
+            sip_extra += f'\ntls_cert = "{tls[1]}"\ntls_key = "{tls[2]}"\n'
         self.config = tmp_path / "sw.toml"
         self.config.write_text(
             f'[sip]\nlisten = [{listen}]\ndomain = "example.test"\nt1_ms = {t1_ms}\n{sip_extra}\n'

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from helpers import make_cert
 from interop.baresip import Baresip, account_line, available, dominant_hz, tone_power_ratio
 from interop.switch import Softswitch
 
@@ -71,3 +72,61 @@ def test_baresip_register_and_call_each_other_with_audio_through_the_switch(tmp_
     assert events == ["call.initiated", "call.ringing", "call.answered", "call.completed"]
     if transport == "tcp":  # bob was reached over his own connection: its source port is not his SIP port
         assert outbound["remote_addr"] != "127.0.0.1:15800"
+
+
+def test_baresip_over_tls_with_srtp_calls_a_plain_phone_with_audio_both_ways(tmp_path):
+    """alice registers and calls over TLS with SRTP mandatory (SDES keys in her offer); bob is a plain UDP phone.
+    The switch answers her with RTP/SAVP and its own key, and its engine leg decrypts her audio for bob and
+    encrypts bob's for her: each hears the other's tone, and what crossed alice's leg was SRTP."""
+    cert, key = make_cert(tmp_path)
+    tls_port = SIP + 2
+    sw = Softswitch(
+        tmp_path,
+        sip_port=SIP,
+        api_port=15501,
+        rtp=(15510, 15598),
+        body=USERS + ROUTES,
+        sip_extra='auth_algorithms = ["MD5"]',
+        tls=(tls_port, cert, key),
+    )
+    account = account_line(
+        "alice",
+        "example.test",
+        proxy_port=tls_port,
+        auth_pass="alice-pw",
+        regint=60,
+        transport="tls",
+        mediaenc="srtp-mand",
+    )
+    alice = Baresip(
+        "alice",
+        tmp_path,
+        sip_port=15700,
+        ctrl_port=15710,
+        rtp_ports=(15720, 15759),
+        account=account,
+        tone_hz=440,
+        record_wav=tmp_path / "alice.wav",
+        extra_config={"sip_cafile": cert},
+        extra_modules=("srtp.so",),
+        sip_trace=True,
+    )
+    bob = _phone("bob", tmp_path, 2, 1000, "udp")
+    with sw, alice, bob:
+        alice.wait_registered(10)
+        bob.wait_registered(10)
+        alice.dial("sip:bob@example.test")
+        alice.wait_event("CALL_ESTABLISHED", 10)
+        bob.wait_event("CALL_ESTABLISHED", 10)
+        time.sleep(3)
+        alice.hangup()
+        alice.wait_event("CALL_CLOSED", 5)
+        bob.wait_event("CALL_CLOSED", 5)
+        (call,) = sw.wait_calls(1)
+    trace = alice.log_tail(200_000)
+    assert "RTP/SAVP" in trace and "a=crypto:" in trace  # her offer, and our answer, as she logged them
+    assert "SRTP is Enabled" in trace
+    assert dominant_hz(tmp_path / "bob.wav") == pytest.approx(440, abs=5)
+    assert dominant_hz(tmp_path / "alice.wav") == pytest.approx(1000, abs=5)
+    inbound, outbound = call["legs"]
+    assert inbound["media"]["rx_packets"] > 100 and outbound["media"]["rx_packets"] > 100

@@ -303,3 +303,33 @@ def test_quality_e_model_reference_points():
     assert mos(r_factor(5, 40)) < mos(r_factor(1, 40)) < mos(r_factor(0, 40))
     assert mos(r_factor(0, 300)) < mos(r_factor(0, 100))
     assert mos(0) == 1.0 and mos(100) == 4.5
+
+
+def test_engine_srtp_leg_relayed_to_a_plain_one(call):
+    """Leg a speaks SRTP (its far end holds the keys), leg b plain RTP: the engine unprotects what a's far
+    end sends before relaying it, protects what it sends a's far end, and drops what does not authenticate."""
+    from cext.srtp import Srtp
+
+    engine, a, b, fa, fb = call
+    theirs, ours = os.urandom(30), os.urandom(30)
+    engine.set_srtp(a, ours, theirs)
+    far_tx, far_rx = Srtp(theirs), Srtp(ours)  # the SRTP far end's two directions
+    time.sleep(0.05)  # the command reaches the media thread before the first packet
+    payload = bytes(range(160))
+    for i in range(5):
+        fa.sendto(far_tx.protect(rtp(100 + i, 160 * i, 0xA1, payload=payload)), (HOST, a.port))
+        plain = fb.recv(2048)
+        assert len(plain) == 172 and plain[12:] == payload
+        fb.sendto(rtp(7 + i, 160 * i, 0xB1, payload=payload[::-1]), (HOST, b.port))
+        secured = fa.recv(2048)
+        assert len(secured) == 182 and secured[12:172] != payload[::-1]  # encrypted, with a 10-byte tag
+        assert far_rx.unprotect(secured)[12:] == payload[::-1]
+    forged = bytearray(far_tx.protect(rtp(105, 800, 0xA1, payload=payload)))
+    forged[30] ^= 1
+    fa.sendto(bytes(forged), (HOST, a.port))
+    fa.sendto(rtp(106, 960, 0xA1, payload=payload), (HOST, a.port))  # plain RTP on an SRTP leg
+    wait_for(lambda: engine.stats(a).rx_invalid == 2)
+    fb.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        fb.recv(2048)  # neither reached the other side
+    assert engine.stats(a).rx_packets == 5
