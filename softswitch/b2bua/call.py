@@ -115,7 +115,7 @@ class Call:
         self.targets = list(targets)
         self.media = media
         self.state = "routing"
-        dialog = Dialog.uas(invite, sw.contact_for(flow, _user(invite)))
+        dialog = Dialog.uas(invite, sw.contact_for(flow, _user(invite), getattr(invite.uri, "secure", False)))
         self.a = Side(dialog, flow, leg=record.legs[0], virtual=key is None)
         self.b: Side | None = None
         self.forks: list[Fork] = []
@@ -316,7 +316,7 @@ class Call:
             sdp_a = self.media.late_offer_for("a")
         else:
             sdp_a = self.media.answer_from("b", parked_b, parked=True)
-        contact = self.sw.contact_for(self.a.flow, self.called_user)
+        contact = self.sw.contact_for(self.a.flow, self.called_user, getattr(self.invite.uri, "secure", False))
         self.b = Side(Dialog.uas(self.invite, contact), self.a.flow, virtual=True)
         self._answered(sdp_a)
         self.sw.publish(self, "call.answered", {"answered_by": None})
@@ -750,7 +750,8 @@ class Call:
         if old.leg is not None:
             old.leg.ended_at = self.sw.wall()
             old.leg.media = self.media.leg_stats(name)
-        virtual = Side(Dialog.uas(self.invite, self.sw.contact_for(self.a.flow, self.called_user)), self.a.flow)
+        secure = getattr(self.invite.uri, "secure", False)
+        virtual = Side(Dialog.uas(self.invite, self.sw.contact_for(self.a.flow, self.called_user, secure)), self.a.flow)
         virtual.virtual = True
         if name == "a":
             self.a = virtual

@@ -391,7 +391,7 @@ class B2bua:
             ("To", f"<{uri}>"),
             ("Call-ID", call_id),
             ("CSeq", "1 INVITE"),
-            ("Contact", self.contact_for(flow, "softswitch")),
+            ("Contact", self.contact_for(flow, "softswitch", uri.startswith("sips:"))),
             ("Allow", ALLOW),
             ("Supported", "replaces, timer"),
             ("User-Agent", self.user_agent),
@@ -439,10 +439,13 @@ class B2bua:
     def drop_dialog(self, dialog: Dialog) -> None:
         self._dialogs.pop(dialog.id, None)
 
-    def contact_for(self, flow, user: str) -> str:
+    def contact_for(self, flow, user: str, secure: bool = False) -> str:
+        """Our Contact on `flow`. `secure`: the dialog is a SIPS one (its Request-URI was sips:), so the
+        Contact must be SIPS too (RFC 5630 4.1); otherwise TLS is named by transport=tls, which every TLS
+        phone reads (libre 1.1, baresip's stack, cannot route to a sips: Contact at all)."""
         host, port = flow.local
         host = f"[{host}]" if ":" in host else host
-        if flow.transport == "tls":  # RFC 5630: over TLS our address is a SIPS URI (transport=tls is deprecated)
+        if secure and flow.transport == "tls":
             return f"<sips:{user or 'softswitch'}@{host}:{port}>"
         params = "" if flow.transport == "udp" else f";transport={flow.transport}"
         return f"<sip:{user or 'softswitch'}@{host}:{port}{params}>"
