@@ -114,6 +114,7 @@ class User(_Section):
     max_calls: int = 0  # calls at once (placed or received); 0 for no limit
     calls_per_minute: int = 0  # calls placed or received in any 60 s; 0 for no limit
     destinations: list[str] = msgspec.field(default_factory=list)  # regexes of numbers it may call via trunks
+    srtp: bool = False  # calls to its TLS registrations offer SRTP (RTP/SAVP, SDES keys)
 
 
 class Trunk(_Section):
@@ -130,6 +131,7 @@ class Trunk(_Section):
     calls_per_minute: int = 0  # calls in any 60 s over this trunk, both directions; 0 for no limit
     destinations: list[str] = msgspec.field(default_factory=list)  # regexes of numbers sent out over it
     transit: bool = False  # its inbound calls may be routed (or transferred) out to a trunk
+    srtp: bool = False  # calls to it (transport tls) offer SRTP (RTP/SAVP, SDES keys)
     tls_client_cert: str = ""  # its requests must come over TLS with a certificate ([sip] tls_client_ca) naming this
 
 

@@ -138,6 +138,9 @@ class Services:
             policy=call_policy(cfg),
         )
         self.calls.security = self.security
+        self.calls.srtp_parties = {("user", u.name) for u in cfg.users if u.srtp} | {
+            ("trunk", t.name) for t in cfg.trunks if t.srtp
+        }
         self.sip = SipEndpoint(
             BasicUas(cfg.sip.user_agent, self.registrar, calls=self.calls),
             timers=timers,

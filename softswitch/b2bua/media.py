@@ -130,6 +130,23 @@ class CallMedia:
         self._our_offer = self.origins[side].stamp(build_offer(caps, self.legs[side].port))
         return self._our_offer.serialize()
 
+    def secured_offer(self, side: str) -> bytes:
+        """Our offer to `side` as RTP/SAVP with an SDES key of ours (for a callee reached over TLS that
+        wants SRTP); its answer's key (`answer_from`) keys the leg. The same key serves every such fork."""
+        if self._our_offer is None:
+            raise MediaRefused("no offer to secure")
+        index = _audio(self._our_offer) or 0
+        master = self._our_masters.setdefault(side, secrets.token_bytes(sdes.MASTER_LEN))
+        crypto = sdes.Crypto(1, "AES_CM_128_HMAC_SHA1_80", master)
+        section = self._our_offer.media[index]
+        keyed = replace(
+            section,
+            proto="RTP/SAVP",
+            attributes=(*section.attributes, Attribute("crypto", crypto.attribute_value())),
+        )
+        media = tuple(keyed if i == index else m for i, m in enumerate(self._our_offer.media))
+        return replace(self._our_offer, media=media).serialize()
+
     @property
     def answered(self) -> bool:
         """Whether the offerer already has our answer (early media came with SDP, say)."""
@@ -147,6 +164,7 @@ class CallMedia:
         ours = negotiate(self._our_offer, answer, _audio(self._our_offer) or 0, we_offered=True)
         if ours is None:
             raise MediaRefused("the answer has no usable audio stream")
+        self._answered_crypto(side, answer.media[ours.index])
         self.negotiated[side] = ours
         self.remote[side] = answer
         if self._offerer is None:
@@ -288,6 +306,17 @@ class CallMedia:
     def _caps(self, side: str, codecs, direction: Direction, *, srtp: bool = False) -> Capabilities:
         protos = ("RTP/SAVP",) if srtp else ("RTP/AVP",)
         return Capabilities(self.legs[side].host, tuple(codecs), ptime=20, direction=direction, protos=protos)
+
+    def _answered_crypto(self, side: str, media) -> None:
+        """An RTP/SAVP answer to our `secured_offer` keys `side`'s leg; a plain one leaves it plain."""
+        if media.proto.upper() != "RTP/SAVP":
+            self.srtp.pop(side, None)
+            return
+        crypto = sdes.choose(list(media.attribute_values("crypto")))
+        ours = self._our_masters.get(side)
+        if crypto is None or ours is None or side not in self.secure:
+            raise MediaRefused("an SRTP answer without a usable key (or to an offer we did not secure)")
+        self.srtp[side] = (ours, crypto.master, crypto.tag_len)
 
     def _offered_crypto(self, side: str, media) -> sdes.Crypto | None:
         """The SRTP key of an RTP/SAVP offer (None for plain RTP); MediaRefused when we cannot take it."""

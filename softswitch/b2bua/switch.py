@@ -91,6 +91,7 @@ class B2bua:
         self.endpoint = None
         self.trunks = None  # softswitch.trunks.Trunks once started: which trunks answer their pings
         self.policy = policy or CallPolicy({})
+        self.srtp_parties: set[tuple[str, str]] = set()  # ("user"|"trunk", name) offered SRTP over TLS
         self.security: Security | None = None  # set by the server: alerts, counters, auth failures' bans
         self.loop = asyncio.get_running_loop()
         self.calls: dict[str, Call] = {}
@@ -360,6 +361,14 @@ class B2bua:
         self.hold(call, ("trunk", trunk))
         return True
 
+    def _srtp_offer(self, call: Call, target: Target, flow, body: bytes | None) -> bytes | None:
+        """For a callee that wants SRTP (`srtp = true`) reached over TLS: our offer as RTP/SAVP with a key
+        (None: the call's own offer). Transfers (which bring their own `body`) stay plain."""
+        if body is not None or flow.transport != "tls" or (target.kind, target.name) not in self.srtp_parties:
+            return None
+        call.media.secure.add("b")
+        return call.media.secured_offer("b")
+
     async def _connect_then_fork(self, call: Call, target: Target, trunk, uri, host, port, body, caller) -> None:
         try:
             flow = await self.endpoint.connect(trunk.transport, host, port)
@@ -383,7 +392,7 @@ class B2bua:
         transferring = body is not None  # only a transfer brings its own offer
         name = call.invite.from_.display if caller is None else None
         display = f'"{name}" ' if name else ""
-        body = call.b_offer if body is None else body
+        body = (self._srtp_offer(call, target, flow, body) or call.b_offer) if body is None else body
         mf = call.invite.max_forwards
         headers = [
             ("Max-Forwards", str(69 if mf is None else min(mf - 1, 69))),

@@ -74,44 +74,54 @@ def test_baresip_register_and_call_each_other_with_audio_through_the_switch(tmp_
         assert outbound["remote_addr"] != "127.0.0.1:15800"
 
 
-def test_baresip_over_tls_with_srtp_calls_a_plain_phone_with_audio_both_ways(tmp_path):
-    """alice registers and calls over TLS with SRTP mandatory (SDES keys in her offer); bob is a plain UDP phone.
-    The switch answers her with RTP/SAVP and its own key, and its engine leg decrypts her audio for bob and
-    encrypts bob's for her: each hears the other's tone, and what crossed alice's leg was SRTP."""
+def _secure_phone(name: str, tmp_path, tls_port: int, cert: str, tone: int) -> Baresip:
+    """A phone registered over TLS that insists on SRTP (SDES keys, baresip's srtp-mand)."""
+    account = account_line(
+        name,
+        "example.test",
+        proxy_port=tls_port,
+        auth_pass=f"{name}-pw",
+        regint=60,
+        transport="tls",
+        mediaenc="srtp-mand",
+    )
+    return Baresip(
+        name,
+        tmp_path,
+        sip_port=15900,  # apart from _phone's (15700 and 15800 and up)
+        ctrl_port=15910,
+        rtp_ports=(15920, 15959),
+        account=account,
+        tone_hz=tone,
+        record_wav=tmp_path / f"{name}.wav",
+        extra_config={"sip_cafile": cert},
+        extra_modules=("srtp.so",),
+        sip_trace=True,
+    )
+
+
+@pytest.mark.parametrize("secure", ["caller", "callee"])
+def test_baresip_over_tls_with_srtp_and_a_plain_phone_audio_both_ways(tmp_path, secure):
+    """One phone registers over TLS with SRTP mandatory, the other is a plain UDP phone; alice calls bob.
+    Secure caller: the switch answers her RTP/SAVP offer with its own key. Secure callee (bob has `srtp =
+    true`): the switch offers him RTP/SAVP with its key and keys his leg from his answer. Either way the
+    engine leg decrypts and encrypts for the plain side: each hears the other's tone."""
     cert, key = make_cert(tmp_path)
     tls_port = SIP + 2
+    users = USERS.replace('name = "bob"\npassword = "bob-pw"\n', 'name = "bob"\npassword = "bob-pw"\nsrtp = true\n')
     sw = Softswitch(
         tmp_path,
         sip_port=SIP,
         api_port=15501,
         rtp=(15510, 15598),
-        body=USERS + ROUTES,
+        body=users + ROUTES,
         sip_extra='auth_algorithms = ["MD5"]',
         tls=(tls_port, cert, key),
     )
-    account = account_line(
-        "alice",
-        "example.test",
-        proxy_port=tls_port,
-        auth_pass="alice-pw",
-        regint=60,
-        transport="tls",
-        mediaenc="srtp-mand",
-    )
-    alice = Baresip(
-        "alice",
-        tmp_path,
-        sip_port=15700,
-        ctrl_port=15710,
-        rtp_ports=(15720, 15759),
-        account=account,
-        tone_hz=440,
-        record_wav=tmp_path / "alice.wav",
-        extra_config={"sip_cafile": cert},
-        extra_modules=("srtp.so",),
-        sip_trace=True,
-    )
-    bob = _phone("bob", tmp_path, 2, 1000, "udp")
+    if secure == "caller":
+        alice, bob = _secure_phone("alice", tmp_path, tls_port, cert, 440), _phone("bob", tmp_path, 2, 1000, "udp")
+    else:
+        alice, bob = _phone("alice", tmp_path, 1, 440, "udp"), _secure_phone("bob", tmp_path, tls_port, cert, 1000)
     with sw, alice, bob:
         alice.wait_registered(10)
         bob.wait_registered(10)
@@ -123,9 +133,9 @@ def test_baresip_over_tls_with_srtp_calls_a_plain_phone_with_audio_both_ways(tmp
         alice.wait_event("CALL_CLOSED", 5)
         bob.wait_event("CALL_CLOSED", 5)
         (call,) = sw.wait_calls(1)
-    trace = alice.log_tail(200_000)
-    assert "RTP/SAVP" in trace and "a=crypto:" in trace  # her offer, and our answer, as she logged them
-    assert "SRTP is Enabled" in trace
+    trace = (alice if secure == "caller" else bob).log_tail(200_000)
+    assert "m=audio 15510 RTP/SAVP" in trace or "RTP/SAVP" in trace
+    assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in trace
     assert dominant_hz(tmp_path / "bob.wav") == pytest.approx(440, abs=5)
     assert dominant_hz(tmp_path / "alice.wav") == pytest.approx(1000, abs=5)
     inbound, outbound = call["legs"]
