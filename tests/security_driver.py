@@ -112,7 +112,7 @@ def table_rows(output: str) -> list[list[str]]:
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")] for line in output.splitlines() if line.startswith("| ")
     ]
-    return [row for row in rows if row[0] not in ("Extension", "Username")]
+    return [row for row in rows if row[0] not in ("Extension", "Username", "SIP Device")]
 
 
 # -- a bare SIP client for the answers' fine print ----------------------------------------------------------
@@ -206,6 +206,7 @@ def enumeration(var: Path) -> dict:
         for i, method in enumerate(("REGISTER", "INVITE", "OPTIONS")):
             text = sipvicious("svwar", "--force", "-m", method, "-e100-110", "-P", str(5071 + i), "-p", str(PORT), SW)
             out["svwar"][method] = {"found": [row[0] for row in table_rows(text)], "output": text[-1500:]}
+        out["svmap_with_filter_off"] = table_rows(sipvicious("svmap", "-p", str(PORT), "-P", "5074", SW))
         probe = Probe("127.0.0.7")
         for method in ("REGISTER", "INVITE", "OPTIONS", "SUBSCRIBE"):
             password = "wrong-guess" if method in ("REGISTER", "INVITE") else None
@@ -223,10 +224,18 @@ def enumeration(var: Path) -> dict:
 
 
 def scanners(var: Path) -> dict:
-    """The defaults: svwar's requests (User-Agent friendly-scanner) are dropped; it hears nothing."""
+    """The defaults: svwar's and svmap's requests (User-Agent friendly-scanner) are dropped: they hear nothing,
+    and svmap finds no SIP device here."""
     with serve(config(var, USERS + ROUTES), var):
         text = sipvicious("svwar", "-m", "REGISTER", "-e100-110", "-P", "5071", "-p", str(PORT), SW)
-        return {"output": text[-1500:], "found": [r[0] for r in table_rows(text)], "metrics": metrics()}
+        found = sipvicious("svmap", "-p", str(PORT), "-P", "5072", SW)
+        return {
+            "output": text[-1500:],
+            "found": [r[0] for r in table_rows(text)],
+            "svmap_output": found[-1500:],
+            "svmap_found": table_rows(found),
+            "metrics": metrics(),
+        }
 
 
 def bruteforce(var: Path) -> dict:
@@ -291,7 +300,7 @@ AUTH_100 = ["-au", "100", "-ap", "pw-100-x9"]
 
 def flood(var: Path) -> dict:
     """A SIPp flood of junk INVITEs from the attacker at SIPp's highest rate while a user on another address
-    places 150 calls to the carrier; then 20,000 spoofed-looking sources, one OPTIONS each."""
+    places 150 calls to the carrier; then 100,000 spoofed-looking sources, one OPTIONS each."""
     body = (
         "max_transactions = 8000\n"
         "[security]\nrate_per_s = 100\nrate_burst = 200\nmax_sources = 4096\n"
@@ -333,15 +342,15 @@ def flood(var: Path) -> dict:
         out["callee_calls"] = callee.stop().successful
         out["metrics_after_flood"] = metrics()
         out["switch_socket_drops"] = udp_drops(PORT)
-        # spoofed-looking sources: one request each from 20,000 addresses
-        for i in range(20_000):
+        # spoofed-looking sources: one request each from 100,000 addresses
+        for i in range(100_000):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind((f"127.1.{i >> 8 & 255}.{i & 255}", 0))
+                s.bind((f"127.{1 + (i >> 16)}.{i >> 8 & 255}.{i & 255}", 0))
                 s.sendto(f"OPTIONS sip:{SW} SIP/2.0\r\nVia: SIP/2.0/UDP 127.1.0.1:9;branch=z9hG4bKs{i}\r\n"
                          f"From: <sip:s@x>;tag={i}\r\nTo: <sip:s@x>\r\nCall-ID: s{i}\r\nCSeq: 1 OPTIONS\r\n"
                          "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n".encode(), (SW, PORT))  # fmt: skip
-            if i % 100 == 0:
-                time.sleep(0.02)  # about 5,000 a second: what the kernel's socket buffer holds for the server
+            if i % 200 == 0:
+                time.sleep(0.02)  # about 10,000 a second: what the kernel's socket buffer holds for the server
         time.sleep(1.0)
         out["metrics_after_spoof"] = metrics()
         out["rss_kb"] = [rss_before, rss_kb(proc)]

@@ -59,6 +59,10 @@ def test_known_and_unknown_users_get_the_same_answers_in_the_same_time(results):
 def test_scanners_are_dropped_unanswered_by_default(results):
     scan = results["scanners"]
     assert scan["found"] == [] and "timed out" in scan["output"]
+    assert scan["svmap_found"] == [], scan["svmap_output"]
+    # the control: with the filter off, svmap does see a SIP device there (the tool works here)
+    [(device, agent, *_)] = results["enumeration"]["svmap_with_filter_off"]
+    assert device.startswith("127.0.0.10:5060") and "softswitch" in agent
     assert events(scan["metrics"], "scanners_dropped") >= 1
 
 

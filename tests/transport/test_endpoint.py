@@ -248,3 +248,47 @@ async def test_endpoint_drops_known_scanners_unanswered_when_asked():
         assert ok.status == 200 and ep.counters["scanners_dropped"] == 3
     finally:
         await ep.close()
+
+
+async def test_endpoint_banned_source_dropped_or_answered_403_and_over_rate_dropped(tmp_path):
+    """The endpoint asks `Security` about every datagram: a banned source hears nothing (ban_action drop) or a
+    403 (ban_action 403), a source over its rate is dropped, and everyone else is served."""
+    from softswitch.events import EventBus
+    from softswitch.guard import GuardPolicy, SourceGuard
+    from softswitch.security import Security
+
+    results = {}
+    for action in ("drop", "403"):
+        port = free_port(also_udp=True)
+        security = Security(
+            SourceGuard(GuardPolicy(rate_per_s=1, burst=3)), Store.open(tmp_path / f"{action}.db"), EventBus(),
+            ban_action=action,
+        )  # fmt: skip
+        ep = SipEndpoint(BasicUas(), security=security)
+        await ep.listen(ListenAddress("udp", "127.0.0.1", port))
+        try:
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            client.bind(("127.0.0.1", 0))
+            security.ban("127.0.0.1", "test", seconds=60)
+            banned = request("OPTIONS", "SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKb1;rport")
+            results[action] = await _answer_or_none(port, client, banned)
+            security.lift("127.0.0.1")
+            statuses = []
+            for i in range(5):  # a burst of 3, then the rate of 1/s: the last two are dropped
+                via = f"SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKr{i};rport"
+                statuses.append(await _answer_or_none(port, client, request("OPTIONS", via, cseq=10 + i)))
+            assert statuses == [200, 200, 200, None, None], statuses
+            client.close()
+        finally:
+            await ep.close()
+    assert results == {"drop": None, "403": 403}
+
+
+async def _answer_or_none(port: int, sock: socket.socket, data: bytes) -> int | None:
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    await loop.sock_sendto(sock, data, ("127.0.0.1", port))
+    try:
+        return parse(await asyncio.wait_for(loop.sock_recv(sock, 65535), 0.3)).status
+    except TimeoutError:
+        return None
