@@ -399,18 +399,25 @@ def fraud(var: Path) -> dict:
                        rate=20, timeout_s=30, extra=extra)  # fmt: skip
         return sorted(re.findall(r"final (\d+ [^\n]*)", done.logs)) or [done.summary()[-800:]]
 
-    with serve(config(var, body), var), uas("uas_answer", port=CALLEE_PORT, host=CALLEE) as callee:
-        forged = "P-Asserted-Identity: <sip:100@sec.test>\r\nRoute: <sip:127.0.0.4:5080;lr>"
-        out["stranger_forged"] = call("100", "not-the-password", "0044207946", host=SPOOFER, headers=forged)
-        out["stranger_no_credentials"] = call(None, "", "0044207946", host=SPOOFER, headers=forged)
-        out["carrier_hairpin"] = call(None, "", "15551234567", host=CARRIER)
-        out["deny_list"] = call("102", "pw-102-x9", "0044207946")
-        out["premium"] = call("102", "pw-102-x9", "+8821234567")
-        out["outside_destinations"] = call("101", "pw-101-x9", "15551234567")
-        out["inside_destinations"] = call("101", "pw-101-x9", "1234")
-        out["max_calls"] = call("100", "pw-100-x9", "15551230001", calls=2, hold_ms=1500)
-        out["calls_per_minute"] = call("100", "pw-100-x9", "15551230002", calls=3)
-        out["callee_calls"] = callee.stop().successful
+    with serve(config(var, body), var):
+        with uas("uas_answer", port=CALLEE_PORT, host=CALLEE) as callee:
+            forged = "P-Asserted-Identity: <sip:100@sec.test>\r\nRoute: <sip:127.0.0.4:5080;lr>"
+            out["stranger_forged"] = call("100", "not-the-password", "0044207946", host=SPOOFER, headers=forged)
+            out["stranger_no_credentials"] = call(None, "", "0044207946", host=SPOOFER, headers=forged)
+            out["carrier_hairpin"] = call(None, "", "15551234567", host=CARRIER)
+            out["deny_list"] = call("102", "pw-102-x9", "0044207946")
+            out["premium"] = call("102", "pw-102-x9", "+8821234567")
+            out["outside_destinations"] = call("101", "pw-101-x9", "15551234567")
+            out["inside_destinations"] = call("101", "pw-101-x9", "1234")
+            out["max_calls"] = call("100", "pw-100-x9", "15551230001", calls=2, hold_ms=1500)
+            out["calls_per_minute"] = call("100", "pw-100-x9", "15551230002", calls=3)
+            out["callee_calls"] = callee.stop().successful
+        # the carrier's party, answered on a user's call, REFERs it to an international number: transit
+        refer = ["-key", "target", "0044207946"]
+        with uas("uas_refer_refused", port=CALLEE_PORT, host=CALLEE, calls=1, extra=refer) as referer:
+            out["refer_call"] = call("102", "pw-102-x9", "15551239999", hold_ms=2500)
+            done = referer.wait(15)
+        out["refer_callee"] = [done.successful, re.findall(r"NOTIFY (SIP/2.0 [^\n]*)", done.logs)]
         out["metrics"] = metrics()
         out["events"] = [e for e in security_log(var) if e["event"] == "security.call_refused"]
     return out

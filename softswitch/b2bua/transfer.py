@@ -68,6 +68,7 @@ def on_refer(call, side: str, key, request: Request) -> None:
     call.sw.endpoint.respond(key, this.dialog.create_response(request, 202))
     transfer = Transfer(side, str(refer_to.uri), list(targets), origin=this.party or call.origin)
     call.transfer = transfer
+    call.refusal = None
     _notify(call, transfer, "SIP/2.0 100 Trying", terminated=False)
     event(log, "call.transfer", call=call.id, by=side, to=transfer.target_uri)
     call.record.data.setdefault("transfers", []).append({"by": side, "to": transfer.target_uri})
@@ -83,6 +84,7 @@ def start(call, side: str, target: str, targets: list | None = None, caller: str
     routed = list(call.sw.router.targets(target)) if targets is None else list(targets)
     transfer = Transfer(side, f"sip:{target}@{call.sw.domain}", routed, notify=False, caller=caller)
     call.transfer = transfer
+    call.refusal = None
     event(log, "call.transfer", call=call.id, by="api", side=side, to=target)
     call.record.data.setdefault("transfers", []).append({"by": "api", "side": side, "to": target})
     _next_target(call, transfer)
@@ -108,7 +110,8 @@ def _next_target(call, transfer: Transfer) -> None:
         forks = call.sw.fork(call, target, body=offer, caller=caller, called=_user_of(transfer.target_uri))
         if forks is None or forks:  # sent (they joined transfer.forks), or waiting for a connection
             return
-    _failed(call, transfer, 480, "Temporarily Unavailable")
+    refused = call.refusal  # every target refused by the toll-fraud rules: say which rule (403 ...)
+    _failed(call, transfer, *((refused.status, refused.reason) if refused else (480, "Temporarily Unavailable")))
 
 
 def on_unreachable(call, transfer: Transfer | None) -> None:
