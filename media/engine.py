@@ -179,6 +179,13 @@ class PortPool:
         self._free.append(port)
 
 
+def srtp_available() -> str | None:
+    """None when the engine can do SRTP here, else why not (the process's libcrypto is missing)."""
+    from cext.srtp import available
+
+    return available()
+
+
 class MediaEngine:
     """The media engine: legs, bridges, events. Create once per process; `close()` at shutdown."""
 

@@ -177,6 +177,8 @@ static void rx_jitter(engine_t *e, leg_t *l, uint32_t rtp_ts)
 /* -- sending ------------------------------------------------------------------------------------------ */
 const uint8_t *leg_protect(leg_t *l, const uint8_t *pkt, size_t *n, int is_rtcp, uint8_t *buf)
 {
+    if (l->srtp_failed)
+        return NULL;
     if (!l->srtp_tx)
         return pkt;
     if (*n > PKT_MAX)
@@ -339,6 +341,10 @@ static void on_readable(engine_t *e, int id)
         }
         uint8_t pt = pkt[1] & 0x7f;
         int is_rtcp = pt >= 72 && pt <= 76; /* RTCP multiplexed on the RTP port (RFC 5761) */
+        if (l->srtp_failed) {
+            l->st.rx_invalid++;
+            continue;
+        }
         if (l->srtp_rx) { /* nothing unauthenticated goes further: not even to latch the leg */
             int m = is_rtcp ? srtcp_unprotect(l->srtp_rx, pkt, (int)n) : srtp_unprotect(l->srtp_rx, pkt, (int)n);
             if (m < (is_rtcp ? 8 : 12)) {
@@ -424,7 +430,7 @@ static void on_rtcp(engine_t *e, int id)
             l->st.rx_invalid++;
             continue;
         }
-        if (l->srtp_rx && (n = srtcp_unprotect(l->srtp_rx, pkt, (int)n)) < 8) {
+        if (l->srtp_failed || (l->srtp_rx && (n = srtcp_unprotect(l->srtp_rx, pkt, (int)n)) < 8)) {
             l->st.rx_invalid++;
             continue;
         }
@@ -444,6 +450,7 @@ static void on_rtcp(engine_t *e, int id)
 /* keys: our master key||salt, then the far end's (60 bytes); NULL goes back to plain RTP */
 static void leg_srtp(leg_t *l, const uint8_t *keys, int tag_len)
 {
+    l->srtp_failed = 0;
     for (int k = 0; k < 2; k++) {
         srtp_t **slot = k ? &l->srtp_rx : &l->srtp_tx;
         if (*slot) {
@@ -458,7 +465,7 @@ static void leg_srtp(leg_t *l, const uint8_t *keys, int tag_len)
             *slot = s;
         } else {
             free(s);
-            l->st.tx_errors++; /* unusable keys: the leg sends nothing rather than plain RTP */
+            l->srtp_failed = 1; /* unusable keys: the leg sends and takes nothing rather than clear RTP */
         }
     }
 }

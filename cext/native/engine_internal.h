@@ -89,6 +89,7 @@ typedef struct {
     sp_t *sp;
     /* SRTP (srtp.c): what we send is protected with tx, what arrives must authenticate with rx */
     srtp_t *srtp_tx, *srtp_rx;
+    int srtp_failed;         /* keys were given but could not be used: nothing is sent or taken, never clear RTP */
     /* player */
     const int16_t *play;
     int64_t play_len, play_pos;

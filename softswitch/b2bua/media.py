@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from media.engine import CODECS, Bridge, Leg, MediaEngine
+from media.engine import CODECS, Bridge, Leg, MediaEngine, srtp_available
 from media.negotiation import apply
 from softswitch.sip import sdes
 from softswitch.sip.offer_answer import (
@@ -324,6 +324,8 @@ class CallMedia:
             return None
         if side not in self.secure:
             raise MediaRefused("SRTP offered over unencrypted signalling (SDES needs TLS)")
+        if (why := srtp_available()) is not None:
+            raise MediaRefused(f"SRTP is not available here: {why}")
         crypto = sdes.choose(list(media.attribute_values("crypto")))
         if crypto is None:
             raise MediaRefused("no SRTP crypto suite in common (AES_CM_128_HMAC_SHA1_80 or _32)")
