@@ -31,6 +31,7 @@ from interop.sipp import run_uac, uas  # noqa: E402
 SW, PORT, API, METRICS = "127.0.0.10", 5060, 8080, 9090
 ATTACKER, USER, CALLEE, SPOOFER, CARRIER = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"
 CALLEE_PORT = 5080
+SMALL_PORT = 5084  # a second trunk's callee, on the same address
 SOFTSWITCH = [sys.executable, "-m", "softswitch"]
 
 
@@ -385,7 +386,10 @@ def fraud(var: Path) -> dict:
         '[[users]]\nname = "102"\npassword = "pw-102-x9"\n'
         f'[[trunks]]\nname = "carrier"\naddress = "{CALLEE}:{CALLEE_PORT}"\n'
         f'inbound_from = ["{CALLEE}/32", "{CARRIER}/32"]\nping_interval_s = 0\n'
-        '[[routes]]\nmatch = "^\\\\+?[0-9]+$"\nto = "trunk:carrier"\n'
+        f'[[trunks]]\nname = "small"\naddress = "{CALLEE}:{SMALL_PORT}"\nping_interval_s = 0\n'
+        'max_calls = 1\ndestinations = ["^7[0-9]{3}$"]\n'
+        '[[routes]]\nmatch = "^7[0-9]+$"\nto = "trunk:small"\n'
+        '[[routes]]\nmatch = "^(\\\\+|[0-689])[0-9]*$"\nto = "trunk:carrier"\n'
     )
     out: dict = {}
     port = iter(range(5100, 5200, 2))
@@ -411,6 +415,11 @@ def fraud(var: Path) -> dict:
             out["inside_destinations"] = call("101", "pw-101-x9", "1234")
             out["max_calls"] = call("100", "pw-100-x9", "15551230001", calls=2, hold_ms=1500)
             out["calls_per_minute"] = call("100", "pw-100-x9", "15551230002", calls=3)
+            # the small trunk's own limits: one call at a time, four-digit numbers only
+            with uas("uas_answer", port=SMALL_PORT, host=CALLEE) as small:
+                out["trunk_max_calls"] = call("102", "pw-102-x9", "7001", calls=2, hold_ms=1500)
+                out["trunk_destinations"] = call("102", "pw-102-x9", "70012")
+                out["small_calls"] = small.stop().successful
             out["callee_calls"] = callee.stop().successful
         # the carrier's party, answered on a user's call, REFERs it to an international number: transit
         refer = ["-key", "target", "0044207946"]

@@ -96,14 +96,17 @@ def test_fraud_rules_with_sipp_as_stranger_carrier_and_users(tmp_path):
     assert r["max_calls"] == ["200 OK", "403 Call Limit Reached"]
     assert r["calls_per_minute"] == ["200 OK", "200 OK", "403 Call Rate Limit Reached"]
     assert r["callee_calls"] == 4  # only the allowed calls reached the carrier
+    assert r["trunk_max_calls"] == ["200 OK", "403 Call Limit Reached"]  # the trunk's max_calls = 1
+    assert r["trunk_destinations"] == ["403 Destination Not Allowed"]  # the trunk's destinations
+    assert r["small_calls"] == 1
     # the carrier's party of an allowed call REFERs it abroad: 202, then the NOTIFY says the rule; the call goes on
     assert r["refer_call"] == ["200 OK"]
     assert r["refer_callee"] == [1, ["SIP/2.0 100 Trying", "SIP/2.0 403 Transit Not Allowed"]]
     m = r["metrics"]
     refused = [events(m, f"refused_{k}") for k in ("transit", "destination", "max_calls", "calls_per_minute")]
-    assert refused == [2, 3, 1, 1]
+    assert refused == [2, 4, 2, 1]
     rules = sorted(e["rule"] for e in r["events"])
-    assert rules == ["calls_per_minute", "destination", "destination", "destination", "max_calls", "transit", "transit"]
+    assert rules == ["calls_per_minute", *["destination"] * 4, "max_calls", "max_calls", "transit", "transit"]
     assert all(e["level"] == "warning" and e["number"] for e in r["events"])
 
 
