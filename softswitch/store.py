@@ -839,6 +839,14 @@ class Store:
         row = self._db.execute(f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (rec_id,)).fetchone()
         return None if row is None else RecordingRecord(*row)
 
+    def open_recordings(self) -> list[RecordingRecord]:
+        """Recordings still running or paused: at start-up their writer was cut off by a crash."""
+        rows = self._db.execute(
+            f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE status IN ('in-progress', 'paused') "
+            "ORDER BY created_at, id"
+        )
+        return [RecordingRecord(*row) for row in rows]
+
     def list_recordings(
         self,
         *,

@@ -6,18 +6,24 @@ the right (what each party said, for transcription and QA), `mono` the mix. The 
 writer; the file is closed off the event loop (MediaEngine) and its `recording_done` event brings the final
 duration and size here. A recording still running when its call ends is stopped by the bridge going away,
 so it is finished and reported all the same. Each recording is a row in the store from its start (status
-in-progress, paused, completed or failed), which the API lists and serves.
+in-progress, paused, completed or failed), which the API lists and serves. A recording the process died
+in the middle of is made whole at the next start (`close_orphans`): the writer keeps its file playable to
+the last 250 ms, so it is completed with what it holds and reported like any other.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
+from media.audio import salvage_wav
 from softswitch.events import new_id
+from softswitch.logs import event
 from softswitch.store import RecordingRecord
 
 MODES = ("mono", "dual")
+log = logging.getLogger(__name__)
 
 
 class RecordingError(Exception):
@@ -49,6 +55,13 @@ class Recording:
             self.error or None,
             self.started_at,
         )
+
+    @classmethod
+    def from_record(cls, rec: RecordingRecord) -> Recording:
+        return cls(
+            rec.id, rec.call_id, rec.path, rec.channels, rec.created_at, rec.status, rec.duration_s, rec.size,
+            rec.error or "",
+        )  # fmt: skip
 
     def as_dict(self) -> dict:
         return {
@@ -123,6 +136,28 @@ class Recordings:
         self.sw.publish(call, "recording.ready", rec.as_dict())
         if self.by_call.get(call.id) is rec and call.state == "ended":
             del self.by_call[call.id]
+
+    def close_orphans(self) -> int:
+        """Recordings that were running when the process died: each file made whole (every frame that
+        reached it, see media.audio.salvage_wav) and completed, or failed if it is gone, with its
+        `recording.ready`. Run after the calls' own orphans, so the event follows their `call.completed`."""
+        orphans = self.sw.store.open_recordings()
+        for row in orphans:
+            rec = Recording.from_record(row)
+            try:
+                fmt, size = salvage_wav(rec.path)
+            except (OSError, ValueError) as exc:
+                rec.status, rec.error = "failed", f"cut off by a restart, file unusable: {exc}"
+            else:
+                rec.status, rec.error = "completed", ""
+                rec.size, rec.duration_s = 44 + size, size / fmt.block_align / fmt.rate
+            self.sw.store.save_recording(rec.as_record())
+            call = self.sw.store.get_call(rec.call_id)
+            if call is not None:
+                self.sw.publish_record(call, "recording.ready", rec.as_dict())
+        if orphans:
+            event(log, "recording.orphans_closed", level=logging.WARNING, count=len(orphans))
+        return len(orphans)
 
     def call_ended(self, call) -> None:
         """Forget a finished call's last recording (a running one is forgotten when the engine reports it)."""

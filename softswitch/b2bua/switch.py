@@ -635,6 +635,7 @@ class B2bua:
             self.publish_record(rec, "call.completed", data)
         if orphans:
             event(log, "call.orphans_closed", level=logging.WARNING, count=len(orphans))
+        self.recordings.close_orphans()
         return len(orphans)
 
     def shutdown(self) -> None:
