@@ -162,6 +162,7 @@ class Call:
 
     def next_target(self) -> None:
         """Fork to the next target; fail the call back to the caller when none is left."""
+        self.sw.drop_failed_trunks(self)
         while self.targets:
             target = self.targets.pop(0)
             if target.kind == "app":  # the application decides: answer (or reject) and run its flow

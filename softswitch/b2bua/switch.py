@@ -185,6 +185,15 @@ class B2bua:
             call.subjects.append(subject)
             self.policy.acquire(subject, self.wall())
 
+    def drop_failed_trunks(self, call: Call) -> None:
+        """Failover: a trunk whose every fork of the call has failed stops counting it (its `max_calls`), so a
+        call that went on to the next route holds one trunk's slot, not every trunk it tried. Its
+        `calls_per_minute` keeps the attempt."""
+        live = {("trunk", f.trunk.name) for f in call.forks if f.trunk is not None and not f.done}
+        for subject in [s for s in call.subjects if s[0] == "trunk" and s != call.origin and s not in live]:
+            call.subjects.remove(subject)
+            self.policy.release(subject)
+
     def originate(
         self,
         to: str,

@@ -374,3 +374,42 @@ def test_call_tones_are_the_q23_pairs():
     assert [e.digit for e in detect(pcm)] == ["5", "D"]
     with pytest.raises(ValueError):
         tones("5x")
+
+
+async def test_call_failed_over_holds_a_slot_on_the_trunk_that_answered_only(tmp_path):
+    dead = {"port": 14850, "control_port": 14852}
+    routes = f"""[[trunks]]
+name = "dead"
+address = "127.0.0.1:{dead["port"]}"
+max_calls = 1
+ping_interval_s = 0
+[[routes]]
+match = "^3000$"
+to = "trunk:dead"
+[[routes]]
+match = "^3000$"
+to = "trunk:carrier"
+"""
+    cfg = config(tmp_path).replace('[[trunks]]\nname = "carrier"', '[[trunks]]\nname = "carrier"\nmax_calls = 5')
+    svc = Services(parse(cfg + routes))
+    await svc.start()
+    try:
+        with uas("uas_503", calls=1, **dead) as first, uas("uas_hold", calls=1, **CALLEE) as second:
+            call = svc.calls.originate("3000", "+15550001111")
+            answered = await answered_call(svc)
+            assert answered is call
+            assert [(leg.role, leg.status_code) for leg in call.record.legs] == [
+                ("api", None),
+                ("outbound", 503),
+                ("outbound", 200),
+            ]
+            policy = svc.calls.policy
+            # the 503 trunk gave its slot back when the call moved on; the answering trunk holds one
+            assert (policy.active(("trunk", "dead")), policy.active(("trunk", "carrier"))) == (0, 1)
+            call.hangup("api", 200, "done")
+            first.stop()
+            await asyncio.to_thread(second.wait, 10)
+        await ended(svc, call.id)
+        assert (policy.active(("trunk", "dead")), policy.active(("trunk", "carrier"))) == (0, 0)
+    finally:
+        await svc.close()
