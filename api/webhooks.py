@@ -517,6 +517,25 @@ async def key_webhook_secret(request: web.Request) -> web.Response:
 
 
 @routes.route(
+    "POST",
+    "/v2/account/webhook-secret/rotate",
+    scope="calls:write",
+    response=KeyWebhookSecret,
+    summary="Replace the secret signing your calls' status callbacks",
+    tags=TAGS,
+)
+async def rotate_key_webhook_secret(request: web.Request) -> web.Response:
+    """A new secret for the key's calls from now on. Status callbacks of calls placed before (and their
+    retries) carry signatures with both the old and the new secret for 24 h, so receivers can switch over."""
+    key = current_key(request)
+    store = request.app[STORE]
+    secret = new_secret()
+    store.rotate_key_webhook_secret(key.id, secret, request.app[CLOCK]() + ROTATION_GRACE_S)
+    _changed(request)
+    return json_response(KeyWebhookSecret(key_id=key.id, secret=secret))
+
+
+@routes.route(
     "GET",
     "/v2/flows/signing-secret",
     scope="admin",

@@ -1189,6 +1189,23 @@ class Store:
             self._db.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, make()))
             return self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
 
+    def rotate_key_webhook_secret(self, key_id: str, secret: str, previous_expires_at: float) -> bool:
+        """`secret` becomes the key's webhook secret. The status callbacks signed with the current one (calls
+        placed before, their deliveries still pending or retried) sign with both until `previous_expires_at`.
+        False when there is no such key."""
+        with self._db:
+            row = self._db.execute("SELECT webhook_secret FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                return False
+            self._db.execute("UPDATE api_keys SET webhook_secret = ? WHERE id = ?", (secret, key_id))
+            if row[0]:
+                self._db.execute(
+                    "UPDATE webhook_endpoints SET previous_secret = secret, previous_expires_at = ?, secret = ? "
+                    "WHERE call_id IS NOT NULL AND secret = ?",
+                    (previous_expires_at, secret, row[0]),
+                )
+        return True
+
     def key_webhook_secret(self, key_id: str, new: Callable[[], str]) -> str:
         """The secret signing the status callbacks of calls the key places, made with `new()` the first time."""
         with self._db:

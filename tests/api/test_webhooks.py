@@ -21,7 +21,7 @@ from api.app import create_app
 from api.auth import create_key
 from softswitch import config
 from softswitch.events import EventBus
-from softswitch.store import Store
+from softswitch.store import Store, WebhookEndpoint
 from softswitch.webhooks import EVENT_TYPES, WebhookDispatcher
 
 
@@ -221,13 +221,41 @@ async def test_rotation_signs_with_both_secrets_for_a_day(server: Server):
     _, ep = await server.call("POST", "/v2/webhooks", key, {"url": server.hook_url})
     status, rotated = await server.call("POST", f"/v2/webhooks/{ep['id']}/rotate-secret", key)
     assert status == 200 and rotated["secret"] != ep["secret"] and rotated["secret_rotated_until"]
-    server.publish("call.ringing", "call_9")
+    await signed_by_both(server, "call_9", ep["secret"], rotated["secret"])
+
+
+async def signed_by_both(server: Server, call_id: str, old: str, new: str) -> None:
+    """An event of `call_id` is delivered with two signatures, one by each secret."""
+    server.publish("call.ringing", call_id)
     await until(lambda: len(server.received) == 1)
     headers, payload = server.received[0]
     body = server.store.get_webhook_event(payload["id"]).payload
     assert len(headers["webhook-signature"].split(" ")) == 2
-    for secret in (ep["secret"], rotated["secret"]):
+    for secret in (old, new):
         Webhook(secret).verify(body, headers)
+
+
+async def test_key_secret_rotation_signs_earlier_calls_callbacks_with_both_and_new_calls_with_the_new(
+    server: Server,
+):
+    record, key = create_key(server.store, "app", ["calls:write"], False, time.time())
+    status, old = await server.call("GET", "/v2/account/webhook-secret", key)
+    assert status == 200
+    # call_1's status_callback, as POST /v2/calls makes it: signed with the key's secret of that moment
+    callback = WebhookEndpoint(
+        "wh_cb1", server.hook_url, ["*"], True, "status_callback of call_1", old["secret"], None, None, False,
+        time.time(), call_id="call_1",
+    )  # fmt: skip
+    server.store.add_webhook_endpoint(callback)
+    server.dispatcher.watch_call("call_1")
+    status, new = await server.call("POST", "/v2/account/webhook-secret/rotate", key)
+    assert status == 200 and new["key_id"] == record.id and new["secret"] not in (old["secret"], "")
+    assert (await server.call("GET", "/v2/account/webhook-secret", key))[1]["secret"] == new["secret"]
+    other_key = server.key("calls:write")
+    assert (await server.call("GET", "/v2/account/webhook-secret", other_key))[1]["secret"] != new["secret"]
+    await signed_by_both(server, "call_1", old["secret"], new["secret"])
+    stored = server.store.get_webhook_endpoint("wh_cb1")
+    assert stored.previous_expires_at is not None and stored.previous_expires_at > time.time() + 86000
 
 
 async def test_event_types_carry_json_schemas(server: Server):
