@@ -2,13 +2,15 @@
 
 This is the transaction user of `SipEndpoint` until the registrar, router and B2BUA take over their
 methods: it runs the UAS checks of 8.2 in the RFC's order (method, Request-URI scheme, Require, content
-type, Accept), answers OPTIONS with our capabilities (11.2), CANCEL by its INVITE (9.2), in-dialog
+type, Accept), answers OPTIONS with our capabilities (11.2) statelessly outside dialogs (8.2.7: keep-alives,
+monitors and scanners cost no transaction), CANCEL by its INVITE (9.2), in-dialog
 requests with 481 (no dialog exists yet), REGISTER through the registrar, and everything else that
 passes the checks with 404 until the router exists.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -22,9 +24,17 @@ if TYPE_CHECKING:
 from softswitch.registrar import Registrar
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.message import Request, Response, build_response
-from softswitch.sip.transaction import RequestReceived, ResponseReceived, State, StrayResponse, Timeout, TransportError
+from softswitch.sip.transaction import (
+    RequestReceived,
+    ResponseReceived,
+    State,
+    StrayResponse,
+    Timeout,
+    TransportError,
+    server_key,
+)
 from softswitch.sip.uri import AbsoluteUri
-from softswitch.transport.endpoint import SipEndpoint
+from softswitch.transport.endpoint import Flow, SipEndpoint
 
 log = logging.getLogger("softswitch.uas")
 
@@ -48,6 +58,7 @@ class BasicUas:
         calls: B2bua | None = None,
     ):
         self.user_agent = user_agent
+        self._tag_key = secrets.token_bytes(16)  # stateless To tags: stable per request, not guessable
         self.registrar = registrar
         self.clock = clock  # Unix time, for registrations (the transaction layer has its own)
         self.calls = calls
@@ -61,16 +72,32 @@ class BasicUas:
         elif isinstance(ev, StrayResponse):
             event(log, "sip.stray_response", level=logging.DEBUG, status=ev.response.status)
 
+    def answer_statelessly(self, request: Request, source: Flow) -> Response | None:
+        """The answer to an out-of-dialog OPTIONS, sent without a transaction (RFC 3261 8.2.7): a
+        retransmission is answered again the same way, with the same To tag (a hash of the request's
+        transaction key), so nothing is kept per ping. None for anything else."""
+        if request.method != "OPTIONS" or request.to.tag:
+            return None
+        status, extra = self._checked(request, source.transport)
+        tag = hashlib.blake2s(repr(server_key(request)).encode(), digest_size=4, key=self._tag_key).hexdigest()
+        response = build_response(request, status, to_tag=tag, headers=extra)
+        response.add("Server", self.user_agent)
+        return response
+
+    def _checked(self, request: Request, transport: str) -> tuple[int, list[tuple[str, str]]]:
+        status, extra = self.check(request)
+        checked = status < 300 or status in (404, 481)  # the URI parsed: its scheme may be looked at
+        if checked and getattr(request.uri, "secure", False) and transport != "tls":
+            return 416, []  # a sips: request must arrive over TLS (RFC 3261 26.2, RFC 5630)
+        return status, extra
+
     def on_request(self, endpoint: SipEndpoint, ev: RequestReceived) -> None:
         request = ev.request
         if request.method == "ACK" or ev.key is None:
             if self.calls is not None and request.method == "ACK":
                 self.calls.on_in_dialog(ev)
             return  # otherwise an ACK is answered by nothing (17.1.1.3, 13.3.1.4)
-        status, extra = self.check(request)
-        checked = status < 300 or status in (404, 481)  # the URI parsed: its scheme may be looked at
-        if checked and getattr(request.uri, "secure", False) and ev.source.transport != "tls":
-            status, extra = 416, []  # a sips: request must arrive over TLS (RFC 3261 26.2, RFC 5630)
+        status, extra = self._checked(request, ev.source.transport)
         calls = self.calls
         if calls is not None and status in (404, 481) and request.to.tag and calls.on_in_dialog(ev):
             return

@@ -301,7 +301,8 @@ AUTH_100 = ["-au", "100", "-ap", "pw-100-x9"]
 
 def flood(var: Path) -> dict:
     """A SIPp flood of junk INVITEs from the attacker at SIPp's highest rate while a user on another address
-    places 150 calls to the carrier; then 100,000 spoofed-looking sources, one OPTIONS each."""
+    places 150 calls to the carrier; then 100,000 spoofed-looking sources, one SUBSCRIBE each (answered 405
+    in a transaction; an OPTIONS would take none)."""
     body = (
         "max_transactions = 8000\n"
         "[security]\nrate_per_s = 100\nrate_burst = 200\nmax_sources = 4096\n"
@@ -347,8 +348,8 @@ def flood(var: Path) -> dict:
         for i in range(100_000):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind((f"127.{1 + (i >> 16)}.{i >> 8 & 255}.{i & 255}", 0))
-                s.sendto(f"OPTIONS sip:{SW} SIP/2.0\r\nVia: SIP/2.0/UDP 127.1.0.1:9;branch=z9hG4bKs{i}\r\n"
-                         f"From: <sip:s@x>;tag={i}\r\nTo: <sip:s@x>\r\nCall-ID: s{i}\r\nCSeq: 1 OPTIONS\r\n"
+                s.sendto(f"SUBSCRIBE sip:{SW} SIP/2.0\r\nVia: SIP/2.0/UDP 127.1.0.1:9;branch=z9hG4bKs{i}\r\n"
+                         f"From: <sip:s@x>;tag={i}\r\nTo: <sip:s@x>\r\nCall-ID: s{i}\r\nCSeq: 1 SUBSCRIBE\r\n"
                          "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n".encode(), (SW, PORT))  # fmt: skip
             if i % 200 == 0:
                 time.sleep(0.02)  # about 10,000 a second: what the kernel's socket buffer holds for the server

@@ -192,6 +192,9 @@ class SipEndpoint:
         learns nothing, not even that something listens). `security` is asked about every message's source
         before it is parsed (rate limits, bans: softswitch.security)."""
         self.handler = handler
+        # requests the transaction user answers without a transaction (out-of-dialog OPTIONS): `handler`'s
+        # answer_statelessly(request, source flow) -> Response | None, when it has one
+        self._stateless = getattr(handler, "answer_statelessly", None)
         self.security = security
         self.drop_scanners = drop_scanners
         self.name = name  # what its log events start with ("sip"; the test far end is another endpoint)
@@ -301,6 +304,11 @@ class SipEndpoint:
             if isinstance(msg, Request):
                 self._stamp_via(msg, flow)
                 dest = response_flow(msg, flow)
+                if self._stateless is not None and msg.method == "OPTIONS":
+                    answer = self._stateless(msg, flow)
+                    if answer is not None:
+                        self.send_stateless(answer, dest)
+                        return
             else:
                 dest = flow
             self.txns.receive(msg, dest, now, reliable=flow.reliable)

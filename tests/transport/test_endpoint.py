@@ -60,6 +60,22 @@ async def test_endpoint_options_over_udp_gets_200_with_received_and_rport(endpoi
     assert resp.to.tag
 
 
+async def test_endpoint_options_outside_dialogs_answered_without_a_transaction(endpoint):
+    ep, port = endpoint
+    data = request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKsl1;rport")
+    first, again = await udp_exchange(port, data), await udp_exchange(port, data)  # a retransmission
+    assert first[0].status == again[0].status == 200 and first[0].to.tag == again[0].to.tag  # 8.2.7
+    (other,) = await udp_exchange(port, data.replace(b"z9hG4bKsl1", b"z9hG4bKsl2"))
+    assert other.to.tag != first[0].to.tag  # another request, another tag
+    (sips,) = await udp_exchange(
+        port, request("OPTIONS", "SIP/2.0/UDP h.invalid;branch=z9hG4bKsl3;rport", uri="sips:bob@127.0.0.1")
+    )
+    assert sips.status == 416  # the same checks as with a transaction
+    assert len(ep.txns) == 0 and ep.counters["sent"] == 4
+    (sub,) = await udp_exchange(port, request("SUBSCRIBE", "SIP/2.0/UDP h.invalid;branch=z9hG4bKsl4;rport"))
+    assert sub.status == 405 and len(ep.txns) == 1  # other requests keep their transaction (17.2)
+
+
 async def test_endpoint_without_rport_answers_via_port(endpoint):
     ep, port = endpoint
     listener = free_port(also_udp=True)

@@ -14,7 +14,7 @@ from helpers import make_cert
 from softswitch.config import ListenAddress
 from softswitch.sip.message import Request, build_response, parse
 from softswitch.sip.transaction import RequestReceived, ResponseReceived, Terminated, TransportError
-from softswitch.transport.endpoint import SipEndpoint
+from softswitch.transport.endpoint import Flow, SipEndpoint
 from softswitch.transport.sockets import BindError
 from softswitch.uas import BasicUas
 
@@ -66,6 +66,12 @@ class Uas(BasicUas):
     def __call__(self, endpoint: SipEndpoint, ev: object) -> None:
         self.events.append(ev)
         super().__call__(endpoint, ev)
+
+    def answer_statelessly(self, request: Request, source: Flow):
+        answer = super().answer_statelessly(request, source)
+        if answer is not None:  # an OPTIONS: answered without a transaction, recorded all the same
+            self.events.append(RequestReceived(0.0, None, request, source))
+        return answer
 
 
 async def until(predicate, timeout: float = 3.0) -> None:
