@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from softswitch.transport.tls import TlsFileError, server_context
+from softswitch.transport.tls import TlsFileError, server_context, verifying_context
 
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 TRUNK_TRANSPORTS = ("udp", "tcp", "tls")
@@ -76,6 +76,7 @@ class WebhooksConfig(_Section):
     allow_private: bool = False  # webhooks and media streams to loopback/private addresses (a LAN receiver; SSRF risk)
     timeout_s: float = 15.0  # per delivery attempt, connect to last byte
     concurrency: int = 4  # deliveries in flight at once to one endpoint
+    ca_file: str = ""  # PEM CAs trusted for https:// and wss:// receivers (webhooks, call flows, streams) too
 
 
 class SecurityConfig(_Section):
@@ -275,6 +276,11 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
         yield ("webhooks", "timeout_s"), "must be positive and at most 60"
     if not 1 <= cfg.webhooks.concurrency <= 64:
         yield ("webhooks", "concurrency"), "must be 1-64"
+    if cfg.webhooks.ca_file:
+        try:
+            verifying_context(cfg.webhooks.ca_file)
+        except TlsFileError as exc:
+            yield ("webhooks", "ca_file"), str(exc)
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         yield ("log", "level"), "must be one of debug, info, warning, error"
     if cfg.log.format not in ("plain", "json"):

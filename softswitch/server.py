@@ -162,6 +162,7 @@ class Services:
             self.store,
             self.bus,
             allow_private=cfg.webhooks.allow_private,
+            ca_file=cfg.webhooks.ca_file,
             timeout_s=cfg.webhooks.timeout_s,
             concurrency=cfg.webhooks.concurrency,
             test_of=self._test_event,
@@ -169,6 +170,7 @@ class Services:
         self.metrics = Metrics(self.calls, self.sip, self.bus, self.webhooks)
         self.calls.streams.allow_private = cfg.webhooks.allow_private
         self.calls.flows.allow_private = cfg.webhooks.allow_private
+        self.calls.streams.ca_file = self.calls.flows.ca_file = cfg.webhooks.ca_file
         self.calls.flows.route_secret = self.store.setting("flow_secret", new_secret)
         self.calls.flows.api_base = ("https://" if cfg.api.tls_cert else "http://") + cfg.api.listen
         self.runners: list[web.AppRunner] = []

@@ -45,6 +45,7 @@ from softswitch import __version__
 from softswitch.events import Event, EventBus, new_id
 from softswitch.logs import event as log_event
 from softswitch.store import Store, WebhookAttempt, WebhookEndpoint, WebhookEvent
+from softswitch.transport.tls import verifying_context
 
 log = logging.getLogger("softswitch.webhooks")
 
@@ -145,6 +146,14 @@ def url_problem(url: str, allow_private: bool, schemes: tuple[str, ...] = ("http
 
 class PrivateAddressRefused(OSError):
     """A webhook host name resolved to a non-public address and `allow_private` is off."""
+
+
+def outbound_connector(allow_private: bool, ca_file: str = "", **options) -> aiohttp.TCPConnector:
+    """The connector of every request the softswitch makes to an application (webhooks, call flows' fetches,
+    media streams): names resolving to non-public addresses refused unless `allow_private`, https:// and
+    wss:// servers verified against the system's CAs plus those of `ca_file` (a receiver with a private CA)."""
+    resolver = None if allow_private else PublicResolver()
+    return aiohttp.TCPConnector(resolver=resolver, limit=0, ssl=verifying_context(ca_file), **options)
 
 
 class PublicResolver(AbstractResolver):
@@ -296,6 +305,7 @@ class WebhookDispatcher:
         bus: EventBus,
         *,
         allow_private: bool = False,
+        ca_file: str = "",
         clock: Callable[[], float] = time.time,
         backoff_scale: float = 1.0,
         timeout_s: float = 15.0,
@@ -306,6 +316,7 @@ class WebhookDispatcher:
         self.store = store
         self.bus = bus
         self.allow_private = allow_private
+        self.ca_file = ca_file
         self.clock = clock
         self.backoff_scale = backoff_scale
         self.timeout_s = timeout_s
@@ -332,8 +343,7 @@ class WebhookDispatcher:
 
     async def start(self) -> None:
         """Subscribe to the bus and start delivering (pending deliveries left in the store included)."""
-        resolver = None if self.allow_private else PublicResolver()
-        connector = aiohttp.TCPConnector(resolver=resolver, limit=0, force_close=False, keepalive_timeout=4.0)
+        connector = outbound_connector(self.allow_private, self.ca_file, force_close=False, keepalive_timeout=4.0)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),

@@ -396,3 +396,14 @@ def test_config_trunk_client_certificates_need_a_ca_and_a_tls_listener(pems):
     assert config.parse(good).trunks[0].tls_client_cert == "carrier.example"
     bad = tls_sip(pems["a_cert"], pems["a_key"]) + f'tls_client_ca = "{pems["junk"]}"\n'
     assert problems(bad) == [f"sw.toml:5: sip.tls_client_ca: no PEM certificate found in '{pems['junk']}'"]
+
+
+def test_config_webhooks_ca_file_must_load(pems, tmp_path):
+    assert config.parse(f'[webhooks]\nca_file = "{pems["a_cert"]}"\n').webhooks.ca_file == pems["a_cert"]
+    assert problems(f'[webhooks]\n# private CA\nca_file = "{pems["junk"]}"\n') == [
+        f"sw.toml:3: webhooks.ca_file: no PEM certificate found in '{pems['junk']}'"
+    ]
+    missing = tmp_path / "none.pem"
+    assert problems(f'[webhooks]\nca_file = "{missing}"\n') == [
+        f"sw.toml:2: webhooks.ca_file: file '{missing}' does not exist"
+    ]

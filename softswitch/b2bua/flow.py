@@ -46,7 +46,7 @@ from softswitch.flows.tts import EspeakTts, Tts, TtsError
 from softswitch.logs import event
 from softswitch.router import Target
 from softswitch.streams import StreamSession
-from softswitch.webhooks import PublicResolver
+from softswitch.webhooks import outbound_connector
 
 if TYPE_CHECKING:
     from softswitch.b2bua.call import Call
@@ -67,6 +67,7 @@ class Flows:
         self.sw = sw
         self.tts = tts or EspeakTts()
         self.allow_private = allow_private
+        self.ca_file = ""  # [webhooks] ca_file: CAs trusted for https:// applications besides the system's
         self.route_secret: str | None = None  # set by Services (from the store)
         self.api_base = "http://127.0.0.1:8080"  # where the API answers (RecordingUrl); set by Services
         self.audio: OrderedDict[str, bytes] = OrderedDict()
@@ -78,8 +79,7 @@ class Flows:
         """Made on first use (after Services set `allow_private`): names resolving to non-public addresses are
         refused at connect time unless allowed, as for webhooks; no cap on connections (calls fetch at once)."""
         if self._http is None:
-            resolver = None if self.allow_private else PublicResolver()
-            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=0))
+            self._http = aiohttp.ClientSession(connector=outbound_connector(self.allow_private, self.ca_file))
         return self._http
 
     def scenario(self, name: str, branch: str, test: bool = False) -> list:

@@ -20,7 +20,7 @@ import aiohttp
 
 from softswitch.logs import event
 from softswitch.streams import TRACK_NAMES, Inbound, StreamClient, StreamSession, new_stream_sid
-from softswitch.webhooks import PublicResolver
+from softswitch.webhooks import outbound_connector
 
 if TYPE_CHECKING:
     from softswitch.b2bua.call import Call
@@ -39,6 +39,7 @@ class CallStreams:
     def __init__(self, sw, allow_private: bool = False) -> None:
         self.sw = sw
         self.allow_private = allow_private  # subscribers on loopback/private addresses (as webhooks)
+        self.ca_file = ""  # [webhooks] ca_file: CAs trusted for wss:// subscribers besides the system's
         self.by_call: dict[str, dict[str, StreamSession]] = defaultdict(dict)
         self._leg_of: dict[str, int] = {}  # stream sid -> the engine leg it taps
         self._by_leg: dict[int, list[StreamSession]] = defaultdict(list)
@@ -89,8 +90,7 @@ class CallStreams:
             self.sw.engine.stream_play(leg)
         if url is not None:
             if self._http is None:
-                resolver = None if self.allow_private else PublicResolver()
-                self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=0))
+                self._http = aiohttp.ClientSession(connector=outbound_connector(self.allow_private, self.ca_file))
             client = StreamClient(session, self._http, self._inbound, self._state)
             self._clients[session.sid] = client
             client.start()

@@ -63,13 +63,26 @@ def server_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSL
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     load_identity(context, cert, key)
     if client_ca:
-        _readable("ca", client_ca)
-        try:
-            context.load_verify_locations(cafile=client_ca)
-        except ssl.SSLError:
-            raise TlsFileError("ca", f"no PEM certificate found in {client_ca!r}") from None
+        _load_cas(context, client_ca)
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def verifying_context(ca_file: str = "") -> ssl.SSLContext:
+    """For the HTTPS and WSS clients of applications (webhooks, call flows, media streams): servers verified
+    as by default, against the system's CAs plus `ca_file`'s (a receiver with a private CA)."""
+    context = ssl.create_default_context()
+    if ca_file:
+        _load_cas(context, ca_file)
+    return context
+
+
+def _load_cas(context: ssl.SSLContext, path: str) -> None:
+    _readable("ca", path)
+    try:
+        context.load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise TlsFileError("ca", f"no PEM certificate found in {path!r}") from None
 
 
 def peer_names(peercert: dict | None) -> tuple[str, ...]:

@@ -9,13 +9,14 @@ import base64
 import contextlib
 import json
 import socket
+import ssl
 import time
 
 import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from helpers import HOST, answered_call, free_port, http_receiver, rtp, running_switch, stream_pcmu
+from helpers import HOST, answered_call, free_port, http_receiver, make_cert, rtp, running_switch, stream_pcmu
 from helpers import api_request as api
 from interop.sipp import run_uac, uas
 
@@ -78,15 +79,16 @@ class Subscriber:
 
 
 @contextlib.asynccontextmanager
-async def subscriber():
+async def subscriber(tls: ssl.SSLContext | None = None):
+    """A Subscriber on ws://, or wss:// with `tls` (its server context)."""
     sub = Subscriber()
     app = web.Application()
     app.router.add_get("/ws", sub.handle)
     sub.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await sub.runner.setup()
     port = free_port()
-    await web.TCPSite(sub.runner, HOST, port).start()
-    sub.url = f"ws://{HOST}:{port}/ws"
+    await web.TCPSite(sub.runner, HOST, port, ssl_context=tls).start()
+    sub.url = f"{'wss' if tls else 'ws'}://{HOST}:{port}/ws"
     try:
         yield sub
     finally:
@@ -185,6 +187,37 @@ async def test_stream_both_tracks_of_a_real_call_in_twilios_format_then_stopped(
     assert media_of(sub, "outbound") == g711.ulaw_encode(callee_says)
     assert [(e.type, e.data["stream_id"]) for e in events] == [("stream.started", sid), ("stream.stopped", sid)]
     assert events[1].data["reason"] == "stopped through the API" and events[1].data["messages_dropped"] == 0
+
+
+def tls_server(directory, name: str) -> tuple[ssl.SSLContext, str]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and the certificate's file."""
+    cert, key = make_cert(directory, name)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+async def test_stream_over_wss_to_a_subscriber_whose_ca_is_in_webhooks_ca_file(tmp_path):
+    trusted, trusted_cert = tls_server(tmp_path, "trusted")
+    stranger, _ = tls_server(tmp_path, "stranger")  # a certificate nothing names: never connected to
+    ca_line = f'ca_file = "{trusted_cert}"\n'
+    async with (
+        running_switch(tmp_path, SWITCH, CALLEE["port"], "14450-14499", head=ca_line) as switch,
+        subscriber(trusted) as sub,
+        subscriber(stranger) as rogue,
+        live_call(switch) as call,
+    ):
+        key = switch.key("calls:read", "calls:write")
+        for target in (sub, rogue):
+            status, _, _ = await api(switch, "POST", f"/v2/calls/{call.id}/streams", key, json={"url": target.url})
+            assert status == 201
+        await sub.wait(lambda: sub.of("start"))
+        said = tone(700, 0.5, 3)
+        await stream_pcmu(call.media.legs["a"].port, said, CALLER["media_port"] + 8)
+        await sub.wait(lambda: len(media_of(sub, "inbound")) >= len(said))
+    assert sub.url.startswith("wss://") and sub.connections == 1
+    assert media_of(sub, "inbound")[: len(said)] == ulaw(said)  # the caller's audio, byte-exact, over TLS
+    assert rogue.connections == 0  # its certificate failed verification: no handshake completed
 
 
 async def test_bidirectional_stream_plays_into_the_call_with_marks_clear_and_survives_its_subscriber(switch):
