@@ -1224,31 +1224,45 @@ class Store:
         test or live keys, as `test`, and the call's own status callback) in one transaction, so an event is
         never half-queued; nothing is written when no endpoint wants it. Returns the new deliveries' ids
         (from `delivery_id()`) with their endpoints' ids."""
+        return self.enqueue_webhook_events([(event, test)], delivery_id=delivery_id)[0]
+
+    def enqueue_webhook_events(
+        self, events: Iterable[tuple[WebhookEvent, bool]], *, delivery_id: Callable[[], str]
+    ) -> list[list[tuple[str, str]]]:
+        """`enqueue_webhook_event` for many (event, test) pairs in one transaction (one commit: the group
+        commit of a busy switch's events); the deliveries of each event, in order."""
+        out: list[list[tuple[str, str]]] = []
+        events_rows: list[tuple] = []
+        delivery_rows: list[tuple] = []
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            rows = self._db.execute(
-                f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE enabled = 1 "
-                "AND ((call_id IS NULL AND test = ?) OR call_id = ?) ORDER BY id",
-                (int(test), event.call_id),
-            ).fetchall()
-            targets = [ep.id for ep in map(_endpoint_from_row, rows) if ep.wants(event.type)]
-            ids = [delivery_id() for _ in targets]
-            if targets:
-                self._db.execute(
-                    "INSERT INTO webhook_events (id, type, call_id, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (event.id, event.type, event.call_id, event.payload, event.created_at),
-                )
-                t = event.created_at
-                self._db.executemany(
-                    "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, call_id, status, attempt, "
-                    "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-                    [(i, ep_id, event.id, event.call_id, t, t, t) for i, ep_id in zip(ids, targets, strict=True)],
-                )
+            for event, test in events:
+                rows = self._db.execute(
+                    f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE enabled = 1 "
+                    "AND ((call_id IS NULL AND test = ?) OR call_id = ?) ORDER BY id",
+                    (int(test), event.call_id),
+                ).fetchall()
+                targets = [ep.id for ep in map(_endpoint_from_row, rows) if ep.wants(event.type)]
+                queued = [(delivery_id(), ep_id) for ep_id in targets]
+                out.append(queued)
+                if queued:
+                    t = event.created_at
+                    events_rows.append((event.id, event.type, event.call_id, event.payload, t))
+                    delivery_rows += [(i, ep_id, event.id, event.call_id, t, t, t) for i, ep_id in queued]
+            self._db.executemany(
+                "INSERT INTO webhook_events (id, type, call_id, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+                events_rows,
+            )
+            self._db.executemany(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, call_id, status, attempt, "
+                "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                delivery_rows,
+            )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        return list(zip(ids, targets, strict=True))
+        return out
 
     def get_webhook_event(self, event_id: str) -> WebhookEvent | None:
         row = self._db.execute(

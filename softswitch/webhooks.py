@@ -328,6 +328,7 @@ class WebhookDispatcher:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._wanted: bool | None = None  # whether any endpoint is enabled; None: ask the store
+        self._unsaved: list[tuple[WebhookEvent, bool]] = []  # events of this loop turn, committed together
         self._callbacks: dict[str, float] = {}  # calls with a status callback -> until when (inf while live)
         self._forget_at = 0.0
         self._closing = False
@@ -361,6 +362,7 @@ class WebhookDispatcher:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.flush()  # what the last loop turn published is in the outbox before we stop
         tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -404,12 +406,28 @@ class WebhookDispatcher:
         if not (self._wanted or callback):
             return
         body = {"id": ev.id, "type": ev.type, "timestamp": rfc3339(ev.at), "data": ev.data}
-        row = WebhookEvent(ev.id, ev.type, ev.call_id, _encoder.encode(body), ev.at)
-        queued = self.store.enqueue_webhook_event(row, test=self.test_of(ev), delivery_id=lambda: new_id("whd"))
-        if queued:
+        if not self._unsaved:  # the first of this loop turn: one commit for all at its end (a group commit)
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._unsaved.append((WebhookEvent(ev.id, ev.type, ev.call_id, _encoder.encode(body), ev.at), self.test_of(ev)))
+
+    def flush(self) -> None:
+        """Write the events published since the last flush into the outbox, in one transaction, and queue
+        their deliveries. Run at the end of the loop turn that published them (and at close), so a burst of
+        events (a busy switch publishes several per call) costs one commit."""
+        unsaved, self._unsaved = self._unsaved, []
+        if not unsaved:
+            return
+        try:
+            batches = self.store.enqueue_webhook_events(unsaved, delivery_id=lambda: new_id("whd"))
+        except Exception as exc:  # sqlite3.Error, say: logged, and the bus's publisher is not the one to fail
+            log_event(log, "webhooks.enqueue_failed", logging.ERROR, events=len(unsaved), error=repr(exc))
+            return
+        now = self.clock()
+        for (row, _), queued in zip(unsaved, batches, strict=True):
             self.counters["queued"] += len(queued)
             for delivery_id, endpoint_id in queued:
-                self.queue.add(DeliveryQueue.key(endpoint_id, ev.call_id, delivery_id), delivery_id, self.clock())
+                self.queue.add(DeliveryQueue.key(endpoint_id, row.call_id, delivery_id), delivery_id, now)
+        if any(batches):
             self._wake.set()
 
     async def _run(self) -> None:

@@ -245,7 +245,10 @@ class Rig:
     def call_event(self, type_: str, call_id: str, **data) -> str:
         payload = {"call_id": call_id, "direction": "outbound", "from": "+15550001", "to": "+15550002"}
         payload |= {"status": "in-progress"} | data
-        return self.bus.publish(type_, payload, call_id=call_id).id
+        event_id = self.bus.publish(type_, payload, call_id=call_id).id
+        for d in self.dispatchers:
+            d.flush()  # as at the end of the loop turn that published it
+        return event_id
 
     async def close(self) -> None:
         for d in self.dispatchers:
@@ -323,6 +326,21 @@ async def test_410_disables_the_endpoint(rig: Rig):
     rig.call_event("call.answered", "call_C")
     await asyncio.sleep(0.1)
     assert len(receiver.hits) == 1  # a disabled endpoint gets nothing more
+
+
+async def test_events_of_one_loop_turn_are_committed_together_at_its_end_and_at_close(rig: Rig):
+    ep, receiver = await _hooked(rig, script=[200] * 10)
+    d = await rig.dispatcher()
+    payload = {"call_id": "call_G", "direction": "outbound", "from": "+15550001", "to": "+15550002"}
+    ids = [rig.bus.publish(t, payload | {"status": t}, call_id="call_G").id for t in ("call.ringing", "call.answered")]
+    assert rig.store.list_webhook_deliveries(ep.id) == []  # not yet: the publisher's turn is not over
+    await asyncio.sleep(0)  # the turn ends: one transaction for both
+    assert [x.event_id for x in rig.store.list_webhook_deliveries(ep.id)] == ids[::-1]  # newest first
+    await wait_until(lambda: len(receiver.delivered()) == 2)
+    assert [p["id"] for p in receiver.delivered()] == ids  # in order
+    late = rig.bus.publish("call.completed", payload | {"status": "completed"}, call_id="call_G").id
+    await d.close()  # a clean stop writes what the last turn published: nothing is lost
+    assert rig.store.list_webhook_deliveries(ep.id)[0].event_id == late
 
 
 async def test_other_4xx_fails_without_retry(rig: Rig):

@@ -80,7 +80,9 @@ class Server:
 
     def publish(self, type_: str, call_id: str) -> str:
         data = {"call_id": call_id, "direction": "inbound", "from": "alice", "to": "+15550002", "status": "ringing"}
-        return self.bus.publish(type_, data, call_id=call_id).id
+        event_id = self.bus.publish(type_, data, call_id=call_id).id
+        self.dispatcher.flush()  # as at the end of the loop turn that published it
+        return event_id
 
 
 @pytest.fixture
