@@ -7,19 +7,4 @@
 # full run under 15 minutes (the helper keeps its own budget; `timeout` is the last resort).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(dirname "$here")"
-python="$root/.venv/bin/python"
-if [ ! -x "$python" ]; then
-    python="$(command -v python3)"
-fi
-
-limit=960
-for arg in "$@"; do
-    if [ "$arg" = "--quick" ]; then
-        limit=150
-    fi
-done
-
-cd "$root"
-exec timeout --signal=TERM --kill-after=60 "$limit" "$python" "$here/sip_load.py" "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/bounded.sh" sip_load.py 960 150 "$@"

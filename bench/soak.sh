@@ -5,19 +5,4 @@
 # Last line: soak minutes=N calls=N failed=N rss_start_mb=X rss_end_mb=X fds_start=N fds_end=N
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(dirname "$here")"
-python="$root/.venv/bin/python"
-if [ ! -x "$python" ]; then
-    python="$(command -v python3)"
-fi
-
-limit=4500  # 75 minutes: the hour, the set-up and the wind-down; `timeout` is the last resort
-for arg in "$@"; do
-    if [ "$arg" = "--quick" ]; then
-        limit=900
-    fi
-done
-
-cd "$root"
-exec timeout --signal=TERM --kill-after=60 "$limit" "$python" "$here/soak.py" "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/bounded.sh" soak.py 4500 900 "$@"  # 75 minutes: the hour, the set-up and the wind-down
