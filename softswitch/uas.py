@@ -80,9 +80,7 @@ class BasicUas:
             return None
         status, extra = self._checked(request, source.transport)
         tag = hashlib.blake2s(repr(server_key(request)).encode(), digest_size=4, key=self._tag_key).hexdigest()
-        response = build_response(request, status, to_tag=tag, headers=extra)
-        response.add("Server", self.user_agent)
-        return response
+        return self._response(request, status, extra, to_tag=tag)
 
     def _checked(self, request: Request, transport: str) -> tuple[int, list[tuple[str, str]]]:
         status, extra = self.check(request)
@@ -157,7 +155,9 @@ class BasicUas:
             return 481, []  # no dialog exists yet (12.2.2)
         return 404, []  # nobody here by that name, until the registrar and router exist
 
-    def _response(self, request: Request, status: int, headers: list[tuple[str, str]] = ()) -> Response:
-        response = build_response(request, status, to_tag=secrets.token_hex(4), headers=headers)
+    def _response(
+        self, request: Request, status: int, headers: list[tuple[str, str]] = (), to_tag: str | None = None
+    ) -> Response:
+        response = build_response(request, status, to_tag=to_tag or secrets.token_hex(4), headers=headers)
         response.add("Server", self.user_agent)
         return response
