@@ -78,8 +78,7 @@ class Metrics:
         )
         for status in OUTCOMES:  # every series present from the first scrape, so rates start from 0
             self.calls_completed.labels(status)
-        self.media_packets.labels("rx")
-        self.media_packets.labels("tx")
+        self._rx, self._tx = self.media_packets.labels("rx"), self.media_packets.labels("tx")  # read per leg
         self.registry.register(ScrapeCollector(self))
         self._records: dict[str, CallRecord] = {}  # live calls' records: their media statistics at the end
         self._unsubscribe = bus.subscribe(self._on_call, ["call.initiated", "call.completed"])
@@ -113,8 +112,8 @@ class Metrics:
     def _observe_leg(self, media: dict) -> None:
         """A leg's final statistics (`LegRecord.media`, filled when the call ends)."""
         rx, tx = media.get("rx_packets") or 0, media.get("tx_packets") or 0
-        self.media_packets.labels("rx").inc(rx)
-        self.media_packets.labels("tx").inc(tx)
+        self._rx.inc(rx)
+        self._tx.inc(tx)
         self.media_lost.inc(media.get("lost") or 0)
         if rx:  # a leg that heard nothing says nothing about loss or jitter
             self.leg_loss.observe(min(1.0, (media.get("loss_pct") or 0.0) / 100))

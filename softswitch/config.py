@@ -9,6 +9,7 @@ reported as `FILE:LINE: field.path: what is wrong`; the line comes from a light 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -192,6 +193,7 @@ class ListenAddress:
         return f"{self.transport}:{host}:{self.port}"
 
 
+@functools.lru_cache(maxsize=1024)  # read per call for a trunk's address: a handful of distinct texts
 def parse_hostport(text: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` -> (host, port); raises ValueError with a readable reason."""
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)

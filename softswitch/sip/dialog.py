@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from softswitch.sip.errors import SipParseError
-from softswitch.sip.headers import Address, canonical, parse_address
+from softswitch.sip.headers import Address, CSeq, canonical, parse_address
 from softswitch.sip.message import Request, Response, build_response
 from softswitch.sip.uri import SipUri, Uri
 
@@ -407,6 +407,8 @@ class Dialog:
         if contact:
             lines.append(("Contact", str(self.local_contact)))
         request = Request(method, uri, lines, body)
+        # what the transaction and dialog layers read back, known already (Address is never mutated)
+        request._parsed.update(From=self.local_address, To=self.remote_address, CSeq=CSeq(seq, method))
         _add_extras(request, headers, content_type)
         return request
 

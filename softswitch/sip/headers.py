@@ -27,6 +27,7 @@ _VIA = re.compile(
 )
 _URI_START = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:\S")
 _CSEQ = re.compile(rf"\s*([0-9]{{1,10}})\s+([{TOKEN_CHARS}]+)\s*", re.ASCII)
+_ESCAPED = re.compile(r"\\(.)", re.S)  # a quoted-pair
 
 # Canonical names; compact forms (RFC 3261 7.3.3 and later RFCs) map to their long names.
 _NAMES = [
@@ -192,7 +193,8 @@ def split_list(value: str) -> list[str]:
 def unquote(text: str) -> str:
     """`"a \\"b\\""` -> `a "b"`; text that is not quoted is returned as it is."""
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", text[1:-1], flags=re.S)
+        inner = text[1:-1]
+        return _ESCAPED.sub(r"\1", inner) if "\\" in inner else inner
     return text
 
 

@@ -500,10 +500,16 @@ def build_response(
         if value is not None:
             copied.append((name, value))
     response = Response(status, reason, copied, body)
+    parsed, known = response._parsed, request._parsed
+    for name in ("From", "To", "CSeq"):  # copied verbatim, so their parsed forms hold (Address is not mutated)
+        if name in known:
+            parsed[name] = known[name]
     if to_tag and status > 100:
         to = request.to
         if to.tag is None:
-            response.set("To", str(to.with_tag(to_tag)))
+            tagged = to.with_tag(to_tag)
+            response.set("To", str(tagged))
+            parsed["To"] = tagged
     if status == 100 and "Timestamp" in request:
         response.add("Timestamp", request.get("Timestamp") or "")
     for name, value in headers:

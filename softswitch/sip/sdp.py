@@ -364,7 +364,8 @@ class MediaDescription:
             if codec is None and pt in STATIC_PAYLOAD_TYPES:
                 codec = Codec(pt, *STATIC_PAYLOAD_TYPES[pt])
             if codec is not None:
-                result.append(replace(codec, fmtp=fmtps.get(str(pt))))
+                fmtp = fmtps.get(str(pt))
+                result.append(codec if fmtp == codec.fmtp else replace(codec, fmtp=fmtp))
         return tuple(result)
 
     def codec(self, payload_type: int) -> Codec | None:
@@ -459,10 +460,11 @@ class SessionDescription:
         out += [f"a={a}" for a in self.attributes]
         for media in self.media:
             out += media.lines()
-        for line in out:
-            if any(c in line for c in _FORBIDDEN):
-                raise ValueError(f"SDP field holds CR, LF or NUL: {line!r}")
-        return "\r\n".join(out) + "\r\n"
+        text = "\r\n".join(out)
+        if "\x00" in text or text.count("\n") != len(out) - 1 or text.count("\r") != len(out) - 1:
+            line = next(line for line in out if any(c in line for c in _FORBIDDEN))
+            raise ValueError(f"SDP field holds CR, LF or NUL: {line!r}")
+        return text + "\r\n"
 
     @property
     def direction(self) -> Direction | None:

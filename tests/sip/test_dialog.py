@@ -269,6 +269,19 @@ def test_dialog_ok_recomputes_route_set_of_early_dialog():
     assert [str(r) for r in early.route_set] == ["<sip:p1.example.test;lr>", "<sip:p2.example.test;lr>"]
 
 
+def test_dialog_requests_read_as_their_wire_form():
+    """A dialog's requests carry their From/To/CSeq already parsed: the same as parsing their bytes."""
+    pair = Pair()
+    alice, bob = pair.establish()
+    for dialog in (alice, bob):
+        for method in ("INFO", "BYE"):
+            req = dialog.create_request(method)
+            req.add("Via", "SIP/2.0/UDP host.example.com;branch=z9hG4bKw", first=True)  # the transaction's
+            wire = parse(req.serialize())
+            assert (str(req.from_), str(req.to), req.cseq) == (str(wire.from_), str(wire.to), wire.cseq)
+            assert req.cseq.method == method
+
+
 def test_dialog_callee_must_not_bye_an_early_dialog():
     pair = Pair()
     pair.bob_answers(180)

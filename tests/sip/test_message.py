@@ -240,6 +240,17 @@ def test_message_build_response_copies_and_tags():
     assert trying.to.tag is None and trying.get("Timestamp") == "54"
 
 
+def test_message_built_response_reads_as_its_wire_form():
+    """build_response hands the request's parsed From/To/CSeq on (tagged To made anew): they must read the
+    same as the response parsed back from its bytes."""
+    req = parse(invite())
+    for status, tag in ((100, "t1"), (180, "t1"), (486, None), (200, "t2")):
+        resp = build_response(req, status, to_tag=tag)
+        wire = parse(resp.serialize())
+        assert (str(resp.from_), str(resp.to), resp.cseq) == (str(wire.from_), str(wire.to), wire.cseq)
+        assert resp.to.tag == (tag if status > 100 else None)
+
+
 def test_message_ack_errors_are_never_answered():
     ack = invite().replace(b"INVITE sip", b"ACK sip").replace(b"314159 INVITE", b"314159 ACK")
     with pytest.raises(SipParseError) as info:
