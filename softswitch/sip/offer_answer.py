@@ -106,7 +106,7 @@ class OriginTracker:
     """Our o= line across one dialog: a fixed username and sess-id (chosen by the caller, this module has
     no randomness or clock), and a version raised only when what we send changes (RFC 3264 section 8)."""
 
-    __slots__ = ("_last", "address", "sess_id", "sess_version", "username")
+    __slots__ = ("_last", "_origin", "address", "sess_id", "sess_version", "username")
 
     def __init__(self, sess_id: int, address: str, *, username: str = "-", sess_version: int = 0) -> None:
         self.sess_id = sess_id
@@ -114,11 +114,21 @@ class OriginTracker:
         self.address = address
         self.username = username
         self._last: SessionDescription | None = None
+        self._origin: Origin | None = None  # the o= line of the current version (made once per version)
 
     @property
     def origin(self) -> Origin:
-        connection = Connection.ip(self.address)
-        return Origin(self.username, self.sess_id, self.sess_version, "IN", connection.addrtype, self.address)
+        cached = self._origin
+        if cached is None or (cached.sess_version, cached.address, cached.sess_id, cached.username) != (
+            self.sess_version,
+            self.address,
+            self.sess_id,
+            self.username,
+        ):
+            connection = Connection.ip(self.address)
+            cached = Origin(self.username, self.sess_id, self.sess_version, "IN", connection.addrtype, self.address)
+            self._origin = cached
+        return cached
 
     @property
     def last(self) -> SessionDescription | None:
@@ -127,10 +137,10 @@ class OriginTracker:
 
     def stamp(self, sdp: SessionDescription) -> SessionDescription:
         """`sdp` with our o= line; the version goes up when it differs from the last one stamped."""
-        stamped = replace(sdp, origin=self.origin)
+        stamped = sdp.with_origin(self.origin)
         if self._last is not None and stamped != self._last:
             self.sess_version += 1
-            stamped = replace(sdp, origin=self.origin)
+            stamped = sdp.with_origin(self.origin)
         self._last = stamped
         return stamped
 

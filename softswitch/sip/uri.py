@@ -230,7 +230,12 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
 
 def _is_ipv4(host: str) -> bool:
     parts = host.split(".")
-    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+    if len(parts) != 4:
+        return False
+    for p in parts:  # noqa: SIM110 - a loop, not all(generator): this runs for every URI parsed
+        if not p.isdigit() or len(p) > 3 or int(p) > 255:
+            return False
+    return True
 
 
 def _parse_tel(rest: str, text: str) -> TelUri:

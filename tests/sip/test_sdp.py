@@ -192,6 +192,16 @@ def test_sdp_serialise_reproduces_canonical_samples(body: str) -> None:
     assert SessionDescription.parse(body.encode()) == SessionDescription.parse(body)
 
 
+@pytest.mark.parametrize("body", [ASTERISK_OFFER, BARESIP_OFFER, RFC8866_EXAMPLE, SRTP_OFFER])
+def test_sdp_with_origin_is_replace_of_the_origin(body: str) -> None:
+    sdp = SessionDescription.parse(body)
+    origin = Origin("-", 42, 7, "IN", "IP4", "203.0.113.5")
+    stamped = sdp.with_origin(origin)
+    assert stamped == dataclasses.replace(sdp, origin=origin) and type(stamped) is SessionDescription
+    assert stamped.serialize().split(b"\r\n", 2)[1] == b"o=- 42 7 IN IP4 203.0.113.5"
+    assert sdp.origin != origin  # the original is untouched
+
+
 def test_sdp_unknown_attributes_kept_verbatim_in_order() -> None:
     lines = "m=audio 4000 RTP/AVP 0\r\na=x-weird:  two  spaces \ta\r\na=flag\r\na=empty:\r\na=x-Ü:ünïcode\r\n"
     sdp = _sdp(lines, "c=IN IP4 192.0.2.1\r\na=group:BUNDLE 0\r\na=ice-lite\r\n")
