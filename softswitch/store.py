@@ -642,6 +642,8 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: str):
         self._db = conn
         self.path = path
+        # bumped by every write to webhook_endpoints, so a reader's cache of them knows when to drop it
+        self.webhook_endpoints_version = 0
 
     @classmethod
     def open(cls, path: str | Path, migrations: list[list[str]] = MIGRATIONS) -> Store:
@@ -1078,6 +1080,7 @@ class Store:
 
     # -- webhooks --------------------------------------------------------------------------------------
     def add_webhook_endpoint(self, ep: WebhookEndpoint) -> None:
+        self.webhook_endpoints_version += 1
         with self._db:
             self._db.execute(
                 f"INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1133,6 +1136,7 @@ class Store:
             ("description = ?", description),
         )
         if sets:
+            self.webhook_endpoints_version += 1
             with self._db:
                 self._db.execute(f"UPDATE webhook_endpoints SET {', '.join(sets)} WHERE id = ?", (*args, endpoint_id))
         return self.get_webhook_endpoint(endpoint_id)
@@ -1141,6 +1145,7 @@ class Store:
         self, endpoint_id: str, secret: str, previous_expires_at: float
     ) -> WebhookEndpoint | None:
         """`secret` becomes the signing secret; the current one keeps signing too until `previous_expires_at`."""
+        self.webhook_endpoints_version += 1
         with self._db:
             self._db.execute(
                 "UPDATE webhook_endpoints SET previous_secret = secret, previous_expires_at = ?, secret = ? "
@@ -1152,6 +1157,7 @@ class Store:
     def delete_webhook_endpoint(self, endpoint_id: str) -> bool:
         """Delete the endpoint with its deliveries and their attempts (events other endpoints share stay)."""
         sub = "SELECT id FROM webhook_deliveries WHERE endpoint_id = ?"
+        self.webhook_endpoints_version += 1
         counts = self._transaction(
             [
                 (f"DELETE FROM webhook_attempts WHERE delivery_id IN ({sub})", (endpoint_id,)),
@@ -1193,6 +1199,7 @@ class Store:
         """`secret` becomes the key's webhook secret. The status callbacks signed with the current one (calls
         placed before, their deliveries still pending or retried) sign with both until `previous_expires_at`.
         False when there is no such key."""
+        self.webhook_endpoints_version += 1
         with self._db:
             row = self._db.execute("SELECT webhook_secret FROM api_keys WHERE id = ?", (key_id,)).fetchone()
             if row is None:
@@ -1301,6 +1308,16 @@ class Store:
         ).fetchone()
         return None if row is None else WebhookDelivery(*row)
 
+    def webhook_delivery_to_send(self, delivery_id: str) -> tuple[WebhookDelivery, WebhookEvent] | None:
+        """A delivery with its event (the body to POST) in one read: what each attempt starts with."""
+        row = self._db.execute(
+            f"SELECT {_DELIVERY_COLUMNS}, e.payload, e.created_at FROM {_DELIVERY_FROM} WHERE d.id = ?", (delivery_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        d = WebhookDelivery(*row[:-2])
+        return d, WebhookEvent(d.event_id, d.event_type, d.call_id, bytes(row[-2]), row[-1])
+
     def list_webhook_deliveries(
         self, endpoint_id: str, *, limit: int = 50, starting_after: str | None = None
     ) -> list[WebhookDelivery]:
@@ -1325,39 +1342,29 @@ class Store:
         )
         return [WebhookAttempt(*row) for row in rows]
 
-    def record_webhook_attempt(self, attempt: WebhookAttempt, *, status: str, next_attempt_at: float) -> None:
-        """Log an attempt and move its delivery on (pending again at `next_attempt_at`, delivered, failed),
-        together: a crash between the two could otherwise send an attempt twice without logging it."""
-        self._transaction(
-            [
-                (
-                    "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        attempt.delivery_id,
-                        attempt.attempt,
-                        attempt.at,
-                        attempt.status_code,
-                        attempt.latency_ms,
-                        attempt.error,
-                    ),
-                ),
-                (
-                    "UPDATE webhook_deliveries SET status = ?, attempt = ?, next_attempt_at = ?, "
-                    "last_status_code = ?, last_error = ?, last_latency_ms = ?, updated_at = ? WHERE id = ?",
-                    (
-                        status,
-                        attempt.attempt,
-                        next_attempt_at,
-                        attempt.status_code,
-                        attempt.error,
-                        attempt.latency_ms,
-                        attempt.at,
-                        attempt.delivery_id,
-                    ),
-                ),
-            ]
-        )
+    def record_webhook_attempts(self, done: Iterable[tuple[WebhookAttempt, str, float]]) -> None:
+        """Log attempts and move their deliveries on, each to its (status, next_attempt_at): pending again,
+        delivered or failed. All in one transaction: an attempt's row and its delivery's status move together
+        (a crash between the two could otherwise send an attempt twice without logging it), and the attempts
+        that ended in one loop turn cost one commit (a group commit). A delivery deleted meanwhile (with its
+        endpoint) is skipped rather than failing the others."""
+        done = list(done)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error) "
+                "SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = ?1)",
+                [(a.delivery_id, a.attempt, a.at, a.status_code, a.latency_ms, a.error) for a, _, _ in done],
+            )
+            self._db.executemany(
+                "UPDATE webhook_deliveries SET status = ?, attempt = ?, next_attempt_at = ?, last_status_code = ?, "
+                "last_error = ?, last_latency_ms = ?, updated_at = ? WHERE id = ?",
+                [(st, a.attempt, at, a.status_code, a.error, a.latency_ms, a.at, a.delivery_id) for a, st, at in done],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def redeliver_webhook(self, delivery_id: str, now: float) -> WebhookDelivery | None:
         """Queue a delivery again (whatever its status) to be attempted at once, with the same event id."""

@@ -11,9 +11,12 @@ outbox (`DeliveryQueue`: no scan of the outbox per delivery). A crash or restart
 next dispatcher over the same store sends them.
 2xx is delivered; 410 disables the endpoint; 429, 5xx, timeouts and connection errors are retried on the
 Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, with jitter, `Retry-After` honoured);
-other statuses fail at once. Each attempt is logged. A call's events reach an endpoint in order: the next one
-waits while an earlier one to that endpoint is pending or retrying. Addresses on loopback, private, link-local
-and other non-public networks are refused unless `allow_private` (a webhook URL must not reach the box's LAN).
+other statuses fail at once. Each attempt is logged, with its delivery's new status, in one transaction at the
+end of the loop turn it ended in (one commit for all of that turn's; a crash before it re-sends the delivery,
+with the same `webhook-id`). A call's events reach an endpoint in order: the next one waits while an earlier
+one to that endpoint is pending or retrying (or its outcome unsaved). Addresses on loopback, private,
+link-local and other non-public networks are refused unless `allow_private` (a webhook URL must not reach the
+box's LAN).
 """
 
 from __future__ import annotations
@@ -329,6 +332,9 @@ class WebhookDispatcher:
         self._wake = asyncio.Event()
         self._wanted: bool | None = None  # whether any endpoint is enabled; None: ask the store
         self._unsaved: list[tuple[WebhookEvent, bool]] = []  # events of this loop turn, committed together
+        self._finished: list[tuple[ChainKey, WebhookAttempt, str, float]] = []  # attempts of this turn, likewise
+        self._endpoints: dict[str, tuple[WebhookEndpoint, str | None]] = {}  # id -> (endpoint, url_problem)
+        self._endpoints_version = -1  # the store's webhook_endpoints_version `_endpoints` was read at
         self._callbacks: dict[str, float] = {}  # calls with a status callback -> until when (inf while live)
         self._forget_at = 0.0
         self._closing = False
@@ -362,7 +368,7 @@ class WebhookDispatcher:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self.flush()  # what the last loop turn published is in the outbox before we stop
+        self.flush()  # what the last loop turn published, and the attempts it ended, are stored before we stop
         tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -406,14 +412,23 @@ class WebhookDispatcher:
         if not (self._wanted or callback):
             return
         body = {"id": ev.id, "type": ev.type, "timestamp": rfc3339(ev.at), "data": ev.data}
-        if not self._unsaved:  # the first of this loop turn: one commit for all at its end (a group commit)
-            asyncio.get_running_loop().call_soon(self.flush)
+        self._flush_soon()
         self._unsaved.append((WebhookEvent(ev.id, ev.type, ev.call_id, _encoder.encode(body), ev.at), self.test_of(ev)))
 
+    def _flush_soon(self) -> None:
+        """Before the first event or attempt of a loop turn is kept: one flush at its end for all of them."""
+        if not (self._unsaved or self._finished):
+            asyncio.get_running_loop().call_soon(self.flush)
+
     def flush(self) -> None:
-        """Write the events published since the last flush into the outbox, in one transaction, and queue
-        their deliveries. Run at the end of the loop turn that published them (and at close), so a burst of
-        events (a busy switch publishes several per call) costs one commit."""
+        """Write what happened since the last flush, each kind in one transaction (a group commit): the events
+        published (into the outbox, their deliveries queued) and the attempts ended (logged, their deliveries
+        and chains moved on). Run at the end of the loop turn they happened in, at close, and before the queue
+        is rebuilt from the store, so a busy switch's burst of events, or of answers, costs one commit."""
+        self._flush_events()
+        self._flush_attempts()
+
+    def _flush_events(self) -> None:
         unsaved, self._unsaved = self._unsaved, []
         if not unsaved:
             return
@@ -429,6 +444,26 @@ class WebhookDispatcher:
                 self.queue.add(DeliveryQueue.key(endpoint_id, row.call_id, delivery_id), delivery_id, now)
         if any(batches):
             self._wake.set()
+
+    def _flush_attempts(self) -> None:
+        """The chains move on only once their attempts are committed: a chain's next delivery is never sent
+        before its predecessor's outcome is in the store, and the successor is read from a store that has it."""
+        finished, self._finished = self._finished, []
+        if not finished:
+            return
+        try:
+            self.store.record_webhook_attempts((attempt, outcome, at) for _, attempt, outcome, at in finished)
+        except Exception as exc:  # still pending in the store: the rebuild sends them again (at least once)
+            log_event(log, "webhooks.record_failed", logging.ERROR, attempts=len(finished), error=repr(exc))
+            self._resync = True
+        else:
+            for key, attempt, outcome, at in finished:
+                if outcome == "pending":
+                    self.queue.retry(key, attempt.delivery_id, at)
+                else:
+                    self.queue.advance(key, attempt.delivery_id, self._successor(key, attempt.delivery_id))
+                self.counters[outcome] += 1
+        self._wake.set()
 
     async def _run(self) -> None:
         # `_closing`, not only the cancellation: Python 3.11's wait_for loses a cancel that lands as the
@@ -452,7 +487,9 @@ class WebhookDispatcher:
     def _rebuild(self, now: float) -> None:
         """The queue from the store: every chain's head (at start, after changes made elsewhere, now and then
         in case an attempt died without a word)."""
+        self.flush()  # an attempt not yet saved would be read as pending, and sent again
         self._resync, self._resync_at = False, now + RESYNC_S
+        self._endpoints.clear()  # now and then, in case another process changed them
         cap = self.queue.cap
         rows = self.store.webhook_chain_heads(limit=cap + 1)
         heads = [(DeliveryQueue.key(d.endpoint_id, d.call_id, d.id), d.id, d.next_attempt_at) for d in rows[:cap]]
@@ -476,6 +513,20 @@ class WebhookDispatcher:
         nxt = self.store.next_webhook_in_chain(key[0], key[1], delivery_id)
         return None if nxt is None else (nxt.id, nxt.next_attempt_at)
 
+    def _endpoint(self, endpoint_id: str) -> tuple[WebhookEndpoint, str | None] | None:
+        """The endpoint and why its URL cannot be used (None when it can), read once, not for every attempt:
+        kept until the store writes any endpoint (an update, a rotated secret) or the queue is rebuilt."""
+        if self._endpoints_version != self.store.webhook_endpoints_version:
+            self._endpoints.clear()
+            self._endpoints_version = self.store.webhook_endpoints_version
+        found = self._endpoints.get(endpoint_id)
+        if found is None:
+            endpoint = self.store.get_webhook_endpoint(endpoint_id)
+            if endpoint is None:
+                return None
+            found = self._endpoints[endpoint_id] = (endpoint, url_problem(endpoint.url, self.allow_private))
+        return found
+
     def backoff(self, attempt: int, retry_after: float | None = None) -> float | None:
         """Seconds before the attempt after `attempt` (1-based), None when the schedule is used up."""
         if attempt > len(RETRY_SCHEDULE_S):
@@ -496,15 +547,16 @@ class WebhookDispatcher:
             )
 
     async def _send(self, key: ChainKey, delivery_id: str) -> None:
-        delivery = self.store.get_webhook_delivery(delivery_id)
-        if delivery is None or delivery.status != "pending":  # deleted with its endpoint, or done meanwhile
+        found = self.store.webhook_delivery_to_send(delivery_id)
+        if found is None or found[0].status != "pending":  # deleted with its endpoint, or done meanwhile
             self.queue.advance(key, delivery_id, self._successor(key, delivery_id))
             return
-        endpoint = self.store.get_webhook_endpoint(delivery.endpoint_id)
-        ev = self.store.get_webhook_event(delivery.event_id)
-        if endpoint is None or ev is None or not endpoint.enabled:
+        delivery, ev = found
+        target = self._endpoint(delivery.endpoint_id)
+        if target is None or not target[0].enabled:
             self._resync = True  # the endpoint went away or was disabled: its chains leave the queue
             return
+        endpoint, problem = target
         attempt = delivery.attempt + 1
         now = self.clock()
         headers = signed_headers(signing_secrets(endpoint, now), ev.id, int(now), ev.payload)
@@ -513,7 +565,6 @@ class WebhookDispatcher:
         error: str | None = None
         retry_after: float | None = None
         started = time.monotonic()
-        problem = url_problem(endpoint.url, self.allow_private)
         if problem is None:
             assert self._session is not None
             try:
@@ -548,13 +599,10 @@ class WebhookDispatcher:
             error = error or f"HTTP {status}"
         else:
             outcome, error = "failed", f"HTTP {status}"
-        record = WebhookAttempt(delivery.id, attempt, now, status, latency_ms, error)
-        self.store.record_webhook_attempt(record, status=outcome, next_attempt_at=next_at)
-        if outcome == "pending":
-            self.queue.retry(key, delivery.id, next_at)
-        else:
-            self.queue.advance(key, delivery.id, self._successor(key, delivery.id))
-        self.counters[outcome] += 1
+        self._flush_soon()  # saved with the other attempts of this loop turn, then the chain moves on
+        self._finished.append(
+            (key, WebhookAttempt(delivery.id, attempt, now, status, latency_ms, error), outcome, next_at)
+        )
         log_event(
             log,
             "webhooks.attempt",

@@ -343,6 +343,91 @@ async def test_events_of_one_loop_turn_are_committed_together_at_its_end_and_at_
     assert rig.store.list_webhook_deliveries(ep.id)[0].event_id == late
 
 
+class GatedSession:
+    """Stands in for the dispatcher's HTTP client: every POST waits for `gate`, then answers 204, so the
+    attempts waiting on it all end in the loop turn after `gate.set()`."""
+
+    status, headers = 204, {}
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.posts: list[str] = []
+
+    def post(self, url: str, *, headers: dict[str, str], **_kw) -> GatedSession:
+        self.posts.append(headers["webhook-id"])
+        return self
+
+    async def __aenter__(self) -> GatedSession:
+        await self.gate.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    @property
+    def content(self) -> GatedSession:
+        return self
+
+    async def read(self, _n: int) -> bytes:
+        return b""
+
+    async def close(self) -> None:
+        return None
+
+
+async def gated(rig: Rig) -> tuple[WebhookDispatcher, GatedSession]:
+    """A started dispatcher whose POSTs go to a GatedSession."""
+    d = await rig.dispatcher()
+    await d._session.close()
+    d._session = http = GatedSession()
+    return d, http
+
+
+async def test_attempts_of_one_loop_turn_are_committed_together_at_its_end_and_at_close(rig: Rig):
+    eps = [rig.endpoint(f"http://127.0.0.1:9/{n}") for n in range(3)]  # nobody listens: the session is a stub
+    d, http = await gated(rig)
+    commits: list[str] = []
+    rig.store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+
+    def attempted() -> int:  # attempts logged in the store
+        return sum(
+            len(rig.store.webhook_attempts(x.id)) for ep in eps for x in rig.store.list_webhook_deliveries(ep.id)
+        )
+
+    rig.call_event("call.ringing", "call_H")  # one delivery to each endpoint, all three sent at once
+    await wait_until(lambda: len(http.posts) == 3)
+    commits.clear()
+    http.gate.set()
+    await asyncio.sleep(0)  # the three answers come in this turn...
+    assert attempted() == 0 and commits == []  # ...and are not written yet
+    await asyncio.sleep(0)  # the turn ended
+    assert attempted() == 3 and commits == ["COMMIT"]  # one transaction for the three
+    http.gate.clear()
+    rig.call_event("call.answered", "call_H")  # each chain's next event, sent once its first is saved
+    await wait_until(lambda: len(http.posts) == 6)
+    http.gate.set()
+    await asyncio.sleep(0)
+    assert attempted() == 3  # not written yet...
+    await d.close()  # ...but before the dispatcher stops
+    assert attempted() == 6
+    assert {x.status for ep in eps for x in rig.store.list_webhook_deliveries(ep.id)} == {"delivered"}
+    rig.store._db.set_trace_callback(None)
+
+
+async def test_an_endpoint_deleted_while_its_delivery_is_sent_does_not_fail_the_other_attempts(rig: Rig):
+    kept, gone = rig.endpoint("http://127.0.0.1:9/kept"), rig.endpoint("http://127.0.0.1:9/gone")
+    _, http = await gated(rig)
+    rig.call_event("call.ringing", "call_K")
+    await wait_until(lambda: len(http.posts) == 2)
+    rig.store.delete_webhook_endpoint(gone.id)  # as DELETE /v2/webhooks/{id} would, both POSTs under way
+    http.gate.set()  # both answers in one loop turn: saved together, the deleted one's skipped
+    [delivery] = rig.store.list_webhook_deliveries(kept.id)
+    await wait_until(lambda: rig.store.get_webhook_delivery(delivery.id).status == "delivered")
+    assert [a.status_code for a in rig.store.webhook_attempts(delivery.id)] == [204]
+    await asyncio.sleep(0.05)
+    assert len(http.posts) == 2  # nothing sent again
+
+
 async def test_other_4xx_fails_without_retry(rig: Rig):
     ep, receiver = await _hooked(rig, script=[404])
     await rig.dispatcher()

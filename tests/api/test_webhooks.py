@@ -226,6 +226,22 @@ async def test_rotation_signs_with_both_secrets_for_a_day(server: Server):
     await signed_by_both(server, "call_9", ep["secret"], rotated["secret"])
 
 
+async def test_a_rotation_between_two_deliveries_signs_the_second_with_both(server: Server):
+    key = server.key("webhooks:write")
+    _, ep = await server.call("POST", "/v2/webhooks", key, {"url": server.hook_url})
+    server.publish("call.ringing", "call_8")
+    await until(lambda: len(server.received) == 1)  # the dispatcher has read the endpoint (and may keep it)
+    status, rotated = await server.call("POST", f"/v2/webhooks/{ep['id']}/rotate-secret", key)
+    assert status == 200
+    server.publish("call.answered", "call_8")
+    await until(lambda: len(server.received) == 2)
+    headers, payload = server.received[1]
+    body = server.store.get_webhook_event(payload["id"]).payload
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (ep["secret"], rotated["secret"]):
+        Webhook(secret).verify(body, headers)
+
+
 async def signed_by_both(server: Server, call_id: str, old: str, new: str) -> None:
     """An event of `call_id` is delivered with two signatures, one by each secret."""
     server.publish("call.ringing", call_id)
