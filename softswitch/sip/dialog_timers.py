@@ -70,13 +70,14 @@ class InviteOkRetransmitter:
     doubling up to T2, over any transport. 64*T1 after the start without an ACK, it stops and reports
     `AckTimeout`. Drive it with `get_timer()` / `handle_timer(now)`; feed ACKs to `receive_ack`."""
 
-    __slots__ = ("_events", "_give_up_at", "_interval", "_retransmit_at", "config", "response", "state")
+    __slots__ = ("_events", "_give_up_at", "_identity", "_interval", "_retransmit_at", "config", "response", "state")
 
     def __init__(self, response: Response, now: float, config: TimerConfig | None = None):
         if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
             raise ValueError("only a 2xx to an INVITE is retransmitted by the UAS core")
         config = config if config is not None else TimerConfig()
         self.response = response
+        self._identity = _identity(response)  # read now: the transaction layer may drop the parsed headers later
         self.config = config
         self.state = OkState.WAITING
         self._interval = config.t1
@@ -121,7 +122,7 @@ class InviteOkRetransmitter:
     def receive_ack(self, ack: Request, now: float) -> bool:
         """Whether `ack` acknowledges our 2xx (same Call-ID, tags and CSeq number). The first one stops
         the retransmission and queues `AckReceived`; repeats are recognised (to absorb) but change nothing."""
-        if not acknowledges(ack, self.response):
+        if ack.method != "ACK" or _identity(ack) != self._identity:
             return False
         if self._step("ack"):
             self._events.append(AckReceived(now, ack))
@@ -133,10 +134,8 @@ class InviteOkRetransmitter:
 
 def acknowledges(ack: Request, response: Response) -> bool:
     """Whether `ack` is the ACK for the 2xx `response` (same Call-ID, tags and CSeq number, 13.2.2.4)."""
-    return (
-        ack.method == "ACK"
-        and ack.call_id == response.call_id
-        and ack.cseq.seq == response.cseq.seq
-        and ack.from_.tag == response.from_.tag
-        and ack.to.tag == response.to.tag
-    )
+    return ack.method == "ACK" and _identity(ack) == _identity(response)
+
+
+def _identity(message: Request | Response) -> tuple[str, int, str | None, str | None]:
+    return message.call_id, message.cseq.seq, message.from_.tag, message.to.tag

@@ -239,6 +239,11 @@ class Message:
             raise SipParseError(f"missing {name}")
         return value
 
+    def forget_parsed(self) -> None:
+        """Drop the parsed core headers (read again from the header text when asked for): for a message kept
+        only to be sent again, whose parsed objects would otherwise be kept, and walked by the GC, for nothing."""
+        self._parsed = {}
+
     # -- serialisation --------------------------------------------------------------------------
     def start_line(self) -> str:
         raise NotImplementedError

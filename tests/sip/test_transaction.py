@@ -498,6 +498,26 @@ def test_transaction_server_non_invite_absorbs_then_repeats_final():
     assert [(type(e), e.at) for e in drain(layer)] == [(Terminated, 32.6)]
 
 
+def test_transaction_lingering_keeps_its_messages_text_not_their_parsed_headers():
+    """Once a transaction only absorbs retransmissions, its request and response drop their parsed headers at
+    the layer's next input (the TU has read them by then): objects the GC would walk for 32 s. What they say
+    is unchanged: a retransmission gets the same bytes, and the headers read back the same."""
+    layer = TransactionLayer()
+    req = wire(request("BYE"))
+    layer.receive(req, SRC, now=0.0)
+    key = drain(layer)[0].key
+    ok = build_response(req, 200, to_tag="t1")
+    layer.send_response(key, ok, now=0.1)
+    sent = [tx.message.serialize() for tx in layer.transmits()]
+    assert req.from_.tag == "a1" and ok.to.tag == "t1"  # the TU may still read them in this turn
+    layer.receive(wire(request("BYE")), SRC, now=1.0)  # the next input: a retransmission
+    assert [tx.message.serialize() for tx in layer.transmits()] == sent
+    assert req._parsed == {} and ok._parsed == {}
+    assert (req.from_.tag, req.cseq.seq, ok.to.tag, ok.via.branch) == ("a1", 1, "t1", "z9hG4bKabc")
+    live = layer.get(key)
+    assert live is not None and live.state is State.COMPLETED
+
+
 def test_transaction_server_non_invite_reliable_timer_j_zero():
     layer = TransactionLayer()
     req = wire(request("BYE"))
