@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from softswitch.security import Security
 
 log = logging.getLogger("softswitch.sip")
+MAX_UDP_FLOWS = 4096  # peer addresses whose Flow a UDP socket keeps for reuse
 _CLIENT_EVENTS = (ResponseReceived, Timeout, TransportError)
 # Methods counted by name in `received_by`/`sent_by`; any other (extension methods, a peer's garbage) is
 # counted as OTHER, so a hostile peer cannot grow the tables (or a metrics label) without bound.
@@ -87,9 +88,10 @@ def response_flow(request: Request, flow: Flow) -> Flow:
     if flow.reliable:
         return flow
     via = request.via
-    host = via.received or via.host
+    host = (via.received or via.host).strip("[]")
     port = via.rport or via.port or 5060
-    return Flow("udp", (host.strip("[]"), port), flow.local)
+    remote = flow.remote
+    return flow if remote[1] == port and remote[0] == host else Flow("udp", (host, port), flow.local)
 
 
 # User-Agents of the SIP scanners seen on the internet (sipvicious and the tools built on it, and others)
@@ -104,12 +106,20 @@ def _scanner(request: Request) -> bool:
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint, local: tuple[str, int]):
         self.endpoint, self.local = endpoint, local
+        # one Flow per peer address, shared by its datagrams and the transactions they start (which hold it
+        # for up to 64*T1): a carrier's or proxy's thousands of calls need one, not one per message
+        self._flows: dict[tuple, Flow] = {}
 
     def datagram_received(self, data: bytes, addr) -> None:
         endpoint = self.endpoint
         if endpoint.security is not None and endpoint.security.muted(addr[0]):
             return  # a flooding or banned source: not even a Flow made
-        endpoint.receive(data, Flow("udp", (addr[0], addr[1]), self.local), stream=False)
+        flow = self._flows.get(addr)
+        if flow is None:
+            if len(self._flows) >= MAX_UDP_FLOWS:  # many peers (a scan, a spoofed flood): start again
+                self._flows.clear()
+            flow = self._flows[addr] = Flow("udp", (addr[0], addr[1]), self.local)
+        endpoint.receive(data, flow, stream=False)
 
     def error_received(self, exc: OSError) -> None:  # an ICMP error for something we sent: nothing to do
         event(log, "sip.udp_error", level=logging.DEBUG, reason=os_reason(exc))

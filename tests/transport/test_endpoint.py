@@ -13,7 +13,7 @@ from softswitch.registrar import Registrar
 from softswitch.sip.auth import Challenge, DigestClient
 from softswitch.sip.message import parse
 from softswitch.store import Store
-from softswitch.transport.endpoint import SipEndpoint
+from softswitch.transport.endpoint import Flow, SipEndpoint, response_flow
 from softswitch.uas import BasicUas
 
 
@@ -74,6 +74,16 @@ async def test_endpoint_options_outside_dialogs_answered_without_a_transaction(e
     assert len(ep.txns) == 0 and ep.counters["sent"] == 4
     (sub,) = await udp_exchange(port, request("SUBSCRIBE", "SIP/2.0/UDP h.invalid;branch=z9hG4bKsl4;rport"))
     assert sub.status == 405 and len(ep.txns) == 1  # other requests keep their transaction (17.2)
+
+
+def test_response_flow_is_the_source_flow_when_via_names_it_and_a_new_one_otherwise():
+    source = Flow("udp", ("127.0.0.1", 5099), ("127.0.0.1", 5060))
+    same = parse(request("OPTIONS", "SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKs;rport=5099"))
+    assert response_flow(same, source) is source  # nothing new for a transaction to hold
+    other = parse(request("OPTIONS", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKo"))
+    assert response_flow(other, source) == Flow("udp", ("127.0.0.1", 5070), ("127.0.0.1", 5060))
+    received = parse(request("OPTIONS", "SIP/2.0/UDP [::1]:5099;branch=z9hG4bKr"))
+    assert response_flow(received, source).remote == ("::1", 5099)
 
 
 async def test_endpoint_without_rport_answers_via_port(endpoint):
