@@ -368,7 +368,10 @@ class WebhookDispatcher:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self.flush()  # what the last loop turn published, and the attempts it ended, are stored before we stop
+        try:  # what the last loop turn published, and the attempts it ended, are stored before we stop
+            self.flush()
+        except Exception as exc:  # a store failing now must not keep the tasks and the client open
+            log_event(log, "webhooks.worker_error", logging.ERROR, error=f"{exc.__class__.__name__}: {exc}")
         tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -453,16 +456,22 @@ class WebhookDispatcher:
             return
         try:
             self.store.record_webhook_attempts((attempt, outcome, at) for _, attempt, outcome, at in finished)
-        except Exception as exc:  # still pending in the store: the rebuild sends them again (at least once)
+        except Exception as exc:
+            # Still pending in the store, their chains left without a timer: the periodic resync sends them
+            # again (at least once). Not an immediate rebuild: a store that refuses every write (a full disk)
+            # would have the same deliveries re-sent as fast as the receiver answers.
             log_event(log, "webhooks.record_failed", logging.ERROR, attempts=len(finished), error=repr(exc))
-            self._resync = True
-        else:
-            for key, attempt, outcome, at in finished:
+            return
+        for key, attempt, outcome, at in finished:
+            try:
                 if outcome == "pending":
                     self.queue.retry(key, attempt.delivery_id, at)
                 else:
                     self.queue.advance(key, attempt.delivery_id, self._successor(key, attempt.delivery_id))
-                self.counters[outcome] += 1
+            except Exception as exc:  # the successor could not be read: that chain waits for a rebuild, not the rest
+                log_event(log, "webhooks.worker_error", logging.ERROR, error=f"{exc.__class__.__name__}: {exc}")
+                self._resync = True
+            self.counters[outcome] += 1
         self._wake.set()
 
     async def _run(self) -> None:

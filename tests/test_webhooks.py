@@ -428,6 +428,21 @@ async def test_an_endpoint_deleted_while_its_delivery_is_sent_does_not_fail_the_
     assert len(http.posts) == 2  # nothing sent again
 
 
+async def test_a_store_refusing_writes_does_not_have_a_delivery_sent_again_and_again(rig: Rig):
+    rig.endpoint("http://127.0.0.1:9/full")
+    d, http = await gated(rig)
+    http.gate.set()  # every POST answered at once
+    rig.call_event("call.ringing", "call_F")
+    d.flush()  # the event is in the outbox...
+    rig.store._db.execute("PRAGMA query_only = ON")  # ...then every write fails at once, as on a full disk
+    try:
+        await wait_until(lambda: len(http.posts) >= 1)
+        await asyncio.sleep(0.3)
+        assert len(http.posts) == 1  # left pending for the periodic resync, not re-sent at once in a loop
+    finally:
+        rig.store._db.execute("PRAGMA query_only = OFF")
+
+
 async def test_other_4xx_fails_without_retry(rig: Rig):
     ep, receiver = await _hooked(rig, script=[404])
     await rig.dispatcher()
