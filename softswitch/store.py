@@ -1200,18 +1200,22 @@ class Store:
         placed before, their deliveries still pending or retried) sign with both until `previous_expires_at`.
         False when there is no such key."""
         self.webhook_endpoints_version += 1
-        with self._db:
+        self._db.execute("BEGIN IMMEDIATE")  # the key and its calls' callbacks change together, or neither
+        try:
             row = self._db.execute("SELECT webhook_secret FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-            if row is None:
-                return False
-            self._db.execute("UPDATE api_keys SET webhook_secret = ? WHERE id = ?", (secret, key_id))
-            if row[0]:
+            if row is not None:
+                self._db.execute("UPDATE api_keys SET webhook_secret = ? WHERE id = ?", (secret, key_id))
+            if row is not None and row[0]:
                 self._db.execute(
                     "UPDATE webhook_endpoints SET previous_secret = secret, previous_expires_at = ?, secret = ? "
                     "WHERE call_id IS NOT NULL AND secret = ?",
                     (previous_expires_at, secret, row[0]),
                 )
-        return True
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return row is not None
 
     def key_webhook_secret(self, key_id: str, new: Callable[[], str]) -> str:
         """The secret signing the status callbacks of calls the key places, made with `new()` the first time."""

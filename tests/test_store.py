@@ -13,6 +13,7 @@ from softswitch.store import (
     LegRecord,
     SchemaTooNew,
     Store,
+    WebhookEndpoint,
 )
 
 
@@ -338,6 +339,26 @@ def test_store_api_keys_roundtrip_rotate_revoke(tmp_path):
         assert store.revoke_api_key("key_NONE", 600.0) is None
     finally:
         store.close()
+
+
+def test_store_key_webhook_secret_rotation_is_one_transaction(store):
+    """The key's secret and its calls' callbacks change together: a failure half-way leaves both as they were."""
+    store.create_api_key(*_key("key_W0000001"))
+    old = store.key_webhook_secret("key_W0000001", lambda: "whsec_old")
+    store.add_webhook_endpoint(
+        WebhookEndpoint("we_cb1", "https://cb.example.com/", ["*"], True, "", old, None, None, True, 1.0, "call_1")
+    )
+    store._db.execute(  # the callbacks' update fails, after the key's has run
+        "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON webhook_endpoints BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        store.rotate_key_webhook_secret("key_W0000001", "whsec_new", 99.0)
+    assert store.key_webhook_secret("key_W0000001", lambda: "whsec_x") == "whsec_old"
+    store._db.execute("DROP TRIGGER refuse")
+    assert store.rotate_key_webhook_secret("key_W0000001", "whsec_new", 99.0)
+    assert store.key_webhook_secret("key_W0000001", lambda: "whsec_x") == "whsec_new"
+    assert store.get_webhook_endpoint("we_cb1").previous_secret == "whsec_old"
+    assert not store.rotate_key_webhook_secret("key_NONE", "whsec_z", 99.0)
 
 
 def test_store_idempotency_claim_finish_release_purge(tmp_path):
