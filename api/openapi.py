@@ -45,11 +45,12 @@ and `starting_after=<last id of the page you have>` for the next page. Timestamp
 """
 
 _ERRORS = {
-    400: ("BadRequest", "bad_request: the request is malformed (not JSON, bad header, 405, 413)"),
+    400: ("BadRequest", "bad_request: the request is malformed (not JSON, bad header, 405)"),
     401: ("Unauthorized", "unauthorized: no key, an unknown or revoked key, or a rotated-out secret"),
     403: ("Forbidden", "forbidden: the key lacks the scope"),
     404: ("NotFound", "not_found: no such resource"),
     409: ("Conflict", "conflict: the resource's state, or an Idempotency-Key reused or still executing"),
+    413: ("TooLarge", "bad_request: the body is larger than the server takes"),
     422: ("InvalidParam", "invalid_param: a field of the body or query is wrong (see param_errors)"),
     429: ("RateLimited", "rate_limited: the key's rate limit is spent; see Retry-After"),
     500: ("ServerError", "server_error: our fault; quote the request id"),
@@ -74,6 +75,8 @@ def _error_responses(spec: RouteSpec, path_params: list[str]) -> list[int]:
             codes.append(403)
     if spec.body is not None or spec.query is not None or (spec.scope is not None and spec.mutation):
         codes += [400, 422]
+    if spec.body is not None:
+        codes.append(413)
     if path_params:
         codes.append(404)
     if spec.scope is not None and spec.mutation:
