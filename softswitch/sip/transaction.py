@@ -136,8 +136,6 @@ TRANSITIONS: dict[tuple[Kind, State, str], State] = {
     (Kind.NIST, S.COMPLETED, "J"): S.TERMINATED,
 }
 # "transport_error" (17.1.4, 17.2.4): the transport could not send for the transaction, in any live state.
-# States after the final response, where a transaction only absorbs retransmissions (for up to 64*T1)
-LINGERING = frozenset({S.ACCEPTED, S.COMPLETED, S.CONFIRMED})
 TRANSITIONS.update({(k, s, "transport_error"): S.TERMINATED for k, s, _ in list(TRANSITIONS) if s is not S.TERMINATED})
 INITIAL = {Kind.ICT: S.CALLING, Kind.NICT: S.TRYING, Kind.IST: S.PROCEEDING, Kind.NIST: S.TRYING}
 
@@ -288,8 +286,10 @@ class Transaction:
         old, self.state = self.state, new
         if new is S.TERMINATED and old is not S.TERMINATED:
             self.layer._terminate(self, now)
-        elif new is not old and (new is S.ACCEPTED or new is S.COMPLETED or new is S.CONFIRMED):  # LINGERING
-            self.layer._lingering.append(self)  # (tested by identity: an Enum's hash runs Python code)
+        elif new is not old and (new is S.ACCEPTED or new is S.COMPLETED or new is S.CONFIRMED):
+            # lingering: the final response is in, only retransmissions are absorbed now (for up to 64*T1);
+            # tested by identity, as an Enum's hash runs Python code
+            self.layer._lingering.append(self)
         return new
 
     def arm(self, name: str, now: float, delay: float) -> None:
@@ -333,7 +333,7 @@ class TransactionLayer:
         self._seq = itertools.count()
         self._events: deque[Event] = deque()
         self._out: list[Transmit] = []
-        self._lingering: list[Transaction] = []  # entered a LINGERING state since the last input
+        self._lingering: list[Transaction] = []  # began lingering since the last input
 
     # -- output --------------------------------------------------------------------------------
     def next_event(self) -> Event | None:
