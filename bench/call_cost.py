@@ -9,7 +9,7 @@ switch still anchors the media: it allocates, negotiates and tears down both leg
 once the switch is up (start-up is left out) and a window of the same length with no calls gives the
 idle cost, which is taken off.
 
-    .venv/bin/python bench/call_cost.py [--calls 40] [--rate 2]
+    .venv/bin/python bench/call_cost.py [--calls 40] [--rate 2] [--save FILE]
 
 Prints instructions per call on the main thread (the event loop: SIP, call control, the store) and on
 the others (the media thread's tick). Instructions are not time (a system call counts only its user-space
@@ -43,8 +43,9 @@ def _ir(path: Path) -> int:
     raise sl.BenchError(f"{path.name}: no totals line")
 
 
-def _window(control: str, pid: int, workdir: Path, tag: str, run) -> tuple[int, int, float]:
-    """Zero the counters, run `run()`, dump: (main thread Ir, other threads' Ir, seconds) of that window."""
+def _window(control: str, pid: int, workdir: Path, tag: str, run, save: Path | None = None) -> tuple[int, int, float]:
+    """Zero the counters, run `run()`, dump: (main thread Ir, other threads' Ir, seconds) of that window.
+    With `save`, the main thread's dump is copied there first (for callgrind_annotate)."""
     before = set(workdir.glob("cg.*"))
     subprocess.run([control, "-z", str(pid)], check=True, capture_output=True, timeout=60)
     t0 = time.monotonic()
@@ -62,6 +63,10 @@ def _window(control: str, pid: int, workdir: Path, tag: str, run) -> tuple[int, 
     time.sleep(1.0)  # the last thread's file
     dumps = sorted(set(workdir.glob("cg.*")) - before)
     counts = {int(re.search(r"-(\d+)$", p.name)[1]): _ir(p) for p in dumps}
+    if save is not None:
+        for p in dumps:
+            if p.name.endswith("-01"):
+                shutil.copy(p, save)
     for p in dumps:
         p.unlink()
     main = counts.pop(1, 0)
@@ -72,6 +77,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=40, help="calls placed (40)")
     ap.add_argument("--rate", type=int, default=2, help="calls a second (2: the switch is 30-50x slower counted)")
+    ap.add_argument("--save", type=Path, help="copy the main thread's callgrind dump of the calls here")
     args = ap.parse_args()
     sipp, valgrind, control = (shutil.which(n) for n in ("sipp", "valgrind", "callgrind_control"))
     if not (sipp and valgrind and control):
@@ -103,7 +109,7 @@ def main() -> int:
                     raise sl.BenchError(f"SIPp failed calls (rc={rc}): see its uac_errors.log")
                 time.sleep(2.0)  # the last BYE's transaction and the store's flush
 
-            main_ir, other_ir, seconds = _window(control, switch.pid, workdir, "calls", place)
+            main_ir, other_ir, seconds = _window(control, switch.pid, workdir, "calls", place, args.save)
             idle_main, idle_other, _ = _window(control, switch.pid, workdir, "idle", lambda: time.sleep(seconds))
             stats = sl.read_stats(workdir / "uac_stat.csv")
             ok = sl.count(stats[-1], "SuccessfulCall(C)") if stats else 0

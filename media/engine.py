@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import msgspec
 from cext.engine import Engine, close_recording, open_recording
 
 from media.audio import load_wav
@@ -35,8 +36,7 @@ _ZERO = dict.fromkeys(
 ) | {"latched": False}
 
 
-@dataclass(frozen=True, slots=True)
-class Leg:
+class Leg(msgspec.Struct, frozen=True):
     """One RTP endpoint of ours: `port` is what goes into our SDP (RTCP is `port + 1`)."""
 
     id: int
@@ -44,8 +44,7 @@ class Leg:
     port: int
 
 
-@dataclass(frozen=True, slots=True)
-class LegStats:
+class LegStats(msgspec.Struct, frozen=True):
     """Counters of one leg (RFC 3550): what we received from its far end and sent to it."""
 
     rx_packets: int
@@ -116,15 +115,13 @@ CODECS = {"PCMU": 0, "PCMA": 8}
 AMD_SEGMENTS = ("silence", "voice", "tone")  # cext/native/amd.h's kinds
 
 
-@dataclass(frozen=True, slots=True)
-class Bridge:
+class Bridge(msgspec.Struct, frozen=True):
     """A group of legs whose audio the engine connects: two legs relay, more (or features) are mixed."""
 
     id: int
 
 
-@dataclass(frozen=True, slots=True)
-class MediaEvent:
+class MediaEvent(msgspec.Struct, frozen=True):
     """Something the media thread saw. Kinds: `latched`/`relatched` (the far end's address learnt),
     `ssrc_changed`, `leg_closed` (final statistics, for the call record), `dtmf` (`digit`, `start_ns`,
     `duration_ms`, `source`: `rfc4733` or `inband`), `dtmf_sent`, `amd` (`segment`, `start_ms`, `freq_hz`,
@@ -136,7 +133,7 @@ class MediaEvent:
     leg: int
     remote: tuple[str, int] | None
     stats: LegStats
-    detail: dict = field(default_factory=dict)
+    detail: dict = msgspec.field(default_factory=dict)
 
 
 @dataclass

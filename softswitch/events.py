@@ -26,7 +26,8 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from softswitch.logs import event as log_event
 
@@ -92,8 +93,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{_base32((ms << _RANDOM_BITS) | random, 26)}"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
     """Something that happened, e.g. `call.answered`. `at` comes from the bus's clock (Unix seconds);
     `id` from the wall clock, so ids stay ordered even when a test clock stands still."""
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 from softswitch.config import Config, Trunk, parse_hostport
 
@@ -19,8 +20,7 @@ _UNSEEN = object()
 _SOURCES_KEPT = 4096  # source hosts whose trunk (or none) is remembered
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(msgspec.Struct, frozen=True):
     """Where a route sends a call: `kind` is user, trunk or app; `name` the user, trunk or URL."""
 
     kind: str

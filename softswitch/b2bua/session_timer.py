@@ -10,7 +10,7 @@ the negotiation rules live here; the call arms the timers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from softswitch.sip.message import Request, Response
 
@@ -18,8 +18,7 @@ MIN_SE = 90  # seconds, RFC 4028's minimum (section 4)
 DEFAULT_INTERVAL = 1800
 
 
-@dataclass(frozen=True, slots=True)
-class SessionTimer:
+class SessionTimer(msgspec.Struct, frozen=True):
     interval: int
     we_refresh: bool
 

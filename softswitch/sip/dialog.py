@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from enum import Enum
+
+import msgspec
 
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.headers import Address, CSeq, canonical, parse_address
@@ -112,8 +113,7 @@ _TRANSITIONS: dict[tuple[DialogState, _Input], DialogState] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class DialogId:
+class DialogId(msgspec.Struct, frozen=True):
     """Call-ID, local tag, remote tag (12): the key of a dialog on this side."""
 
     call_id: str

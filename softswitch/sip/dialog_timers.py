@@ -22,8 +22,9 @@ which is what 13.2.2.4 makes the UAC copy from the 2xx and its INVITE.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from enum import Enum
+
+import msgspec
 
 from softswitch.sip.message import Request, Response
 from softswitch.sip.transaction import TimerConfig
@@ -46,16 +47,14 @@ TRANSITIONS: dict[tuple[OkState, str], OkState] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AckReceived:
+class AckReceived(msgspec.Struct, frozen=True):
     """The ACK for our 2xx arrived: retransmission stopped."""
 
     at: float
     ack: Request
 
 
-@dataclass(frozen=True, slots=True)
-class AckTimeout:
+class AckTimeout(msgspec.Struct, frozen=True):
     """No ACK for our 2xx within 64*T1 (13.3.1.4): the caller ends the dialog with a BYE."""
 
     at: float

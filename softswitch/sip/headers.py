@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import msgspec
+
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.uri import SipUri, Uri, parse_uri
 
@@ -369,8 +371,7 @@ def parse_via(text: str) -> Via:
     return Via(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
 
-@dataclass(slots=True, frozen=True)
-class CSeq:
+class CSeq(msgspec.Struct, frozen=True):
     seq: int
     method: str
 

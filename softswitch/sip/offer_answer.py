@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import Enum
+
+import msgspec
 
 from softswitch.sip.sdp import (
     DIRECTIONS,
@@ -48,8 +50,7 @@ _EVENT_RANGE = re.compile(r"([0-9]{1,3})(?:-([0-9]{1,3}))?")
 DYNAMIC_PAYLOAD_TYPES = range(96, 128)
 
 
-@dataclass(frozen=True, slots=True)
-class CodecSpec:
+class CodecSpec(msgspec.Struct, frozen=True):
     """One of our codec preferences. `channels` None matches any; `fmtp` None keeps the offerer's
     parameters in answers; `payload_type` fixes the number we use in our own offers."""
 
@@ -76,8 +77,7 @@ def codec_spec(value: CodecSpec | tuple[str, int] | tuple[str, int, int]) -> Cod
     return value if isinstance(value, CodecSpec) else CodecSpec(*value)
 
 
-@dataclass(frozen=True, slots=True)
-class Capabilities:
+class Capabilities(msgspec.Struct, frozen=True):
     """What we can do on a leg. `codecs` is ordered by preference and also accepts tuples (normalised
     to CodecSpec); `direction` is our own restriction (sendonly while we hold, for instance)."""
 
@@ -92,9 +92,9 @@ class Capabilities:
     username: str = "-"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "codecs", tuple(codec_spec(c) for c in self.codecs))
-        object.__setattr__(self, "media_types", tuple(m.lower() for m in self.media_types))
-        object.__setattr__(self, "protos", tuple(p.upper() for p in self.protos))
+        msgspec.structs.force_setattr(self, "codecs", tuple(codec_spec(c) for c in self.codecs))
+        msgspec.structs.force_setattr(self, "media_types", tuple(m.lower() for m in self.media_types))
+        msgspec.structs.force_setattr(self, "protos", tuple(p.upper() for p in self.protos))
         if not any(not c.is_auxiliary for c in self.codecs):
             raise ValueError("capabilities need at least one media codec")
 
@@ -224,7 +224,7 @@ def _select_codecs(offered: Sequence[Codec], caps: Capabilities) -> list[Codec]:
                 continue
         elif spec.fmtp is not None:
             fmtp = spec.fmtp
-        chosen.append(replace(codec, fmtp=fmtp))
+        chosen.append(msgspec.structs.replace(codec, fmtp=fmtp))
     return sorted(chosen, key=lambda c: c.name.lower() in AUXILIARY_CODECS)  # media codecs first
 
 
@@ -355,8 +355,7 @@ def resume(sdp: SessionDescription, direction: Direction = Direction.SENDRECV) -
     return set_direction(sdp, direction)
 
 
-@dataclass(frozen=True, slots=True)
-class NegotiatedMedia:
+class NegotiatedMedia(msgspec.Struct, frozen=True):
     """What the media engine needs for one stream, from our point of view once offer and answer met.
 
     `payload_type` and `codec` are what we send (the peer's number for the first codec of the answer

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field, fields, make_dataclass, replace
 from enum import Enum
 
+import msgspec
+
 
 class SdpError(ValueError):
     """A malformed session description: the peer's fault, answered with `status` (400 Bad Request)."""
@@ -194,8 +196,7 @@ class Attribute:
         return self.name if self.value is None else f"{self.name}:{self.value}"
 
 
-@dataclass(frozen=True, slots=True)
-class Codec:
+class Codec(msgspec.Struct, frozen=True):
     """An RTP payload format resolved from rtpmap, or from the static table when rtpmap is absent."""
 
     payload_type: int
@@ -365,7 +366,7 @@ class MediaDescription:
                 codec = Codec(pt, *STATIC_PAYLOAD_TYPES[pt])
             if codec is not None:
                 fmtp = fmtps.get(str(pt))
-                result.append(codec if fmtp == codec.fmtp else replace(codec, fmtp=fmtp))
+                result.append(codec if fmtp == codec.fmtp else msgspec.structs.replace(codec, fmtp=fmtp))
         return tuple(result)
 
     def codec(self, payload_type: int) -> Codec | None:

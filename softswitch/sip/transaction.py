@@ -53,6 +53,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import Enum
 
+import msgspec
+
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.headers import parse_via
 from softswitch.sip.message import Request, Response, build_response
@@ -145,8 +147,7 @@ def status_class(status: int) -> str:
 
 
 # -- what the layer hands out ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Transmit:
+class Transmit(msgspec.Struct, frozen=True):
     """Send `message` to `dest` (whatever the transport gave or will resolve: the layer never looks)."""
 
     message: Request | Response
@@ -154,8 +155,7 @@ class Transmit:
     retransmission: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
+class RequestReceived(msgspec.Struct, frozen=True):
     """A new request for the TU: a new server transaction, or an ACK for a 2xx (no transaction)."""
 
     at: float
@@ -164,8 +164,7 @@ class RequestReceived:
     source: Hashable
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
+class ResponseReceived(msgspec.Struct, frozen=True):
     """A response for one of our client transactions (retransmitted 2xx included, for re-ACK)."""
 
     at: float
@@ -174,8 +173,7 @@ class ResponseReceived:
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
-class StrayResponse:
+class StrayResponse(msgspec.Struct, frozen=True):
     """A response matching no client transaction (a 2xx retransmission after Timer M, or junk)."""
 
     at: float
@@ -183,8 +181,7 @@ class StrayResponse:
     source: Hashable
 
 
-@dataclass(frozen=True, slots=True)
-class DiscardedResponse:
+class DiscardedResponse(msgspec.Struct, frozen=True):
     """A response dropped before matching: it has more than one Via (or none), so it was meant for a proxy
     on the way (8.1.3.3). Only for logging: it must not be acknowledged or passed to a dialog."""
 
@@ -194,8 +191,7 @@ class DiscardedResponse:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Timeout:
+class Timeout(msgspec.Struct, frozen=True):
     """Timer B, F (no final response) or H (no ACK for our 3xx-6xx)."""
 
     at: float
@@ -204,15 +200,13 @@ class Timeout:
     timer: str
 
 
-@dataclass(frozen=True, slots=True)
-class TransportError:
+class TransportError(msgspec.Struct, frozen=True):
     at: float
     key: Hashable
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
-class Terminated:
+class Terminated(msgspec.Struct, frozen=True):
     at: float
     key: Hashable
 

@@ -26,8 +26,9 @@ import re
 import secrets
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from softswitch.config import ListenAddress
 from softswitch.guard import Verdict
@@ -69,8 +70,7 @@ def tally_key(message: Request | Response) -> str | int:
     return message.method if message.method in COUNTED_METHODS else "OTHER"
 
 
-@dataclass(frozen=True, slots=True)
-class Flow:
+class Flow(msgspec.Struct, frozen=True):
     """Where a message came from, or goes: a UDP address through one of our sockets, or a TCP/TLS connection."""
 
     transport: str  # "udp", "tcp" or "tls"
