@@ -8,11 +8,15 @@ to be right when it answers; tests compare the two on the RFC 4475 corpus and on
 
 Result for a request: (method, uri, headers, body_at, length, cseq, from, to, via)
 for a response: (status:int, reason, headers, ...same...). `headers` is a list of (canonical name,
-value); `from`/`to` are (display, uri, angle, params); `via` is (protocol, transport, host, port,
+value), tuples the garbage collector does not track (`pair`); `from`/`to` are (display, uri, angle, params); `via` is (protocol, transport, host, port,
 params) or None when the message has several Via values; `length` is the Content-Length.
 """
 
 from cpython.unicode cimport PyUnicode_DecodeASCII
+
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void *op)
 
 cdef dict NAMES = {}          # bytes as written -> canonical str (filled by `set_names`)
 cdef dict LOWER_NAMES = {}    # lower-case bytes -> canonical str
@@ -33,6 +37,34 @@ def set_names(dict canonical, single):
                  "Content-Length": CLEN})
     if set(CORE) - {"Via"} != set(single):
         raise ValueError("the single-valued headers differ from the kernel's core set")
+
+
+cdef inline tuple _pair(str name, str value):
+    """(name, value), not tracked by the garbage collector: a tuple of two str can never be part of a cycle.
+    CPython untracks such a tuple itself, but only when a collection first walks it; a busy switch holds
+    tens of thousands of header tuples younger than the last collection, most of what each one walked."""
+    cdef tuple t = (name, value)
+    PyObject_GC_UnTrack(<void*>t)
+    return t
+
+
+def pair(name, value):
+    """A header (name, value) as `Message.headers` holds it: untracked when both are str."""
+    if type(name) is str and type(value) is str:
+        return _pair(name, value)
+    return (name, value)
+
+
+def header_pairs(headers, dict canon, canonical):
+    """`headers` as a new list of (canonical name, value): each name looked up in `canon` (a known
+    spelling), else passed through `canonical`; each pair made by `pair`."""
+    cdef list out = []
+    for name, value in headers:
+        known = canon.get(name)
+        if known is None:
+            known = canonical(name)
+        out.append(_pair(known, value) if type(known) is str and type(value) is str else (known, value))
+    return out
 
 
 cdef unsigned char TOKEN[256]
@@ -342,7 +374,7 @@ def scan(bytes data):
             if name is None:
                 name = _str(p, line, nm1)
         value = _str(p, v0, v1)
-        headers.append((name, value))
+        headers.append(_pair(name, value))
         slot = CORE.get(name)
         if slot is not None:
             k = slot

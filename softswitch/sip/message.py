@@ -1,7 +1,8 @@
 """SIP requests and responses: parse from bytes, validate, serialise (RFC 3261 7, 8.2, 18.3, 20).
 
 Theory of operation: `parse()` reads one whole message (a datagram, or what `StreamFramer` cut from a
-stream). Headers are kept as an ordered list of (canonical name, value text); the few the core needs on
+stream). Headers are kept as an ordered list of (canonical name, value text), tuples made untracked by
+the garbage collector (`cext.sipscan.pair`: most of what a busy switch allocates); the few the core needs on
 every message (Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length) are parsed and checked at
 once, because a message with a bad one must be answered 400 before anything else sees it (RFC 4475);
 the rest stay text until asked for. Serialisation writes headers in their order with a correct
@@ -14,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
+from cext.sipscan import header_pairs as _header_pairs
+from cext.sipscan import pair
 from cext.sipscan import scan as _scan
 from cext.sipscan import set_names as _set_names
 
@@ -109,7 +112,7 @@ class Message:
     __slots__ = ("_parsed", "body", "headers")
 
     def __init__(self, headers: Iterable[tuple[str, str]] = (), body: bytes = b""):
-        self.headers: list[tuple[str, str]] = [(_CANON(n) or canonical(n), v) for n, v in headers]
+        self.headers: list[tuple[str, str]] = _header_pairs(headers, CANONICAL, canonical)
         self.body = body
         self._parsed: dict[str, object] = {}
 
@@ -140,10 +143,10 @@ class Message:
         self._parsed.pop(name, None)
         for i, (n, _) in enumerate(self.headers):
             if n == name:
-                self.headers[i] = (name, value)
+                self.headers[i] = pair(name, value)
                 self.headers[i + 1 :] = [h for h in self.headers[i + 1 :] if h[0] != name]
                 return
-        self.headers.append((name, value))
+        self.headers.append(pair(name, value))
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Add one header value after the others of its name; with `first`, before them (at the top of
@@ -152,9 +155,9 @@ class Message:
         self._parsed.pop(name, None)
         if first:
             index = next((i for i, (n, _) in enumerate(self.headers) if n == name), 0)
-            self.headers.insert(index, (name, value))
+            self.headers.insert(index, pair(name, value))
         else:
-            self.headers.append((name, value))
+            self.headers.append(pair(name, value))
 
     def remove(self, name: str) -> None:
         name = canonical(name)
@@ -169,7 +172,7 @@ class Message:
             if n == name:
                 items = split_list(v) if name in LIST_HEADERS else [v]
                 if len(items) > 1:
-                    self.headers[i] = (n, ", ".join(items[1:]))
+                    self.headers[i] = pair(n, ", ".join(items[1:]))
                 else:
                     del self.headers[i]
                 return items[0]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields, make_dataclass, replace
 from enum import Enum
 
 import msgspec
+from cext.gctrack import untrack_scalar
 
 
 class SdpError(ValueError):
@@ -512,21 +513,29 @@ class SessionDescription:
         return rtp[0], rtp[1] + 1
 
 
-def _fast_constructor(cls: type) -> type:
+def _fast_constructor(cls: type, scalar: bool = False) -> type:
     """For a frozen slotted dataclass, a plain twin whose call with every field builds the very object `cls(...)`
     would, 2-4 times quicker: a frozen __init__ pays an object.__setattr__ call per field (the main cost of parsing),
     the twin's fills its slots directly, then the instance takes on `cls` as `__class__` (allowed between classes of
-    identical layout). Nothing changes for the frozen classes themselves."""
+    identical layout). Nothing changes for the frozen classes themselves. With `scalar` (a class whose fields are
+    all str, int or None) the instance is also taken out of the cyclic GC's walks (cext/gctrack.pyx)."""
 
     def become(obj: object) -> None:
         obj.__class__ = cls
 
+    def become_scalar(obj: object) -> None:
+        obj.__class__ = cls
+        untrack_scalar(obj)
+
     spec = [f.name if f.init else (f.name, object, field(default=f.default)) for f in fields(cls)]
-    return make_dataclass(f"_{cls.__name__}", spec, slots=True, eq=False, namespace={"__post_init__": become})
+    namespace = {"__post_init__": become_scalar if scalar else become}
+    return make_dataclass(f"_{cls.__name__}", spec, slots=True, eq=False, namespace=namespace)
 
 
-_new_origin, _new_connection, _new_bandwidth = map(_fast_constructor, (Origin, Connection, Bandwidth))
-_new_attribute, _new_media, _new_session = map(_fast_constructor, (Attribute, MediaDescription, SessionDescription))
+_new_origin, _new_connection, _new_bandwidth, _new_attribute = (
+    _fast_constructor(cls, scalar=True) for cls in (Origin, Connection, Bandwidth, Attribute)
+)
+_new_media, _new_session = map(_fast_constructor, (MediaDescription, SessionDescription))
 _UNTIMED = Timing()  # t=0 0, shared like the default of SessionDescription.timings
 _AFTER_ORIGIN = tuple(f.name for f in fields(SessionDescription))[1:]
 
@@ -636,7 +645,7 @@ def _parse(lines: list[str]) -> SessionDescription:
     emails, phones, timings, media = [], [], [], []  # of str, str, Timing, MediaDescription
     connections, bandwidths, attributes = [], [], []  # the current level's, for the last two
     session_bandwidths, session_attributes = bandwidths, attributes
-    checks, new, attribute = _ATTRIBUTE_CHECKS, object.__new__, _new_attribute
+    checks, new, attribute, untrack = _ATTRIBUTE_CHECKS, object.__new__, _new_attribute, untrack_scalar
     try:
         if line != "v=0" and _int(line[2:], "v=") != 0:
             raise SdpError(f"unsupported SDP version {line[2:]!r}")
@@ -656,7 +665,7 @@ def _parse(lines: list[str]) -> SessionDescription:
                     raise SdpError(f"a=: missing attribute name in {value!r}")
                 attr = new(attribute)  # what _new_attribute() does, in place on the hottest path
                 attr.name, attr.value, attr.__class__ = name, (rest if colon else None), Attribute
-                attributes.append(attr)
+                attributes.append(untrack(attr))
             elif kind == "b":
                 bandwidths.append(_parse_bandwidth(value))
             elif kind == "m":

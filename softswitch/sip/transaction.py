@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import msgspec
+from cext.gctrack import untracked
 
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.headers import parse_via
@@ -224,15 +225,17 @@ def server_key(request: Request) -> Hashable:
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch or ""
     if branch.startswith(MAGIC):
-        return ("s", branch, via.host.lower(), via.port, method)
+        return untracked(("s", branch, via.host.lower(), via.port, method))
     # RFC 2543 peers: the ACK for a non-2xx carries the To tag of our response, so it is left out here
     # and checked separately against the transaction's response (see `_match_2543_ack`).
-    return ("s2543", str(request.uri_text), request.from_.tag, request.call_id, request.cseq.seq, method, str(via))
+    return untracked(
+        ("s2543", str(request.uri_text), request.from_.tag, request.call_id, request.cseq.seq, method, str(via))
+    )
 
 
 def client_key(message: Request | Response) -> Hashable:
     """17.1.3: top-Via branch plus CSeq method."""
-    return ("c", message.via.branch, message.cseq.method)
+    return untracked(("c", message.via.branch, message.cseq.method))
 
 
 # -- one transaction ------------------------------------------------------------------------------
@@ -600,7 +603,7 @@ class TransactionLayer:
         self._lingering.clear()
 
     def _schedule(self, txn: Transaction, name: str, deadline: float) -> None:
-        heapq.heappush(self._heap, (deadline, next(self._seq), txn.key, name))
+        heapq.heappush(self._heap, untracked((deadline, next(self._seq), txn.key, name)))
 
     def _terminate(self, txn: Transaction, now: float) -> None:
         txn.timers.clear()

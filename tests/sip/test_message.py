@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
+from cext.sipscan import pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -249,6 +252,23 @@ def test_message_built_response_reads_as_its_wire_form():
         wire = parse(resp.serialize())
         assert (str(resp.from_), str(resp.to), resp.cseq) == (str(wire.from_), str(wire.to), wire.cseq)
         assert resp.to.tag == (tag if status > 100 else None)
+
+
+def test_message_header_pairs_are_not_tracked_by_the_garbage_collector():
+    """A header is a tuple of two str, which cannot be part of a cycle: every way a message gets one (the
+    fast parser, a constructor, set/add/pop_first) makes it untracked, so collections do not walk it."""
+    req = parse(invite("Route: <sip:a.example.com;lr>, <sip:b.example.com;lr>\r\n"))
+    resp = build_response(req, 180, to_tag="t1")
+    built = Request("OPTIONS", "sip:a@example.com", [("v", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("X-Mine", "1")])
+    built.set("Subject", "s")
+    built.add("Via", "SIP/2.0/UDP b;branch=z9hG4bK2", first=True)
+    assert req.pop_first("Route") == "<sip:a.example.com;lr>"
+    for msg in (req, resp, built):
+        assert msg.headers and not any(gc.is_tracked(h) for h in msg.headers), msg
+    assert built.headers[:2] == [("Via", "SIP/2.0/UDP b;branch=z9hG4bK2"), ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1")]
+    assert parse(req.serialize()).headers == req.headers  # the same pairs as ever, read back from the wire
+    odd = pair("X-List", ["not", "a", "str"])  # anything else stays tracked: it could hold a cycle
+    assert gc.is_tracked(odd) and odd == ("X-List", ["not", "a", "str"])
 
 
 def test_message_ack_errors_are_never_answered():

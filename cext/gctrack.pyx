@@ -1,0 +1,32 @@
+# cython: language_level=3
+"""Taking values the cyclic garbage collector can never free out of its walks.
+
+A young-generation collection walks every container object allocated since the last one that is still
+alive; on a busy switch that is tens of thousands of objects a call's life keeps (keys, timer entries,
+parsed SDP), each costing a cache miss or two: collections of 50-90 ms, the tail of INVITE->180. An
+object that refers only to untracked objects (str, int, float, None, bytes, untracked tuples) cannot be
+part of a reference cycle, so refcounting alone frees it; CPython untracks such tuples itself, but only
+once a collection has walked them. These helpers do it when the value is made.
+"""
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void *op)
+    int PyObject_GC_IsTracked(object op)
+    int PyObject_IS_GC(object op)
+
+
+def untracked(tuple t):
+    """`t`, untracked when none of its items is tracked (what a collection would conclude about it)."""
+    for item in t:
+        if PyObject_GC_IsTracked(item):
+            return t
+    PyObject_GC_UnTrack(<void*>t)
+    return t
+
+
+def untrack_scalar(obj):
+    """`obj`, untracked: only for an immutable object whose fields are all str, int, float, bool or None
+    (a frozen SDP line), which therefore can never refer to a tracked object. Returns `obj`."""
+    if PyObject_IS_GC(obj):
+        PyObject_GC_UnTrack(<void*>obj)
+    return obj
