@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from api.auth import ADMIN
 from api.guard import REQUEST_COUNTS
 from api.http import RouteTable
+from softswitch import gcstats
 from softswitch.events import Event, EventBus
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Metrics:
         for status in OUTCOMES:  # every series present from the first scrape, so rates start from 0
             self.calls_completed.labels(status)
         self._rx, self._tx = self.media_packets.labels("rx"), self.media_packets.labels("tx")  # read per leg
+        self.gc = gcstats.pauses()
         self.registry.register(ScrapeCollector(self))
         self._records: dict[str, CallRecord] = {}  # live calls' records: their media statistics at the end
         self._unsubscribe = bus.subscribe(self._on_call, ["call.initiated", "call.completed"])
@@ -162,6 +164,22 @@ class ScrapeCollector:
         for (method, route, status), n in sorted(m.api_counts.items()):
             api.add_metric([method, route, str(status)], n)
         yield api
+        pauses = HistogramMetricFamily(
+            "softswitch_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector (the whole process waits), by generation",
+            labels=["generation"],
+        )
+        for generation in gcstats.GENERATIONS:
+            pauses.add_metric([str(generation)], m.gc.histogram(generation), m.gc.seconds[generation])
+        yield pauses
+        longest = GaugeMetricFamily(
+            "softswitch_gc_pause_longest_seconds",
+            "The longest pause of the garbage collector since start, by generation",
+            labels=["generation"],
+        )
+        for generation in gcstats.GENERATIONS:
+            longest.add_metric([str(generation)], m.gc.longest[generation])
+        yield longest
         hooks = m.webhooks
         pending = hooks.store.count_pending_webhook_deliveries() if hooks is not None else 0
         counts = hooks.counters if hooks is not None else collections.Counter()

@@ -62,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ SCENARIOS = BENCH / "sipp"
 HOST = "127.0.0.1"  # all traffic stays on loopback
 UAC_PORT, UAC_MEDIA, UAC_CTRL = 16000, 16100, 16030  # SIPp binds -mp and -mp + 2
 UAS_PORT, UAS_MEDIA, UAS_CTRL = 16070, 16020, 16031
-SWITCH_PORT, API_PORT, PROXY_PORT = 16060, 16080, 16090
+SWITCH_PORT, API_PORT, METRICS_PORT, PROXY_PORT = 16060, 16080, 16081, 16090
 SWITCH_RTP = (20000, 29999)
 UDP_PORTS = (UAC_PORT, UAC_MEDIA, UAC_MEDIA + 2, UAC_CTRL, UAS_PORT, UAS_MEDIA, UAS_MEDIA + 2, UAS_CTRL)
 SERVICE = "1000"  # the number dialled: matches the switch's route ^[0-9]+$
@@ -407,7 +408,7 @@ def switch_config(workdir: Path) -> str:
         f'[calls]\ninband_dtmf = "{os.environ.get("SIP_LOAD_INBAND_DTMF", "auto")}"\n\n'
         f'[sip]\nlisten = ["udp:{HOST}:{SWITCH_PORT}"]\ndomain = "sip-load.test"\n\n'
         f'[media]\nrtp_ports = "{SWITCH_RTP[0]}-{SWITCH_RTP[1]}"\nrecordings_dir = {q(str(workdir / "recordings"))}\n\n'
-        f'[api]\nlisten = "{HOST}:{API_PORT}"\n\n'
+        f'[api]\nlisten = "{HOST}:{API_PORT}"\nmetrics_listen = "{HOST}:{METRICS_PORT}"\n\n'
         f"[store]\npath = {q(str(workdir / 'switch.db'))}\n\n"
         '[log]\nlevel = "warning"\n\n'
         f'[[trunks]]\nname = "carrier"\naddress = "{HOST}:{UAS_PORT}"\ntransport = "udp"\n'
@@ -434,6 +435,23 @@ class SwitchTarget:
 
     def stop(self) -> int | None:
         return self.proc.stop(grace=10.0)
+
+    def gc_pauses(self) -> dict[str, float]:
+        """The young-generation collections so far, from the switch's /metrics: count, total ms, longest ms."""
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{METRICS_PORT}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        found = {}
+        for key, metric, scale in (
+            ("n", "softswitch_gc_pause_seconds_count", 1),
+            ("total_ms", "softswitch_gc_pause_seconds_sum", 1000),
+            ("longest_ms", "softswitch_gc_pause_longest_seconds", 1000),
+        ):
+            if m := re.search(rf'^{metric}{{generation="0"}} (\S+)$', text, re.M):
+                found[key] = float(m[1]) * scale
+        return found
 
     def log_problems(self) -> Counter:
         """Warnings and errors the switch logged (plain format: `ts level logger event k=v ...`), by event."""
@@ -699,6 +717,7 @@ class Step:
     timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (start s, p99 ms, calls) per 10 s
     rss_mb: list[float] = field(default_factory=list)  # the target's resident memory every 10 s of the step
     fds: list[float] = field(default_factory=list)  # the target's open file descriptors every 10 s
+    gc: dict[str, float] = field(default_factory=dict)  # the switch's young-generation GC pauses (n, ms)
     placed: int = 0  # calls SIPp placed
     error: str = ""
     wall_s: float = 0.0
@@ -840,6 +859,8 @@ class Bench:
             if uas is not None:
                 uas.stop(signal.SIGUSR1, grace=3.0)
             if target is not None:
+                if hasattr(target, "gc_pauses"):
+                    step.gc = target.gc_pauses()
                 target.stop()
         # figures
         rows = read_stats(workdir / "uac_stat.csv")
@@ -992,7 +1013,7 @@ def conc_search(
 
 def check_ports() -> list[str]:
     taken = [f"udp {p}" for p in (*UDP_PORTS, SWITCH_PORT, PROXY_PORT) if udp_bound(p)]
-    return taken + ([f"tcp {API_PORT}"] if tcp_listening(API_PORT) else [])
+    return taken + [f"tcp {p}" for p in (API_PORT, METRICS_PORT) if tcp_listening(p)]
 
 
 def rtp_ports_in_use() -> int:
@@ -1011,6 +1032,14 @@ def find_binary(name: str) -> str | None:
 
 def ladder_arg(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip()) if text else default
+
+
+def gc_text(gc: dict[str, float]) -> str:
+    """The switch's young-generation collections in a step (start-up's included), or "" when not read."""
+    if not gc:
+        return ""
+    n = gc.get("n", 0)
+    return f"; GC gen0 {n:.0f} pauses, {gc.get('total_ms', 0):.0f} ms in all, longest {gc.get('longest_ms', 0):.0f} ms"
 
 
 def threads_text(cpu: dict[str, float]) -> str:
@@ -1184,14 +1213,14 @@ def main() -> int:
             f"(others {fmt(c.get('other'), '.0f')} %); RTP loss {fmt(rtp.get('loss_pct'), '.3f')} %, "
             f"jitter mean {fmt(rtp.get('jitter_ms'), '.2f')} ms"
         )
-        print(f"  switch {threads_text(c)}")
+        print(f"  switch {threads_text(c)}{gc_text(sw_best.gc)}")
     fails = [s for s in bench.steps if not s.held and s.system == "softswitch"]
     for s in fails[:3]:
         c = s.cpu
         print(
             f"switch {s.kind} {s.rate if s.kind == 'cps' else s.calls} failed: {'; '.join(s.reasons())}; "
             f"switch {fmt(c.get('target'), '.0f')} % (main {fmt(c.get('main'), '.0f')} %), "
-            f"machine {fmt(c.get('machine'), '.0f')} %; {threads_text(c)}"
+            f"machine {fmt(c.get('machine'), '.0f')} %; {threads_text(c)}{gc_text(s.gc)}"
         )
     if conc_best is not None:
         c, rtp = conc_best.cpu, conc_best.rtp

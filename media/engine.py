@@ -1,8 +1,8 @@
 """MediaEngine: the Python face of the compiled media loop (cext/engine.pyx, cext/native/engine.c).
 
-Python here only sets up and tears down: it allocates RTP/RTCP port pairs from `[media] rtp_ports`,
-binds the sockets (so a bind failure is an ordinary OSError), hands a duplicate of each RTP socket to the
-media thread, and turns the thread's event batches into `MediaEvent`s. Packets never reach Python.
+Python here only sets up and tears down: it allocates RTP/RTCP port pairs from `[media] rtp_ports`, has
+the compiled engine bind them as sockets of its own (a bind failure is an ordinary OSError, and the next
+pair is tried), and turns the media thread's event batches into `MediaEvent`s. Packets never reach Python.
 Everything here is safe to call from the asyncio thread; `attach(loop, callback)` delivers events there.
 """
 
@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import os
 import select
-import socket
 import threading
 import time
 from collections import deque
@@ -152,25 +151,19 @@ class PortPool:
     def __len__(self) -> int:
         return len(self._free)
 
-    def bind(self, host: str) -> tuple[socket.socket, socket.socket]:
-        """Bind the next free pair; raises OSError when every port is taken."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    def claim(self, bind: Callable[[int], object]) -> int:
+        """Take the next free even port for which `bind(port)` succeeds (it binds the port and the one above,
+        raising OSError when either is in use, as another process may hold it); raises OSError when every
+        port is taken."""
         for _ in range(len(self._free)):
             port = self._free.popleft()
-            rtp = socket.socket(family, socket.SOCK_DGRAM)
-            rtcp = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                rtp.bind((host, port))
-                rtcp.bind((host, port + 1))
+                bind(port)
             except OSError:
-                rtp.close()
-                rtcp.close()
                 self._free.append(port)
                 continue
-            rtp.setblocking(False)
-            rtcp.setblocking(False)
-            return rtp, rtcp
-        raise OSError(f"no free RTP port pair in {self.low}-{self.high} on {host}")
+            return port
+        raise OSError(f"no free RTP port pair in {self.low}-{self.high}")
 
     def release(self, port: int) -> None:
         self._free.append(port)
@@ -191,8 +184,8 @@ class MediaEngine:
         self.ports = PortPool(*rtp_ports)
         self._engine = Engine(max(len(self.ports), 1))
         self._free_ids = deque(range(self._engine.max_legs))
-        self._legs: dict[int, tuple[Leg, socket.socket, socket.socket]] = {}
-        self._closing: dict[int, tuple[Leg, socket.socket, socket.socket]] = {}
+        self._legs: dict[int, Leg] = {}
+        self._closing: dict[int, Leg] = {}  # destroyed, until the media thread has closed their sockets
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[MediaEvent] = []
         self._free_groups = deque(range(self._engine.max_legs))
@@ -208,22 +201,20 @@ class MediaEngine:
 
     # -- legs ----------------------------------------------------------------------------------------
     def create_leg(self, host: str | None = None) -> Leg:
-        """Allocate a port pair and a leg id; the leg receives at once and latches its far end."""
+        """Allocate a port pair and a leg id; the leg receives at once and latches its far end. The sockets are
+        the media thread's own (`Engine.open_leg`), closed when it lets the leg go."""
         if not self._free_ids or not self.ports:
             self._reclaim()
         if not self._free_ids:
             raise OSError("no free media leg")
-        rtp, rtcp = self.ports.bind(host or self.host)
-        leg = Leg(self._free_ids.popleft(), host or self.host, rtp.getsockname()[1])
+        host = host or self.host
+        leg_id = self._free_ids.popleft()
         try:
-            self._engine.add_leg(leg.id, rtp, rtcp)
+            port = self.ports.claim(lambda p: self._engine.open_leg(leg_id, host, p))
         except BaseException:
-            rtp.close()
-            rtcp.close()
-            self.ports.release(leg.port)
-            self._free_ids.append(leg.id)
+            self._free_ids.appendleft(leg_id)
             raise
-        self._legs[leg.id] = (leg, rtp, rtcp)
+        leg = self._legs[leg_id] = Leg(leg_id, host, port)
         return leg
 
     def set_remote(self, leg: Leg, host: str, port: int) -> None:
@@ -387,18 +378,14 @@ class MediaEngine:
     def destroy_leg(self, leg: Leg) -> None:
         """Stop the leg; its final statistics arrive as a `leg_closed` event. Its port and id return to
         the pools only then, once the media thread has let go of the socket."""
-        entry = self._legs.pop(leg.id, None)
-        if entry is not None:
+        if self._legs.pop(leg.id, None) is not None:
             self._forget_bridge(leg.id)  # the media thread takes it out of its bridge as it closes it
             self._engine.del_leg(leg.id)
-            self._closing[leg.id] = entry
+            self._closing[leg.id] = leg
 
     def _finish(self, leg_id: int) -> None:
-        entry = self._closing.pop(leg_id, None)
-        if entry is not None:
-            leg, rtp, rtcp = entry
-            rtp.close()
-            rtcp.close()
+        leg = self._closing.pop(leg_id, None)
+        if leg is not None:
             self.ports.release(leg.port)
             self._free_ids.append(leg.id)
 

@@ -6,6 +6,7 @@ media of its legs and the API requests by route; it needs an admin key on the AP
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import aiohttp
 import pytest
@@ -103,6 +104,24 @@ async def test_metrics_count_a_call_its_sip_messages_media_and_api_requests(swit
     # the scrape itself is counted by the next one
     _, _, text = await get(f"{switch.url}/metrics", admin)
     assert value(samples(text), "softswitch_api_requests_total", method="GET", route="/metrics", status="200") == 1
+
+
+async def test_metrics_show_the_garbage_collectors_pauses_by_generation(switch):
+    admin = switch.key("admin")
+    before = samples((await get(f"{switch.url}/metrics", admin))[2])
+    gc.collect(1)
+    after = samples((await get(f"{switch.url}/metrics", admin))[2])
+    name = "softswitch_gc_pause_seconds"
+    assert value(after, f"{name}_count", generation="1") >= value(before, f"{name}_count", generation="1") + 1
+    assert value(after, f"{name}_sum", generation="1") > value(before, f"{name}_sum", generation="1")
+    assert (
+        0
+        < value(after, "softswitch_gc_pause_longest_seconds", generation="1")
+        <= value(after, f"{name}_sum", generation="1")
+    )
+    for generation in ("0", "1", "2"):
+        count = value(after, f"{name}_count", generation=generation)
+        assert value(after, f"{name}_bucket", generation=generation, le="+Inf") == count
 
 
 async def test_metrics_need_an_admin_key_on_the_api(switch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
 import time
 
@@ -275,17 +276,47 @@ def test_engine_no_leak_after_100000_create_destroy_cycles():
 
 def test_engine_port_pool_even_ports_and_exhaustion():
     pool = PortPool(27001, 27010)
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind((HOST, 27005))  # another process's: the pair 27004/27005 is skipped, and stays in the pool
     pairs = []
-    for _ in range(len(pool)):
-        rtp_sock, rtcp_sock = pool.bind(HOST)
-        port = rtp_sock.getsockname()[1]
-        assert port % 2 == 0 and rtcp_sock.getsockname()[1] == port + 1
-        pairs.append((rtp_sock, rtcp_sock))
-    with pytest.raises(OSError, match="no free RTP port"):
-        pool.bind(HOST)
-    for rtp_sock, rtcp_sock in pairs:
-        rtp_sock.close()
-        rtcp_sock.close()
+
+    def bind(port: int) -> None:
+        rtp_sock, rtcp_sock = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+        pairs.extend((rtp_sock, rtcp_sock))
+        rtp_sock.bind((HOST, port))
+        rtcp_sock.bind((HOST, port + 1))
+
+    try:
+        ports = [pool.claim(bind) for _ in range(len(pool) - 1)]
+        assert ports == [27002, 27006, 27008]
+        with pytest.raises(OSError, match="no free RTP port"):
+            pool.claim(bind)
+        assert len(pool) == 1  # 27004, tried and put back
+    finally:
+        held.close()
+        for sock in pairs:
+            sock.close()
+
+
+def test_engine_leg_sockets_are_the_engines_own_and_a_taken_port_is_skipped():
+    """The media thread binds a leg's RTP and RTCP ports itself; a pair another socket holds is passed over,
+    and the process keeps no descriptor of a destroyed leg."""
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind((HOST, 27201))  # the RTCP port of the first pair
+    eng = MediaEngine(rtp_ports=(27200, 27210), host=HOST)
+    try:
+        fds_before = fd_count()
+        leg = eng.create_leg()
+        assert leg.port == 27202 and fd_count() == fds_before + 2
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with pytest.raises(OSError):
+            probe.bind((HOST, leg.port + 1))  # RTCP bound too
+        probe.close()
+        eng.destroy_leg(leg)
+        assert wait_for(lambda: (eng.events() or True) and fd_count() == fds_before)
+    finally:
+        held.close()
+        eng.close()
 
 
 def test_engine_cpu_time_is_reported(call):
