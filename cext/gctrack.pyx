@@ -16,9 +16,11 @@ cdef extern from "Python.h":
 
 
 def untracked(tuple t):
-    """`t`, untracked when none of its items is tracked (what a collection would conclude about it)."""
+    """`t`, untracked when none of its items can ever refer to a tracked object: each is outside the
+    collector (str, int, float, None, bytes) or an untracked tuple. CPython's own rule: a dict or list of
+    scalars is untracked today but may hold a container tomorrow, so a tuple holding one stays tracked."""
     for item in t:
-        if PyObject_GC_IsTracked(item):
+        if PyObject_IS_GC(item) and (type(item) is not tuple or PyObject_GC_IsTracked(item)):
             return t
     PyObject_GC_UnTrack(<void*>t)
     return t

@@ -9,6 +9,7 @@ Everything here is safe to call from the asyncio thread; `attach(loop, callback)
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 import select
@@ -135,6 +136,9 @@ class MediaEvent(msgspec.Struct, frozen=True):
     detail: dict = msgspec.field(default_factory=dict)
 
 
+_PORT_TAKEN = (errno.EADDRINUSE, errno.EACCES)
+
+
 @dataclass
 class PortPool:
     """Even RTP ports (RTCP on the next) from a range; freed ports go to the back of the queue, so a port is
@@ -152,16 +156,20 @@ class PortPool:
         return len(self._free)
 
     def claim(self, bind: Callable[[int], object]) -> int:
-        """Take the next free even port for which `bind(port)` succeeds (it binds the port and the one above,
-        raising OSError when either is in use, as another process may hold it); raises OSError when every
-        port is taken."""
+        """Take the next free even port for which `bind(port)` succeeds (it binds the port and the one above);
+        a pair in use (EADDRINUSE, EACCES: another process holds it) is passed over, any other error (out of
+        descriptors, a bad address) is raised at once. Raises OSError when every port is taken; a port whose
+        bind failed goes back to the pool whatever the error."""
         for _ in range(len(self._free)):
             port = self._free.popleft()
             try:
                 bind(port)
-            except OSError:
-                self._free.append(port)
-                continue
+            except BaseException as exc:
+                if isinstance(exc, OSError) and exc.errno in _PORT_TAKEN:
+                    self._free.append(port)  # tried again last: its holder may let it go
+                    continue
+                self._free.appendleft(port)
+                raise
             return port
         raise OSError(f"no free RTP port pair in {self.low}-{self.high}")
 

@@ -759,8 +759,10 @@ int eng_push(engine_t *e, const eng_cmd_t *cmd)
     e->cmd_count++;
     pthread_mutex_unlock(&e->cmd_lock);
     uint64_t one = 1;
-    if (write(e->cmdfd, &one, sizeof one) < 0 && errno != EAGAIN)
-        return -1;
+    /* Queued: the media thread runs it at its next wake-up, even if this one fails (an eventfd write fails
+       only at a counter overflow). -1 would tell the caller the command was not taken, and the caller would
+       free what it hands over (open_leg's sockets) while the thread adopts them. */
+    (void)!write(e->cmdfd, &one, sizeof one);
     return 0;
 }
 

@@ -25,7 +25,8 @@ def test_gctrack_a_tuple_of_scalars_is_untracked_and_unchanged(items: list) -> N
 
 def test_gctrack_a_tuple_holding_a_container_stays_tracked() -> None:
     inner: list = []
-    for t in ((inner,), ("key", 1, inner), (1, ("nested", [2]))):
+    empty: dict = {}  # untracked by CPython while it holds scalars only, but it may take a container later
+    for t in ((inner,), ("key", 1, inner), (1, ("nested", [2])), ("key", empty), ("key", {"a": 1})):
         assert gc.is_tracked(untracked(t))
     assert not gc.is_tracked(untracked((1, untracked(("nested", 2)))))
 

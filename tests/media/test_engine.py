@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import struct
@@ -298,9 +299,26 @@ def test_engine_port_pool_even_ports_and_exhaustion():
             sock.close()
 
 
+@pytest.mark.parametrize("error", [OSError(errno.EMFILE, "Too many open files"), RuntimeError("queue full")])
+def test_engine_port_pool_raises_other_errors_at_once_and_keeps_the_port(error: Exception):
+    """Only a port in use is passed over: out of descriptors (say) would fail on every port, so it is raised
+    at the first, and no failure loses the port it was trying from the pool."""
+    pool = PortPool(27100, 27106)
+    tried = []
+
+    def bind(port: int) -> None:
+        tried.append(port)
+        raise error
+
+    with pytest.raises(type(error)):
+        pool.claim(bind)
+    assert tried == [27100] and len(pool) == 3
+    assert pool.claim(lambda port: None) == 27100  # put back first: it was never really tried
+
+
 def test_engine_leg_sockets_are_the_engines_own_and_a_taken_port_is_skipped():
-    """The media thread binds a leg's RTP and RTCP ports itself; a pair another socket holds is passed over,
-    and the process keeps no descriptor of a destroyed leg."""
+    """The engine binds a leg's RTP and RTCP ports itself and the media thread owns the sockets: a pair another
+    socket holds is passed over, and the process keeps no descriptor of a destroyed leg."""
     held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     held.bind((HOST, 27201))  # the RTCP port of the first pair
     eng = MediaEngine(rtp_ports=(27200, 27210), host=HOST)

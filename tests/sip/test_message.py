@@ -255,8 +255,9 @@ def test_message_built_response_reads_as_its_wire_form():
 
 
 def test_message_header_pairs_are_not_tracked_by_the_garbage_collector():
-    """A header is a tuple of two str, which cannot be part of a cycle: every way a message gets one (the
-    fast parser, a constructor, set/add/pop_first) makes it untracked, so collections do not walk it."""
+    """A header is a tuple of two str, which cannot be part of a cycle: the fast parser, the constructors and
+    set/add/pop_first make it untracked, so collections do not walk it (the reference parser, for malformed
+    or unusual input, leaves that to the first collection)."""
     req = parse(invite("Route: <sip:a.example.com;lr>, <sip:b.example.com;lr>\r\n"))
     resp = build_response(req, 180, to_tag="t1")
     built = Request("OPTIONS", "sip:a@example.com", [("v", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("X-Mine", "1")])
