@@ -8,8 +8,9 @@ to be right when it answers; tests compare the two on the RFC 4475 corpus and on
 
 Result for a request: (method, uri, headers, body_at, length, cseq, from, to, via)
 for a response: (status:int, reason, headers, ...same...). `headers` is a list of (canonical name,
-value), tuples the garbage collector does not track (`pair`); `from`/`to` are (display, uri, angle, params); `via` is (protocol, transport, host, port,
-params) or None when the message has several Via values; `length` is the Content-Length.
+value), tuples the garbage collector does not track (`pair`); `from`/`to` are (display, uri, angle,
+params); `via` is (protocol, transport, host, port, params) or None when the message has several Via
+values; `length` is the Content-Length.
 """
 
 from cpython.unicode cimport PyUnicode_DecodeASCII
@@ -48,11 +49,13 @@ cdef inline tuple _pair(str name, str value):
     return t
 
 
+cdef inline tuple _any_pair(name, value):
+    return _pair(name, value) if type(name) is str and type(value) is str else (name, value)
+
+
 def pair(name, value):
     """A header (name, value) as `Message.headers` holds it: untracked when both are str."""
-    if type(name) is str and type(value) is str:
-        return _pair(name, value)
-    return (name, value)
+    return _any_pair(name, value)
 
 
 def header_pairs(headers, dict canon, canonical):
@@ -63,7 +66,7 @@ def header_pairs(headers, dict canon, canonical):
         known = canon.get(name)
         if known is None:
             known = canonical(name)
-        out.append(_pair(known, value) if type(known) is str and type(value) is str else (known, value))
+        out.append(_any_pair(known, value))
     return out
 
 
