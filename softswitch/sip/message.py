@@ -1,8 +1,8 @@
 """SIP requests and responses: parse from bytes, validate, serialise (RFC 3261 7, 8.2, 18.3, 20).
 
 Theory of operation: `parse()` reads one whole message (a datagram, or what `StreamFramer` cut from a
-stream). Headers are kept as an ordered list of (canonical name, value text), tuples made untracked by
-the garbage collector (`cext.sipscan.pair`: most of what a busy switch allocates); the few the core needs on
+stream). Headers are kept as an ordered list of (canonical name, value text), tuples the garbage
+collector does not track (`cext.sipscan.pair`: they were most of what its collections walked); the few the core needs on
 every message (Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length) are parsed and checked at
 once, because a message with a bad one must be answered 400 before anything else sees it (RFC 4475);
 the rest stay text until asked for. Serialisation writes headers in their order with a correct
