@@ -16,6 +16,7 @@ several softswitches in one process (as the tests run them) do not share or clas
 from __future__ import annotations
 
 import collections
+import gc
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -180,6 +181,11 @@ class ScrapeCollector:
         for generation in gcstats.GENERATIONS:
             longest.add_metric([str(generation)], m.gc.longest[generation])
         yield longest
+        yield GaugeMetricFamily(
+            "softswitch_gc_frozen_objects",
+            "Objects kept out of the garbage collector's walks until its next full collection (softswitch.gcpolicy)",
+            gc.get_freeze_count(),
+        )
         hooks = m.webhooks
         pending = hooks.store.count_pending_webhook_deliveries() if hooks is not None else 0
         counts = hooks.counters if hooks is not None else collections.Counter()

@@ -7,7 +7,6 @@ exits within two seconds of the signal.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import ssl
@@ -30,6 +29,7 @@ from softswitch.b2bua.policy import from_config as call_policy
 from softswitch.b2bua.switch import TEST_TRUNK, B2bua
 from softswitch.config import Config, Trunk, parse_hostport, parse_listen
 from softswitch.events import EventBus
+from softswitch.gcpolicy import GcPolicy
 from softswitch.keepalive import ContactKeepalive
 from softswitch.logs import event
 from softswitch.registrar import Registrar
@@ -174,6 +174,7 @@ class Services:
         self.calls.flows.route_secret = self.store.setting("flow_secret", new_secret)
         self.calls.flows.api_base = ("https://" if cfg.api.tls_cert else "http://") + cfg.api.listen
         self.runners: list[web.AppRunner] = []
+        self.gc = GcPolicy()
         self._gc_task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -189,8 +190,9 @@ class Services:
         self.runners = await _start_api(
             self.cfg, self.store, self.ready_checks(), self.calls, self.metrics, self.webhooks
         )
-        _tune_gc()
-        self._gc_task = asyncio.get_running_loop().create_task(_full_gc())
+        loop = asyncio.get_running_loop()
+        self.gc.start(loop.time())
+        self._gc_task = loop.create_task(self.gc.run(loop.time))
         event(log, "softswitch.started", version=__version__)
 
     async def _start_test_far_end(self) -> None:
@@ -218,6 +220,7 @@ class Services:
         """End every call, stop the tasks and listeners (bounded), then the media engine and the store."""
         if self._gc_task is not None:
             self._gc_task.cancel()
+            self.gc.stop()
         try:
             async with asyncio.timeout(SHUTDOWN_BUDGET_S):
                 self.calls.shutdown()
@@ -257,27 +260,6 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     event(log, "softswitch.stopped")
-
-
-FULL_GC_S = 600.0
-
-
-def _tune_gc() -> None:
-    """Garbage collection for a process that holds every transaction for 32 s (64*T1): at 400 CPS that is
-    about 400 MB of live objects, and CPython's full collections over them stalled the loop for 100-500 ms
-    (p99 INVITE->180 went from 28 ms to 500 ms). The call path makes no reference cycles (a probe of 1,000
-    calls with the collector off found 0 unreachable objects), so the start-up objects are frozen out of
-    the scans, the young generation may grow to 50,000 objects before a collection, and automatic full
-    collections are pushed out of reach; `_full_gc` runs one every FULL_GC_S as a safety net."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 1000)
-
-
-async def _full_gc() -> None:
-    while True:
-        await asyncio.sleep(FULL_GC_S)
-        gc.collect()
 
 
 def _log_event(ev) -> None:
