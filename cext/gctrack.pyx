@@ -14,6 +14,19 @@ cdef extern from "Python.h":
     int PyObject_GC_IsTracked(object op)
     int PyObject_IS_GC(object op)
 
+cdef extern from *:
+    """
+    static int gctrack_visit(PyObject *o, void *type) {
+        return o != (PyObject *)type && PyObject_IS_GC(o) && PyObject_GC_IsTracked(o);
+    }
+    /* 1 when nothing `op` refers to, its own type aside, is tracked by the collector */
+    static int gctrack_is_leaf(PyObject *op) {
+        traverseproc traverse = Py_TYPE(op)->tp_traverse;
+        return traverse == NULL || traverse(op, gctrack_visit, (void *)Py_TYPE(op)) == 0;
+    }
+    """
+    int gctrack_is_leaf(object op)
+
 
 def untracked(tuple t):
     """`t`, untracked when none of its items can ever refer to a tracked object: each is outside the
@@ -32,3 +45,18 @@ def untrack_scalar(obj):
     if PyObject_IS_GC(obj):
         PyObject_GC_UnTrack(<void*>obj)
     return obj
+
+
+def untrack_leaf(obj):
+    """Untrack `obj` when nothing it refers to (its type aside) is tracked; True when it is untracked now.
+
+    Unlike `untracked`, this takes mutable objects (a list, an instance), which CPython never untracks, as
+    it cannot know what they will hold. The caller knows: only for a value that is done changing and that
+    nothing it will ever hold can refer back to (a message kept only to be sent again). Were it wrong,
+    the cost is a leak, never a premature free: an untracked object's references count as outside ones."""
+    if not PyObject_IS_GC(obj) or not PyObject_GC_IsTracked(obj):
+        return True
+    if not gctrack_is_leaf(obj):
+        return False
+    PyObject_GC_UnTrack(<void*>obj)
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from cext.gctrack import untrack_scalar, untracked
+from cext.gctrack import untrack_leaf, untrack_scalar, untracked
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,3 +67,31 @@ def test_gctrack_parsed_sdp_lines_and_transaction_keys_are_untracked() -> None:
     )
     for key in (client_key(request), server_key(request)):
         assert not gc.is_tracked(key) and "z9hG4bKk1" in key
+
+
+def test_gctrack_untrack_leaf_takes_out_only_what_refers_to_nothing_tracked() -> None:
+    class Slotted:
+        __slots__ = ("a", "b")
+
+        def __init__(self, a: object, b: object) -> None:
+            self.a, self.b = a, b
+
+    pairs = [untracked(("Via", "x")), untracked(("To", "y"))]
+    assert untrack_leaf(pairs) and not gc.is_tracked(pairs)
+    holder = Slotted("text", pairs)  # its type is tracked, and is not counted: every instance refers to it
+    assert untrack_leaf(holder) and not gc.is_tracked(holder)
+    for busy in ([[1]], Slotted("text", [1]), [("pair", [1])]):
+        assert not untrack_leaf(busy) and gc.is_tracked(busy)
+    assert untrack_leaf("outside the collector")
+
+
+def test_gctrack_an_untracked_leaf_is_still_freed_by_its_reference_count() -> None:
+    class Leaf:
+        __slots__ = ("__weakref__", "text")
+
+    leaf = Leaf()
+    leaf.text = "kept to be sent again"
+    assert untrack_leaf(leaf)
+    gone = weakref.ref(leaf)
+    del leaf
+    assert gone() is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from softswitch.sip.dialog import Dialog, DialogState
@@ -500,8 +502,9 @@ def test_transaction_server_non_invite_absorbs_then_repeats_final():
 
 def test_transaction_lingering_keeps_its_messages_text_not_their_parsed_headers():
     """Once a transaction only absorbs retransmissions, its request and response drop their parsed headers at
-    the layer's next input (the TU has read them by then): objects the GC would walk for 32 s. What they say
-    is unchanged: a retransmission gets the same bytes, and the headers read back the same."""
+    the layer's next input (the TU has read them by then), and they and their header lists leave the GC's
+    walks: objects a full collection would walk for 32 s. What they say is unchanged: a retransmission gets
+    the same bytes, and the headers read back the same."""
     layer = TransactionLayer()
     req = wire(request("BYE"))
     layer.receive(req, SRC, now=0.0)
@@ -513,6 +516,7 @@ def test_transaction_lingering_keeps_its_messages_text_not_their_parsed_headers(
     layer.receive(wire(request("BYE")), SRC, now=1.0)  # the next input: a retransmission
     assert [tx.message.serialize() for tx in layer.transmits()] == sent
     assert req._parsed == {} and ok._parsed == {}
+    assert not any(gc.is_tracked(o) for o in (req, req.headers, ok, ok.headers))
     assert (req.from_.tag, req.cseq.seq, ok.to.tag, ok.via.branch) == ("a1", 1, "t1", "z9hG4bKabc")
     live = layer.get(key)
     assert live is not None and live.state is State.COMPLETED
