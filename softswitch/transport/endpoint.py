@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
+from cext.gctrack import untracked
 
 from softswitch.config import ListenAddress
 from softswitch.guard import Verdict
@@ -70,8 +71,11 @@ def tally_key(message: Request | Response) -> str | int:
     return message.method if message.method in COUNTED_METHODS else "OTHER"
 
 
-class Flow(msgspec.Struct, frozen=True):
-    """Where a message came from, or goes: a UDP address through one of our sockets, or a TCP/TLS connection."""
+class Flow(msgspec.Struct, frozen=True, gc=False):
+    """Where a message came from, or goes: a UDP address through one of our sockets, or a TCP/TLS connection.
+
+    Outside the cyclic GC (`gc=False`, and its address tuples untracked where made): it holds only str, int
+    and tuples of them, so it can never be in a cycle, and every lingering transaction keeps one."""
 
     transport: str  # "udp", "tcp" or "tls"
     remote: tuple[str, int]
@@ -91,7 +95,7 @@ def response_flow(request: Request, flow: Flow) -> Flow:
     host = (via.received or via.host).strip("[]")
     port = via.rport or via.port or 5060
     remote = flow.remote
-    return flow if remote[1] == port and remote[0] == host else Flow("udp", (host, port), flow.local)
+    return flow if remote[1] == port and remote[0] == host else Flow("udp", untracked((host, port)), flow.local)
 
 
 # User-Agents of the SIP scanners seen on the internet (sipvicious and the tools built on it, and others)
@@ -118,7 +122,7 @@ class _Udp(asyncio.DatagramProtocol):
         if flow is None:
             if len(self._flows) >= MAX_UDP_FLOWS:  # many peers (a scan, a spoofed flood): start again
                 self._flows.clear()
-            flow = self._flows[addr] = Flow("udp", (addr[0], addr[1]), self.local)
+            flow = self._flows[addr] = Flow("udp", untracked((addr[0], addr[1])), self.local)
         endpoint.receive(data, flow, stream=False)
 
     def error_received(self, exc: OSError) -> None:  # an ICMP error for something we sent: nothing to do
@@ -152,7 +156,7 @@ class _Tcp(asyncio.Protocol):
             if ipaddress.ip_address(local[0]).is_unspecified:  # bound to 0.0.0.0 or ::, a useless sent-by
                 local = (sock[0], local[1])
         self.peer_names = tls.peer_names(transport.get_extra_info("peercert")) if self.kind == "tls" else ()
-        self.flow = Flow(self.kind, (peer[0], peer[1]), local, self.endpoint._register(self))
+        self.flow = Flow(self.kind, untracked((peer[0], peer[1])), local, self.endpoint._register(self))
         self.last_activity = self.endpoint.loop.time()
         security = self.endpoint.security
         if security is not None and self.local is not None and security.banned(peer[0]):
@@ -573,7 +577,7 @@ class SipEndpoint:
         transport = transport.lower()
         if transport == "udp":
             local = next(iter(self._udp), None)
-            return None if local is None else Flow("udp", (host, port), local)
+            return None if local is None else Flow("udp", untracked((host, port)), local)
         address = (host.strip("[]"), port)
         for conn in self._connections.values():
             flow = conn.flow
