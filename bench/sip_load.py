@@ -436,21 +436,22 @@ class SwitchTarget:
     def stop(self) -> int | None:
         return self.proc.stop(grace=10.0)
 
-    def gc_pauses(self) -> dict[str, float]:
-        """The young-generation collections so far, from the switch's /metrics: count, total ms, longest ms."""
+    def gc_pauses(self) -> dict[str, dict[str, float]]:
+        """The collections so far by generation ("0", "1", "2"), from the switch's /metrics: count, total ms,
+        longest ms. Start-up's are included: a full collection when the heap is first frozen."""
         try:
             with urllib.request.urlopen(f"http://{HOST}:{METRICS_PORT}/metrics", timeout=5) as r:
                 text = r.read().decode()
         except OSError:
             return {}
-        found = {}
+        found: dict[str, dict[str, float]] = {}
         for key, metric, scale in (
             ("n", "softswitch_gc_pause_seconds_count", 1),
             ("total_ms", "softswitch_gc_pause_seconds_sum", 1000),
             ("longest_ms", "softswitch_gc_pause_longest_seconds", 1000),
         ):
-            if m := re.search(rf'^{metric}{{generation="0"}} (\S+)$', text, re.M):
-                found[key] = float(m[1]) * scale
+            for generation, value in re.findall(rf'^{metric}{{generation="(\d)"}} (\S+)$', text, re.M):
+                found.setdefault(generation, {})[key] = float(value) * scale
         return found
 
     def log_problems(self) -> Counter:
@@ -717,7 +718,7 @@ class Step:
     timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (start s, p99 ms, calls) per 10 s
     rss_mb: list[float] = field(default_factory=list)  # the target's resident memory every 10 s of the step
     fds: list[float] = field(default_factory=list)  # the target's open file descriptors every 10 s
-    gc: dict[str, float] = field(default_factory=dict)  # the switch's young-generation GC pauses (n, ms)
+    gc: dict[str, dict[str, float]] = field(default_factory=dict)  # the switch's GC pauses by generation
     placed: int = 0  # calls SIPp placed
     error: str = ""
     wall_s: float = 0.0
@@ -1034,12 +1035,17 @@ def ladder_arg(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip()) if text else default
 
 
-def gc_text(gc: dict[str, float]) -> str:
-    """The switch's young-generation collections in a step (start-up's included), or "" when not read."""
+def gc_text(gc: dict[str, dict[str, float]]) -> str:
+    """The switch's garbage-collector pauses in a step, by generation (start-up's included), or "" when not
+    read. With the heap frozen every second (softswitch/gcpolicy.py) a busy switch should show no young ones."""
     if not gc:
         return ""
-    n = gc.get("n", 0)
-    return f"; GC gen0 {n:.0f} pauses, {gc.get('total_ms', 0):.0f} ms in all, longest {gc.get('longest_ms', 0):.0f} ms"
+    parts = [
+        f"gen{g} {v['n']:.0f} pauses, {v.get('total_ms', 0):.0f} ms in all, longest {v.get('longest_ms', 0):.0f} ms"
+        for g, v in sorted(gc.items())
+        if v.get("n", 0)
+    ]
+    return "; GC " + ("; ".join(parts) if parts else "no pauses")
 
 
 def threads_text(cpu: dict[str, float]) -> str:

@@ -62,7 +62,8 @@ def main() -> int:
     rss, fds = step.rss_mb[skip:placing], step.fds[skip:placing]
     print(f"placed {step.placed} of {step.calls}, successful {step.successful}, SIPp failed {step.sipp_failed}")
     print(f"failures: {step.failures or 'none'}; retransmissions {step.retrans}; p99 INVITE->180 {step.p99_ms:.1f} ms")
-    print(f"switch CPU {step.cpu.get('target', math.nan):.0f} % of a core; drops {step.drops}")
+    cpu = step.cpu.get("target", math.nan)
+    print(f"switch CPU {cpu:.0f} % of a core; drops {step.drops}{sip_load.gc_text(step.gc)}")
     print("RSS MB every 10 s: " + " ".join(f"{m:.0f}" for m in step.rss_mb))
     print("fds every 10 s: " + " ".join(f"{n:.0f}" for n in step.fds))
     if step.error:
