@@ -16,7 +16,6 @@ several softswitches in one process (as the tests run them) do not share or clas
 from __future__ import annotations
 
 import collections
-import gc
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,7 @@ from softswitch.events import Event, EventBus
 
 if TYPE_CHECKING:
     from softswitch.b2bua.switch import B2bua
+    from softswitch.gcpolicy import GcPolicy
     from softswitch.store import CallRecord
     from softswitch.transport.endpoint import SipEndpoint
     from softswitch.webhooks import WebhookDispatcher
@@ -48,8 +48,15 @@ class Metrics:
     """The metrics of one softswitch: its call control, SIP endpoint and event bus, plus the API app it is
     registered on (`register`)."""
 
-    def __init__(self, calls: B2bua, sip: SipEndpoint, bus: EventBus, webhooks: WebhookDispatcher | None = None):
-        self.calls, self.sip, self.webhooks = calls, sip, webhooks
+    def __init__(
+        self,
+        calls: B2bua,
+        sip: SipEndpoint,
+        bus: EventBus,
+        webhooks: WebhookDispatcher | None = None,
+        gc_policy: GcPolicy | None = None,
+    ):
+        self.calls, self.sip, self.webhooks, self.gc_policy = calls, sip, webhooks, gc_policy
         self.registry = CollectorRegistry()
         self.api_counts: collections.Counter = collections.Counter()  # the app's, once registered
         self.calls_completed = Counter(
@@ -181,11 +188,17 @@ class ScrapeCollector:
         for generation in gcstats.GENERATIONS:
             longest.add_metric([str(generation)], m.gc.longest[generation])
         yield longest
-        yield GaugeMetricFamily(
-            "softswitch_gc_frozen_objects",
-            "Objects kept out of the garbage collector's walks until its next full collection (softswitch.gcpolicy)",
-            gc.get_freeze_count(),
-        )
+        if m.gc_policy is not None:
+            yield GaugeMetricFamily(
+                "softswitch_gc_live_objects",
+                "Objects the last full collection left (and walked): the live heap a full collection stops for",
+                m.gc_policy.objects_after_full,
+            )
+            yield CounterMetricFamily(
+                "softswitch_gc_full_collections",
+                "Full collections run by softswitch.gcpolicy (on its clock, or early when memory grew)",
+                value=m.gc_policy.full_runs,
+            )
         hooks = m.webhooks
         pending = hooks.store.count_pending_webhook_deliveries() if hooks is not None else 0
         counts = hooks.counters if hooks is not None else collections.Counter()

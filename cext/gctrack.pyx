@@ -16,16 +16,25 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     """
-    static int gctrack_visit(PyObject *o, void *type) {
-        return o != (PyObject *)type && PyObject_IS_GC(o) && PyObject_GC_IsTracked(o);
+    typedef struct { PyObject *type; PyObject *constants; } gctrack_leaf_ctx;
+
+    static int gctrack_visit(PyObject *o, void *arg) {
+        gctrack_leaf_ctx *ctx = (gctrack_leaf_ctx *)arg;
+        if (o == ctx->type || !PyObject_IS_GC(o) || !PyObject_GC_IsTracked(o))
+            return 0;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ctx->constants); i++)
+            if (PyTuple_GET_ITEM(ctx->constants, i) == o)
+                return 0;
+        return 1;
     }
-    /* 1 when nothing `op` refers to, its own type aside, is tracked by the collector */
-    static int gctrack_is_leaf(PyObject *op) {
+    /* 1 when nothing `op` refers to, its own type and `constants` (a tuple) aside, is tracked */
+    static int gctrack_is_leaf(PyObject *op, PyObject *constants) {
         traverseproc traverse = Py_TYPE(op)->tp_traverse;
-        return traverse == NULL || traverse(op, gctrack_visit, (void *)Py_TYPE(op)) == 0;
+        gctrack_leaf_ctx ctx = {(PyObject *)Py_TYPE(op), constants};
+        return traverse == NULL || traverse(op, gctrack_visit, &ctx) == 0;
     }
     """
-    int gctrack_is_leaf(object op)
+    int gctrack_is_leaf(object op, tuple constants)
 
 
 def untracked(tuple t):
@@ -47,8 +56,10 @@ def untrack_scalar(obj):
     return obj
 
 
-def untrack_leaf(obj):
-    """Untrack `obj` when nothing it refers to (its type aside) is tracked; True when it is untracked now.
+def untrack_leaf(obj, tuple constants=()):
+    """Untrack `obj` when nothing it refers to is tracked, its type and `constants` aside (objects that live as
+    long as the process, such as enum members: they cannot be garbage, so cannot close a garbage cycle).
+    True when it is untracked now.
 
     Unlike `untracked`, this takes mutable objects (a list, an instance), which CPython never untracks, as
     it cannot know what they will hold. The caller knows: only for a value that is done changing and that
@@ -56,7 +67,7 @@ def untrack_leaf(obj):
     the cost is a leak, never a premature free: an untracked object's references count as outside ones."""
     if not PyObject_IS_GC(obj) or not PyObject_GC_IsTracked(obj):
         return True
-    if not gctrack_is_leaf(obj):
+    if not gctrack_is_leaf(obj, constants):
         return False
     PyObject_GC_UnTrack(<void*>obj)
     return True

@@ -167,14 +167,14 @@ class Services:
             concurrency=cfg.webhooks.concurrency,
             test_of=self._test_event,
         )
-        self.metrics = Metrics(self.calls, self.sip, self.bus, self.webhooks)
+        self.gc = GcPolicy()
+        self.metrics = Metrics(self.calls, self.sip, self.bus, self.webhooks, gc_policy=self.gc)
         self.calls.streams.allow_private = cfg.webhooks.allow_private
         self.calls.flows.allow_private = cfg.webhooks.allow_private
         self.calls.streams.ca_file = self.calls.flows.ca_file = cfg.webhooks.ca_file
         self.calls.flows.route_secret = self.store.setting("flow_secret", new_secret)
         self.calls.flows.api_base = ("https://" if cfg.api.tls_cert else "http://") + cfg.api.listen
         self.runners: list[web.AppRunner] = []
-        self.gc = GcPolicy()
         self._gc_task: asyncio.Task | None = None
 
     async def start(self) -> None:

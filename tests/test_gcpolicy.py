@@ -5,7 +5,7 @@ import weakref
 
 import pytest
 
-from softswitch.gcpolicy import YOUNG_THRESHOLD, GcPolicy
+from softswitch.gcpolicy import YOUNG_THRESHOLD, GcPolicy, resident_bytes
 
 
 class Node:
@@ -23,19 +23,19 @@ def cycle() -> weakref.ref:
 @pytest.fixture
 def policy():
     saved = gc.get_threshold()
-    policy = GcPolicy(freeze_s=1.0, full_s=600.0, min_full_s=60.0, growth=10_000)
+    policy = GcPolicy(freeze_s=1.0, full_s=600.0, min_full_s=60.0, growth_bytes=1000, resident=lambda: 0)
     yield policy
     policy.stop()
     gc.set_threshold(*saved)
 
 
 def test_gcpolicy_full_collection_is_due_on_the_clock_or_on_growth_past_the_minimum_interval():
-    policy = GcPolicy(full_s=600.0, min_full_s=60.0, growth=1000)
-    policy.last_full, policy.after_full = 100.0, 5000
+    policy = GcPolicy(full_s=600.0, min_full_s=60.0, growth_bytes=1000)
+    policy.last_full, policy.resident_after_full = 100.0, 5000
     assert not policy.full_due(100.0 + 599.0, 5000)
     assert policy.full_due(100.0 + 600.0, 5000)
     assert not policy.full_due(100.0 + 59.0, 5000 + 1001)  # grown, but too soon after the last
-    assert not policy.full_due(100.0 + 61.0, 5000 + 1000)  # not grown past `growth`
+    assert not policy.full_due(100.0 + 61.0, 5000 + 1000)  # not grown past `growth_bytes`
     assert policy.full_due(100.0 + 61.0, 5000 + 1001)
 
 
@@ -56,14 +56,21 @@ def test_gcpolicy_a_tick_freezes_without_walking_and_the_full_collection_finds_w
 
 
 def test_gcpolicy_growth_past_the_limit_brings_the_full_collection_forward(policy):
-    policy.start(now=0.0)
+    readings = iter([10_000, 10_500, 11_500, 11_500, 11_600, 12_000])  # resident bytes, one per read
+    policy.resident = lambda: next(readings)
+    policy.start(now=0.0)  # reads 10,000 after its collection
+    assert policy.resident_after_full == 10_000 and policy.objects_after_full > 0
     ref = cycle()
-    kept = [[i] for i in range(15_000)]  # live objects: frozen, counted as growth, not garbage
-    assert policy.step(now=30.0) is False  # grown, but within min_full_s of start-up
-    assert policy.step(now=61.0) is True
-    assert ref() is None
-    assert len(kept) == 15_000 and policy.after_full >= 15_000
-    assert policy.step(now=122.0) is False  # measured from the new level: no more growth, no collection
+    assert policy.step(now=30.0) is False  # 10,500: within growth_bytes (1,000)
+    assert policy.step(now=40.0) is False  # 11,500: grown past it, but within min_full_s of the last
+    assert ref() is not None
+    assert policy.step(now=61.0) is True  # 11,500 again, past min_full_s: collected, then 11,600 read
+    assert ref() is None and policy.resident_after_full == 11_600
+    assert policy.step(now=122.0) is False  # 12,000: measured from the new level, no collection
+
+
+def test_gcpolicy_reads_this_processs_resident_memory():
+    assert resident_bytes() > 10 << 20  # a Python process with pytest loaded
 
 
 def test_gcpolicy_stop_hands_the_frozen_objects_back(policy):

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import msgspec
-from cext.gctrack import untracked
+from cext.gctrack import untrack_leaf, untracked
 
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.headers import parse_via
@@ -96,6 +96,7 @@ class Kind(Enum):
 
 
 S = State
+_CONSTANTS = (*State, *Kind)  # live as long as the process: a transaction referring to them is still a leaf
 # (kind, state, input) -> next state. Inputs: 1xx, 2xx, 3xx+ (a response received or sent), request
 # (a retransmission), ack, and timer names. An input missing from the table is absorbed unchanged.
 TRANSITIONS: dict[tuple[Kind, State, str], State] = {
@@ -246,7 +247,9 @@ def client_key(message: Request | Response) -> Hashable:
 
 # -- one transaction ------------------------------------------------------------------------------
 class Transaction:
-    """One of the four machines; driven only by its `TransactionLayer`."""
+    """One of the four machines: its state and timers. The layer drives it (`TransactionLayer._step`,
+    `_arm`); it holds no reference back, so once it lingers nothing it holds is tracked by the cyclic GC
+    and it leaves the collector's walks too (see `_shed`)."""
 
     __slots__ = (
         "ack",
@@ -256,7 +259,6 @@ class Transaction:
         "key",
         "kind",
         "last_response",
-        "layer",
         "reliable",
         "request",
         "state",
@@ -264,10 +266,7 @@ class Transaction:
         "to_tag",
     )
 
-    def __init__(
-        self, layer: TransactionLayer, kind: Kind, key: Hashable, request: Request, dest: Hashable, reliable: bool
-    ):
-        self.layer = layer
+    def __init__(self, kind: Kind, key: Hashable, request: Request, dest: Hashable, reliable: bool):
         self.kind = kind
         self.key = key
         self.request = request
@@ -280,24 +279,6 @@ class Transaction:
         self.ack: Request | None = None
         self.to_tag: str | None = None
         self.cancel_pending = False  # client INVITE: CANCEL asked for in Calling, sent at the first 1xx
-
-    def step(self, symbol: str, now: float) -> State | None:
-        """Apply one input; returns the new state, or None if the table absorbs it."""
-        new = TRANSITIONS.get((self.kind, self.state, symbol))
-        if new is None:
-            return None
-        old, self.state = self.state, new
-        if new is S.TERMINATED and old is not S.TERMINATED:
-            self.layer._terminate(self, now)
-        elif new is not old and (new is S.ACCEPTED or new is S.COMPLETED or new is S.CONFIRMED):
-            # lingering: the final response is in, only retransmissions are absorbed now (for up to 64*T1);
-            # tested by identity, as an Enum's hash runs Python code
-            self.layer._lingering.append(self)
-        return new
-
-    def arm(self, name: str, now: float, delay: float) -> None:
-        self.timers[name] = now + delay
-        self.layer._schedule(self, name, now + delay)
 
     def disarm(self, *names: str) -> None:
         for name in names:
@@ -378,19 +359,19 @@ class TransactionLayer:
         key = client_key(request)
         if key in self._txns:
             raise ValueError(f"a client transaction with branch {request.via.branch} exists")
-        txn = self._txns[key] = Transaction(self, kind, key, request, dest, reliable)
+        txn = self._txns[key] = Transaction(kind, key, request, dest, reliable)
         self._out.append(Transmit(request, dest))
         t = self.config
         if kind is Kind.ICT:
             if not reliable:
                 txn.intervals["A"] = t.t1
-                txn.arm("A", now, t.t1)
-            txn.arm("B", now, 64 * t.t1)
+                self._arm(txn, "A", now, t.t1)
+            self._arm(txn, "B", now, 64 * t.t1)
         else:
             if not reliable:
                 txn.intervals["E"] = t.t1
-                txn.arm("E", now, t.t1)
-            txn.arm("F", now, 64 * t.t1)
+                self._arm(txn, "E", now, t.t1)
+            self._arm(txn, "F", now, 64 * t.t1)
         return key
 
     def send_stateless(self, message: Request | Response, dest: Hashable, *, transport: str | None = None) -> None:
@@ -425,7 +406,7 @@ class TransactionLayer:
         txn = self._txns.get(key)
         if txn is not None and (txn.kind, txn.state, "transport_error") in TRANSITIONS:
             self._events.append(TransportError(now, key, txn.request))
-            txn.step("transport_error", now)
+            self._step(txn, "transport_error", now)
 
     def _put_via(self, request: Request, transport: str | None) -> None:
         """Add our top Via to a request that has none; check the branch of one that has (8.1.1.7)."""
@@ -466,7 +447,7 @@ class TransactionLayer:
             return
         cls = status_class(response.status)
         old = txn.state
-        if txn.step(cls, now) is None:
+        if self._step(txn, cls, now) is None:
             return
         t = self.config
         if txn.kind is Kind.ICT:
@@ -475,12 +456,12 @@ class TransactionLayer:
                 txn.cancel_pending = False  # over before any 1xx: there is nothing left to CANCEL (9.1)
             if cls == "2xx":
                 if old is not S.ACCEPTED:
-                    txn.arm("M", now, 64 * t.t1)
+                    self._arm(txn, "M", now, 64 * t.t1)
             elif cls == "3xx+":
                 if txn.ack is None:
                     # 17.1.1.3: the ACK copies the INVITE's top Via, Route, From, Call-ID; To from the response
                     txn.ack = _from_invite(txn.request, "ACK", ("Route", "From", "Call-ID"), response.get("To") or "")
-                    txn.arm("D", now, 0 if txn.reliable else max(32.0, 64 * t.t1))  # Table 4
+                    self._arm(txn, "D", now, 0 if txn.reliable else max(32.0, 64 * t.t1))  # Table 4
                 self._out.append(Transmit(txn.ack, txn.dest, retransmission=old is S.COMPLETED))
                 if old is S.COMPLETED:
                     return  # a retransmitted final response is absorbed (17.1.1.2)
@@ -489,7 +470,7 @@ class TransactionLayer:
                 txn.intervals["E"] = t.t2  # 17.1.2.2: in Proceeding, retransmit every T2
             if cls != "1xx":
                 txn.disarm("E", "F")
-                txn.arm("K", now, 0 if txn.reliable else t.t4)
+                self._arm(txn, "K", now, 0 if txn.reliable else t.t4)
         self._events.append(ResponseReceived(now, txn.key, response, txn.request))
         if txn.cancel_pending:  # the first 1xx: now the CANCEL asked for in Calling may go (9.1)
             txn.cancel_pending = False
@@ -509,13 +490,13 @@ class TransactionLayer:
             ):
                 self._events.append(RequestReceived(now, None, request, source))  # ACK for a 2xx: the TU's
                 return
-            if txn.step("ack", now) is S.CONFIRMED:
+            if self._step(txn, "ack", now) is S.CONFIRMED:
                 txn.disarm("G", "H")
-                txn.arm("I", now, 0 if txn.reliable else self.config.t4)
+                self._arm(txn, "I", now, 0 if txn.reliable else self.config.t4)
                 self._fire_zero(txn, now)
             return
         if txn is not None:
-            if txn.step("request", now) is not None and txn.last_response is not None:
+            if self._step(txn, "request", now) is not None and txn.last_response is not None:
                 self._out.append(Transmit(txn.last_response, txn.dest, retransmission=True))
             return
         if self.max_transactions and len(self._txns) >= self.max_transactions:
@@ -525,7 +506,7 @@ class TransactionLayer:
             self._out.append(Transmit(busy, source))
             return
         kind = Kind.IST if request.method == "INVITE" else Kind.NIST
-        txn = self._txns[key] = Transaction(self, kind, key, request, source, reliable)
+        txn = self._txns[key] = Transaction(kind, key, request, source, reliable)
         self._events.append(RequestReceived(now, key, request, source))
         if kind is Kind.IST and self.auto_trying:
             self.send_response(key, build_response(request, 100), now)
@@ -543,7 +524,7 @@ class TransactionLayer:
             raise KeyError(f"no server transaction {key!r}")
         cls = status_class(response.status)
         old = txn.state
-        if txn.step(cls, now) is None:
+        if self._step(txn, cls, now) is None:
             raise ValueError(f"cannot send {response.status} in state {txn.state.value}")
         txn.last_response = response
         txn.to_tag = response.to.tag
@@ -551,14 +532,14 @@ class TransactionLayer:
         t = self.config
         if txn.kind is Kind.IST:
             if cls == "2xx" and old is not S.ACCEPTED:
-                txn.arm("L", now, 64 * t.t1)
+                self._arm(txn, "L", now, 64 * t.t1)
             elif cls == "3xx+":
                 if not txn.reliable:
                     txn.intervals["G"] = t.t1
-                    txn.arm("G", now, t.t1)
-                txn.arm("H", now, 64 * t.t1)
+                    self._arm(txn, "G", now, t.t1)
+                self._arm(txn, "H", now, 64 * t.t1)
         elif cls != "1xx":
-            txn.arm("J", now, 0 if txn.reliable else 64 * t.t1)
+            self._arm(txn, "J", now, 0 if txn.reliable else 64 * t.t1)
             self._fire_zero(txn, now)
 
     # -- timers --------------------------------------------------------------------------------
@@ -579,7 +560,7 @@ class TransactionLayer:
             return
         if name in ("B", "F", "H"):
             self._events.append(Timeout(now, txn.key, txn.request, name))
-        txn.step(name, now)
+        self._step(txn, name, now)
         if name in ("A", "E", "G"):
             message = txn.last_response if name == "G" else txn.request
             self._out.append(Transmit(message, txn.dest, retransmission=True))
@@ -588,7 +569,7 @@ class TransactionLayer:
             if txn.state is not S.PROCEEDING or name != "E":
                 interval = interval * 2 if cap is None else min(interval * 2, cap)
             txn.intervals[name] = interval
-            txn.arm(name, now, interval)
+            self._arm(txn, name, now, interval)
 
     def _fire_zero(self, txn: Transaction, now: float) -> None:
         """Zero-length timers (reliable transports) fire at once rather than on the next tick."""
@@ -597,16 +578,34 @@ class TransactionLayer:
                 del txn.timers[name]
                 self._fire(txn, name, now)
 
+    def _step(self, txn: Transaction, symbol: str, now: float) -> State | None:
+        """Apply one input to `txn`; returns the new state, or None if the table absorbs it."""
+        new = TRANSITIONS.get((txn.kind, txn.state, symbol))
+        if new is None:
+            return None
+        old, txn.state = txn.state, new
+        if new is S.TERMINATED and old is not S.TERMINATED:
+            self._terminate(txn, now)
+        elif new is not old and (new is S.ACCEPTED or new is S.COMPLETED or new is S.CONFIRMED):
+            # lingering: the final response is in, only retransmissions are absorbed now (for up to 64*T1)
+            self._lingering.append(txn)
+        return new
+
+    def _arm(self, txn: Transaction, name: str, now: float, delay: float) -> None:
+        txn.timers[name] = now + delay
+        self._schedule(txn, name, now + delay)
+
     def _shed(self) -> None:
-        """Lingering transactions keep their messages' text, not its parsed headers, and out of the cyclic GC's
-        walks (`Message.keep_for_resend`). On a busy switch they are most of the heap (a call's four
-        transactions linger 32 s; the call is long gone), and a full collection walks every tracked object of
-        it. Done at the next input, once the TU has handled the one that ended the transaction; a later read
-        parses again."""
+        """Lingering transactions keep their messages' text, not its parsed headers, and they and their messages
+        leave the cyclic GC's walks (`Message.keep_for_resend`, `untrack_leaf`). On a busy switch they are most
+        of the heap (a call's four transactions linger 32 s; the call is long gone), and a full collection
+        walks every tracked object of it. Done at the next input, once the TU has handled the one that ended
+        the transaction; a later read parses again."""
         for txn in self._lingering:
             for message in (txn.request, txn.last_response, txn.ack):
                 if message is not None:
                     message.keep_for_resend()
+            untrack_leaf(txn, _CONSTANTS)  # its key, Flow and timer dicts hold scalars; its messages now too
         self._lingering.clear()
 
     def _schedule(self, txn: Transaction, name: str, deadline: float) -> None:

@@ -83,6 +83,10 @@ def test_gctrack_untrack_leaf_takes_out_only_what_refers_to_nothing_tracked() ->
     for busy in ([[1]], Slotted("text", [1]), [("pair", [1])]):
         assert not untrack_leaf(busy) and gc.is_tracked(busy)
     assert untrack_leaf("outside the collector")
+    constant, other = Slotted(1, 2), Slotted(3, 4)
+    assert not untrack_leaf(Slotted(constant, "x"), (other,))
+    named = Slotted(constant, "x")
+    assert untrack_leaf(named, (other, constant)) and not gc.is_tracked(named)  # `constants` are not counted
 
 
 def test_gctrack_an_untracked_leaf_is_still_freed_by_its_reference_count() -> None:

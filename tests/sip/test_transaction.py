@@ -520,6 +520,9 @@ def test_transaction_lingering_keeps_its_messages_text_not_their_parsed_headers(
     assert (req.from_.tag, req.cseq.seq, ok.to.tag, ok.via.branch) == ("a1", 1, "t1", "z9hG4bKabc")
     live = layer.get(key)
     assert live is not None and live.state is State.COMPLETED
+    assert not gc.is_tracked(live)  # refers to nothing tracked but its state's and kind's enum members
+    run_until(layer, 100.0)
+    assert layer.get(key) is None and [type(e) for e in drain(layer)][-1] is Terminated
 
 
 def test_transaction_server_non_invite_reliable_timer_j_zero():
