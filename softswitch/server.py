@@ -102,6 +102,7 @@ class Services:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.store = Store.open(cfg.store.path)
+        self.store.checkpoint_in_background()
         event(log, "store.opened", path=cfg.store.path, schema=self.store.version)
         timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
         passwords = {

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from softswitch.checkpointer import WalCheckpointer
 from softswitch.guard import Ban
 
 # Each migration is a list of statements run in one transaction. Append only; never edit a released one.
@@ -642,6 +643,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: str):
         self._db = conn
         self.path = path
+        self.checkpointer: WalCheckpointer | None = None
         # bumped by every write to webhook_endpoints, so a reader's cache of them knows when to drop it
         self.webhook_endpoints_version = 0
 
@@ -695,7 +697,16 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def checkpoint_in_background(self, interval_s: float = 1.0) -> None:
+        """Leave WAL checkpoints to a thread (`softswitch.checkpointer`): this connection's commits never
+        copy the WAL into the database file and fsync, which would stop the event loop that makes them."""
+        if self.checkpointer is None and self.path != ":memory:":
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self.checkpointer = WalCheckpointer(self.path, interval_s)
+
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self._db.close()
 
     # -- registrar bindings ------------------------------------------------------------------------
