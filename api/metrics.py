@@ -188,6 +188,13 @@ class ScrapeCollector:
         for generation in gcstats.GENERATIONS:
             longest.add_metric([str(generation)], m.gc.longest[generation])
         yield longest
+        checkpointer = m.calls.store.checkpointer
+        if checkpointer is not None and checkpointer.last is not None:
+            yield GaugeMetricFamily(
+                "softswitch_store_wal_frames",
+                "Frames in the store's write-ahead log at its last checkpoint (started over past 4,000)",
+                checkpointer.last[1],
+            )
         if m.gc_policy is not None:
             yield GaugeMetricFamily(
                 "softswitch_gc_live_objects",

@@ -56,15 +56,16 @@ def untrack_scalar(obj):
     return obj
 
 
-def untrack_leaf(obj, tuple constants=()):
-    """Untrack `obj` when nothing it refers to is tracked, its type and `constants` aside (objects that live as
-    long as the process, such as enum members: they cannot be garbage, so cannot close a garbage cycle).
-    True when it is untracked now.
+def untrack_leaf(obj, tuple constants not None=()):
+    """Untrack `obj` when nothing it refers to is tracked now, its type and `constants` aside (objects that
+    live as long as the process, such as enum members: they cannot be garbage, so cannot close a garbage
+    cycle). True when it is untracked now.
 
-    Unlike `untracked`, this takes mutable objects (a list, an instance), which CPython never untracks, as
-    it cannot know what they will hold. The caller knows: only for a value that is done changing and that
-    nothing it will ever hold can refer back to (a message kept only to be sent again). Were it wrong,
-    the cost is a leak, never a premature free: an untracked object's references count as outside ones."""
+    Unlike `untracked`, this takes mutable objects (a list, an instance, one holding an empty dict), which
+    CPython never untracks, as it cannot know what they will hold. The caller knows: only for a value that
+    nothing it holds, then or later, can refer back to (a message kept only to be sent again, whose parse
+    cache may fill again with parsed headers that never refer to a message). Were it wrong, the cost is a
+    leak, never a premature free: an untracked object's references count as outside ones."""
     if not PyObject_IS_GC(obj) or not PyObject_GC_IsTracked(obj):
         return True
     if not gctrack_is_leaf(obj, constants):

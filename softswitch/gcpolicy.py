@@ -14,9 +14,10 @@ young generation's count starts again from 0, so it never reaches its threshold.
 (an exception kept with its frames, say) wait for a full collection: unfreeze, collect, freeze again. It
 runs every `full_s`, or sooner, but not within `min_full_s` of the last one, once the resident memory has
 grown by `growth_bytes` since the last: garbage piling up faster than the clock expects (a flood down some
-rare path) is reclaimed within a minute, while a ramp from idle to full load (live state, not garbage)
-stays under it. Growth is read from /proc, not counted in objects: `gc.get_freeze_count()` walks the whole
-frozen list (5 ms for 100,000 objects in this heap), so it is read once per full collection, for /metrics.
+rare path) is reclaimed within a minute; a ramp from idle to a high load (live state, not garbage: some
+400 MB at 400 CPS) costs an early collection or two on the way. Growth is read from /proc, not counted
+in objects: `gc.get_freeze_count()` walks the whole frozen list (5 ms for 100,000 objects in this heap),
+so it is read once per full collection, for /metrics.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ class GcPolicy:
         self.resident_after_full = 0
         self.objects_after_full = 0  # frozen right after the last full collection: the live heap it walked
         self.full_runs = 0
+        self._threshold: tuple[int, int, int] | None = None
 
     def start(self, now: float) -> None:
         """After start-up: collect once, freeze everything there is, raise the young threshold."""
         self.full(now)
+        self._threshold = gc.get_threshold()
         gc.set_threshold(YOUNG_THRESHOLD, 50, 1000)
 
     def full_due(self, now: float, resident: int) -> bool:
@@ -98,5 +101,9 @@ class GcPolicy:
             self.step(clock())
 
     def stop(self) -> None:
-        """Give the frozen objects back to the collector (a process that serves again, or a test run)."""
+        """Give the frozen objects back to the collector and its threshold back (a process that goes on: a
+        test run that served in-process)."""
         gc.unfreeze()
+        if self._threshold is not None:
+            gc.set_threshold(*self._threshold)
+            self._threshold = None

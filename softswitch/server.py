@@ -102,7 +102,6 @@ class Services:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.store = Store.open(cfg.store.path)
-        self.store.checkpoint_in_background()
         event(log, "store.opened", path=cfg.store.path, schema=self.store.version)
         timers = TimerConfig(cfg.sip.t1_ms / 1000, cfg.sip.t2_ms / 1000, cfg.sip.t4_ms / 1000)
         passwords = {
@@ -180,6 +179,7 @@ class Services:
 
     async def start(self) -> None:
         """Bind the SIP listeners and the API, start the background tasks; BindError if a port is taken."""
+        self.store.checkpoint_in_background()
         for item in self.cfg.sip.listen:
             await self.sip.listen(parse_listen(item))
         self.trunks.start()

@@ -702,6 +702,7 @@ class Store:
         copy the WAL into the database file and fsync, which would stop the event loop that makes them."""
         if self.checkpointer is None and self.path != ":memory:":
             self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db.execute("PRAGMA journal_size_limit=16777216")  # a WAL started over is cut back to 16 MB
             self.checkpointer = WalCheckpointer(self.path, interval_s)
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 import time
 
+from softswitch.checkpointer import WalCheckpointer
 from softswitch.store import CallRecord, Store
 
 
@@ -69,3 +70,39 @@ def test_checkpointer_not_for_a_memory_store():
     store.checkpoint_in_background()
     assert store.checkpointer is None
     store.close()
+
+
+def test_checkpointer_keeps_the_wal_bounded_under_commits_faster_than_its_checkpoints(tmp_path):
+    """A commit lands during nearly every PASSIVE checkpoint here, so no writer ever finds the WAL all copied
+    and starts it over: without the RESTART past `restart_frames` the file grows as long as calls come."""
+    path = tmp_path / "sw.db"
+    store = Store.open(path)
+    try:
+        store._db.execute("PRAGMA wal_autocheckpoint=0")
+        store._db.execute("PRAGMA journal_size_limit=0")
+        store.checkpointer = WalCheckpointer(str(path), interval_s=0.01, restart_frames=300)
+        peak = 0
+        deadline = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < deadline:  # one small commit every ~1 ms: about 4,000 frames in all
+            store.save_calls(calls(1, start=i))
+            i += 1
+            if i % 50 == 0:
+                peak = max(peak, wal_pages(path))
+            time.sleep(0.001)
+        assert store.checkpointer.restarts >= 1
+        assert peak < 1500, f"WAL grew to {peak} pages over {i} commits"
+        assert store.get_call(f"call_{i - 1:06d}") is not None
+    finally:
+        store.close()
+
+
+def test_checkpointer_stop_returns_promptly_and_quietly(tmp_path, caplog):
+    store = Store.open(tmp_path / "sw.db")
+    store.checkpoint_in_background(interval_s=0.005)
+    write_8000_calls(store)
+    started = time.monotonic()
+    store.close()
+    assert time.monotonic() - started < 2.5
+    assert not store.checkpointer._thread.is_alive()
+    assert "checkpoint_failed" not in caplog.text

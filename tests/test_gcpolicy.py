@@ -74,10 +74,12 @@ def test_gcpolicy_reads_this_processs_resident_memory():
 
 
 def test_gcpolicy_stop_hands_the_frozen_objects_back(policy):
+    gc.set_threshold(700, 10, 10)
     policy.start(now=0.0)
     ref = cycle()
     policy.step(now=1.0)
     policy.stop()
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == (700, 10, 10)  # the process's own threshold back
     gc.collect()
     assert ref() is None

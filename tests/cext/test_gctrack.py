@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
 from cext.gctrack import untrack_leaf, untrack_scalar, untracked
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,6 +88,8 @@ def test_gctrack_untrack_leaf_takes_out_only_what_refers_to_nothing_tracked() ->
     assert not untrack_leaf(Slotted(constant, "x"), (other,))
     named = Slotted(constant, "x")
     assert untrack_leaf(named, (other, constant)) and not gc.is_tracked(named)  # `constants` are not counted
+    with pytest.raises(TypeError):
+        untrack_leaf([], None)
 
 
 def test_gctrack_an_untracked_leaf_is_still_freed_by_its_reference_count() -> None:
