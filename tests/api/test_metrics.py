@@ -166,3 +166,17 @@ async def test_metrics_listen_serves_metrics_without_a_key_there_only(tmp_path):
         assert (await get(f"{svc.url}/metrics"))[0] == 401  # the API's copy still wants a key
     finally:
         await svc.close()
+
+
+async def test_metrics_show_the_stores_write_ahead_log_after_its_first_background_checkpoint(switch):
+    admin = switch.key("admin")  # a write: frames in the WAL
+    name = ("softswitch_store_wal_frames", frozenset())
+    scrape = samples((await get(f"{switch.url}/metrics", admin))[2])
+    for _ in range(30):  # the checkpointer's first run comes a second after start
+        if name in scrape:
+            break
+        await asyncio.sleep(0.2)
+        scrape = samples((await get(f"{switch.url}/metrics", admin))[2])
+    assert name in scrape and scrape[name] >= 0
+    assert switch.store.checkpointer is not None and switch.store.checkpointer.runs >= 1
+    assert switch.store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # the loop's commits never do
