@@ -27,6 +27,7 @@ from api.auth import ADMIN
 from api.guard import REQUEST_COUNTS
 from api.http import RouteTable
 from softswitch import gcstats
+from softswitch.checkpointer import RESTART_FRAMES
 from softswitch.events import Event, EventBus
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ class ScrapeCollector:
         if checkpointer is not None and checkpointer.last is not None:
             yield GaugeMetricFamily(
                 "softswitch_store_wal_frames",
-                "Frames in the store's write-ahead log at its last checkpoint (started over past 4,000)",
+                f"Frames in the store's write-ahead log at its last checkpoint (started over past {RESTART_FRAMES:,})",
                 checkpointer.last[1],
             )
         if m.gc_policy is not None:

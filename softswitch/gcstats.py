@@ -2,8 +2,9 @@
 
 Every collection holds the GIL: the event loop (SIP, the API) and the media thread's Python side wait it out.
 On a busy switch a young-generation collection walks tens of thousands of objects a call's life keeps, and
-its pause is what the tail of INVITE->180 shows first; `server._tune_gc` trades their size against their
-number. One recorder per process (collections are process-wide), installed by the first `Metrics`.
+its pause is what the tail of INVITE->180 shows first; `softswitch.gcpolicy` freezes the heap so that a
+busy switch runs none, and only its full collections show here. One recorder per process (collections
+are process-wide), installed by the first `Metrics`.
 """
 
 from __future__ import annotations
