@@ -22,7 +22,8 @@ RTP/SAVP offer over plain signalling is refused: its keys would have crossed the
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
+
+from msgspec.structs import replace
 
 from media.engine import CODECS, Bridge, Leg, MediaEngine, srtp_available
 from media.negotiation import apply

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from enum import Enum
 
 import msgspec
+from msgspec.structs import replace
 
 from softswitch.sip.sdp import (
     DIRECTIONS,
@@ -259,7 +259,9 @@ def _answer_media(
         attributes.append(Attribute("rtcp-mux"))
     attributes.append(Attribute(direction.value))
     formats = tuple(str(c.payload_type) for c in chosen)
-    return MediaDescription(media.media, port, media.proto, formats, attributes=tuple(attributes))
+    return MediaDescription(media.media, port, media.proto, formats, attributes=tuple(attributes)).knowing_codecs(
+        chosen
+    )
 
 
 def build_answer(offer: SessionDescription, caps: Capabilities, ports: Sequence[int]) -> SessionDescription:
@@ -320,7 +322,7 @@ def build_offer(caps: Capabilities, port: int, *, media: str | None = None) -> S
         caps.protos[0],
         tuple(str(c.payload_type) for c in codecs),
         attributes=tuple(attributes),
-    )
+    ).knowing_codecs(codecs)
     return SessionDescription(
         origin=_placeholder_origin(caps),
         name=caps.session_name,

@@ -2,7 +2,7 @@
 
 Why this module: every INVITE, re-INVITE and 200 OK carries an SDP body. Call control answers offers
 (`offer_answer.py`) and the media engine needs addresses, ports, payload types and directions out of
-them. Like the rest of `softswitch.sip` it is sans-IO: text in, frozen dataclasses out, text back.
+them. Like the rest of `softswitch.sip` it is sans-IO: text in, frozen msgspec structs out, text back.
 
 Parsing is strict about structure and lenient about content:
 - a malformed line raises `SdpError` (a `ValueError`) naming the line and the reason, and carrying
@@ -20,11 +20,10 @@ from the session, and `c=IN IP4 0.0.0.0` is read as hold (RFC 2543 style, RFC 32
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, make_dataclass, replace
+from collections.abc import Sequence
 from enum import Enum
 
 import msgspec
-from cext.gctrack import untrack_scalar
 
 
 class SdpError(ValueError):
@@ -65,6 +64,7 @@ class Direction(Enum):
 
 
 DIRECTIONS = frozenset(d.value for d in Direction)
+_DIRECTION_NAMED = {d.value: d for d in Direction}  # Direction(name) runs Enum's lookup in Python
 
 # RFC 3551 table 4 and 5: payload type -> (encoding name, clock rate, channels). G722's RTP clock is
 # 8000 although it samples at 16 kHz (an erratum kept for compatibility, RFC 3551 4.5.2).
@@ -125,8 +125,7 @@ def _fields(text: str) -> list[str]:
     return parts
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(msgspec.Struct, frozen=True):
     """o= line: identifies the session; `sess_version` grows with each change (RFC 3264 section 8)."""
 
     username: str
@@ -140,8 +139,7 @@ class Origin:
         return f"{self.username} {self.sess_id} {self.sess_version} {self.nettype} {self.addrtype} {self.address}"
 
 
-@dataclass(frozen=True, slots=True)
-class Connection:
+class Connection(msgspec.Struct, frozen=True):
     """c= line. `ttl` (IP4 multicast) and `count` (multicast address range) come from /suffixes."""
 
     nettype: str
@@ -169,16 +167,14 @@ class Connection:
         return text
 
 
-@dataclass(frozen=True, slots=True)
-class Bandwidth:
+class Bandwidth(msgspec.Struct, frozen=True):
     """b=<bwtype>:<bandwidth> (kbit/s for CT and AS)."""
 
     bwtype: str
     bandwidth: int
 
 
-@dataclass(frozen=True, slots=True)
-class Timing:
+class Timing(msgspec.Struct, frozen=True):
     """t=<start> <stop> and its r= repeat lines (kept as text)."""
 
     start: int = 0
@@ -186,8 +182,7 @@ class Timing:
     repeats: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Attribute:
+class Attribute(msgspec.Struct, frozen=True):
     """a=<name> (a flag, `value` None) or a=<name>:<value> (value kept verbatim)."""
 
     name: str
@@ -213,16 +208,14 @@ class Codec(msgspec.Struct, frozen=True):
         return text if self.channels == 1 else f"{text}/{self.channels}"
 
 
-@dataclass(frozen=True, slots=True)
-class Rtcp:
+class Rtcp(msgspec.Struct, frozen=True):
     """a=rtcp:<port> [<nettype> <addrtype> <address>] (RFC 3605)."""
 
     port: int
     connection: Connection | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Crypto:
+class Crypto(msgspec.Struct, frozen=True):
     """a=crypto:<tag> <suite> <key-params> [<session-params>...] (SDES, RFC 4568), kept for SRTP."""
 
     tag: int
@@ -284,13 +277,12 @@ _ATTRIBUTE_CHECKS = {  # checked while parsing: a value the pattern matches pass
 
 def _direction_of(attributes: tuple[Attribute, ...]) -> Direction | None:
     for attr in attributes:
-        if attr.value is None and attr.name in DIRECTIONS:
-            return Direction(attr.name)
+        if attr.value is None and (direction := _DIRECTION_NAMED.get(attr.name)) is not None:
+            return direction
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class MediaDescription:
+class MediaDescription(msgspec.Struct, frozen=True, dict=True):
     """One m= section: m=<media> <port>[/<port_count>] <proto> <format>... and its i/c/b/k/a lines."""
 
     media: str
@@ -303,8 +295,8 @@ class MediaDescription:
     bandwidths: tuple[Bandwidth, ...] = ()
     key: str | None = None
     attributes: tuple[Attribute, ...] = ()
-    # `codecs` once resolved: offer/answer reads it several times per description, and it never changes
-    _codecs: tuple[Codec, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    # `codecs` once resolved is kept in the instance's __dict__ (`dict=True`), outside the fields: a cache that
+    # equality, hashing, repr and `msgspec.structs.replace` never see (offer/answer reads it several times)
 
     @property
     def is_rejected(self) -> bool:
@@ -348,11 +340,20 @@ class MediaDescription:
     @property
     def codecs(self) -> tuple[Codec, ...]:
         """Payload formats in m= order, from rtpmap or the static table; unresolvable ones are skipped."""
-        codecs = self._codecs
-        if codecs is None:
-            codecs = self._resolve_codecs()
-            object.__setattr__(self, "_codecs", codecs)  # a cache, not a field: the description stays as it was
-        return codecs
+        try:
+            return self._codecs
+        except AttributeError:
+            codecs = self.__dict__["_codecs"] = self._resolve_codecs()
+            return codecs
+
+    def knowing_codecs(self, codecs: Sequence[Codec]) -> MediaDescription:
+        """This section with `codecs` taken as its resolved codecs: for a section written from them (its formats
+        and rtpmap/fmtp lines made from `codecs`), which then never has its own lines read back. An empty fmtp
+        is not written, so it reads back as None."""
+        self.__dict__["_codecs"] = tuple(
+            c if c.fmtp or c.fmtp is None else msgspec.structs.replace(c, fmtp=None) for c in codecs
+        )
+        return self
 
     def _resolve_codecs(self) -> tuple[Codec, ...]:
         mapped = {c.payload_type: c for c in map(_parse_rtpmap, self.attribute_values("rtpmap"))}
@@ -399,7 +400,9 @@ class MediaDescription:
     def with_direction(self, direction: Direction | None) -> MediaDescription:
         """A copy with its direction attributes replaced by `direction` (removed for None)."""
         kept = tuple(a for a in self.attributes if not (a.value is None and a.name in DIRECTIONS))
-        return replace(self, attributes=kept if direction is None else (*kept, Attribute(direction.value)))
+        return msgspec.structs.replace(
+            self, attributes=kept if direction is None else (*kept, Attribute(direction.value))
+        )
 
     def lines(self) -> list[str]:
         port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
@@ -414,8 +417,7 @@ class MediaDescription:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class SessionDescription:
+class SessionDescription(msgspec.Struct, frozen=True):
     """A whole SDP body. Build one directly, or `SessionDescription.parse(body)`."""
 
     origin: Origin
@@ -434,8 +436,8 @@ class SessionDescription:
     media: tuple[MediaDescription, ...] = ()
 
     def with_origin(self, origin: Origin) -> SessionDescription:
-        """A copy with another o= line: what every description we send gets (`replace` costs 4x this)."""
-        return _new_session(origin, *[getattr(self, name) for name in _AFTER_ORIGIN])
+        """A copy with another o= line: what every description we send gets."""
+        return msgspec.structs.replace(self, origin=origin)
 
     @classmethod
     def parse(cls, data: bytes | bytearray | memoryview | str) -> SessionDescription:
@@ -513,31 +515,7 @@ class SessionDescription:
         return rtp[0], rtp[1] + 1
 
 
-def _fast_constructor(cls: type, scalar: bool = False) -> type:
-    """For a frozen slotted dataclass, a plain twin whose call with every field builds the very object `cls(...)`
-    would, 2-4 times quicker: a frozen __init__ pays an object.__setattr__ call per field (the main cost of parsing),
-    the twin's fills its slots directly, then the instance takes on `cls` as `__class__` (allowed between classes of
-    identical layout). Nothing changes for the frozen classes themselves. With `scalar` (a class whose fields are
-    all str, int or None) the instance is also taken out of the cyclic GC's walks (cext/gctrack.pyx)."""
-
-    def become(obj: object) -> None:
-        obj.__class__ = cls
-
-    def become_scalar(obj: object) -> None:
-        obj.__class__ = cls
-        untrack_scalar(obj)
-
-    spec = [f.name if f.init else (f.name, object, field(default=f.default)) for f in fields(cls)]
-    namespace = {"__post_init__": become_scalar if scalar else become}
-    return make_dataclass(f"_{cls.__name__}", spec, slots=True, eq=False, namespace=namespace)
-
-
-_new_origin, _new_connection, _new_bandwidth, _new_attribute = (
-    _fast_constructor(cls, scalar=True) for cls in (Origin, Connection, Bandwidth, Attribute)
-)
-_new_media, _new_session = map(_fast_constructor, (MediaDescription, SessionDescription))
 _UNTIMED = Timing()  # t=0 0, shared like the default of SessionDescription.timings
-_AFTER_ORIGIN = tuple(f.name for f in fields(SessionDescription))[1:]
 
 
 def _split_lines(data: bytes | bytearray | memoryview | str) -> list[str]:
@@ -583,7 +561,7 @@ def _parse_connection(value: str) -> Connection:
         raise SdpError(f"c=: expected '<nettype> <addrtype> <address>', got {value!r}")
     nettype, addrtype, address = parts
     if addrtype not in ("IP4", "IP6") or "/" not in address:
-        return _new_connection(nettype, addrtype, address, None, None)
+        return Connection(nettype, addrtype, address)
     host, *suffixes = address.split("/")
     numbers = [_int(s, "c= address suffix") for s in suffixes]
     if not host or len(numbers) > (2 if addrtype == "IP4" else 1):
@@ -599,14 +577,14 @@ def _parse_origin(value: str) -> Origin:
         raise SdpError(f"o=: expected 6 fields, got {len(parts)}")
     username, sess_id, version, nettype, addrtype, address = parts
     session, sess_version = _int(sess_id, "o= sess-id"), _int(version, "o= sess-version")
-    return _new_origin(username, session, sess_version, nettype, addrtype, address)
+    return Origin(username, session, sess_version, nettype, addrtype, address)
 
 
 def _parse_bandwidth(value: str) -> Bandwidth:
     bwtype, colon, amount = value.partition(":")
     if not colon or not bwtype or _SPACES.search(bwtype):
         raise SdpError(f"b=: expected '<bwtype>:<bandwidth>', got {value!r}")
-    return _new_bandwidth(bwtype, _int(amount, "b= bandwidth"))
+    return Bandwidth(bwtype, _int(amount, "b= bandwidth"))
 
 
 def _parse_timing(value: str) -> Timing:
@@ -645,7 +623,7 @@ def _parse(lines: list[str]) -> SessionDescription:
     emails, phones, timings, media = [], [], [], []  # of str, str, Timing, MediaDescription
     connections, bandwidths, attributes = [], [], []  # the current level's, for the last two
     session_bandwidths, session_attributes = bandwidths, attributes
-    checks, new, attribute, untrack = _ATTRIBUTE_CHECKS, object.__new__, _new_attribute, untrack_scalar
+    checks = _ATTRIBUTE_CHECKS
     try:
         if line != "v=0" and _int(line[2:], "v=") != 0:
             raise SdpError(f"unsupported SDP version {line[2:]!r}")
@@ -663,15 +641,13 @@ def _parse(lines: list[str]) -> SessionDescription:
                         check(rest)  # raises unless the value is fine after all
                 elif not name:
                     raise SdpError(f"a=: missing attribute name in {value!r}")
-                attr = new(attribute)  # what _new_attribute() does, in place on the hottest path
-                attr.name, attr.value, attr.__class__ = name, (rest if colon else None), Attribute
-                attributes.append(untrack(attr))
+                attributes.append(Attribute(name, rest if colon else None))
             elif kind == "b":
                 bandwidths.append(_parse_bandwidth(value))
             elif kind == "m":
                 if head is not None:
                     section = (title, tuple(connections), tuple(bandwidths), key, tuple(attributes))
-                    media.append(_new_media(*head, *section))
+                    media.append(MediaDescription(*head, *section))
                 head, title, key = _parse_media_line(value), None, None
                 connections, bandwidths, attributes = [], [], []
             elif not eq or kind not in _LINE_TYPES:  # "a", "b" and "m" without "=" raised above too
@@ -713,10 +689,10 @@ def _parse(lines: list[str]) -> SessionDescription:
     except SdpError as exc:
         raise SdpError(exc.reason, line=number) from None
     if head is not None:
-        media.append(_new_media(*head, title, tuple(connections), tuple(bandwidths), key, tuple(attributes)))
+        media.append(MediaDescription(*head, title, tuple(connections), tuple(bandwidths), key, tuple(attributes)))
     if origin is None or "s" not in texts:
         raise SdpError("missing o= or s= line")
     get = texts.get
     described = (origin, texts["s"], 0, get("i"), get("u"), tuple(emails), tuple(phones), connection)
     content = (tuple(session_bandwidths), tuple(timings), get("z"), get("k"), tuple(session_attributes), tuple(media))
-    return _new_session(*described, *content)
+    return SessionDescription(*described, *content)

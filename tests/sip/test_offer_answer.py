@@ -388,7 +388,9 @@ def test_offer_answer_hypothesis_answer_invariants(offered, prefs, direction) ->
         prefs.append(("PCMU", 8000))
     answer = build_answer(offer, Capabilities(OUR_ADDRESS, prefs), [20000, 20002])
     assert len(answer.media) == 2
-    assert SessionDescription.parse(answer.serialize()) == answer
+    reread = SessionDescription.parse(answer.serialize())
+    assert reread == answer
+    assert [m.codecs for m in answer.media] == [m.codecs for m in reread.media]  # what it was built from = its text
     audio = answer.media[0]
     assert set(audio.formats) <= set(offer.media[0].formats)
     assert answer.media[1].is_rejected
@@ -401,3 +403,27 @@ def test_offer_answer_hypothesis_answer_invariants(offered, prefs, direction) ->
     assert audio.direction is direction.reversed()
     result = negotiate(offer, answer, we_offered=False)
     assert result is not None and result.payload_type == int(audio.formats[0])
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.builds(
+            CodecSpec,
+            _codec_names,
+            _rates,
+            st.sampled_from([None, 1, 2]),
+            st.sampled_from([None, "", "0-15", "useinbandfec=1", "mode=20"]),
+            st.one_of(st.none(), st.integers(96, 127)),
+        ),
+        min_size=1,
+        max_size=5,
+    ).filter(lambda specs: any(not s.is_auxiliary for s in specs)),
+)
+def test_offer_answer_hypothesis_our_offer_knows_the_codecs_its_text_reads_back_as(specs) -> None:
+    try:
+        offer = build_offer(Capabilities(OUR_ADDRESS, specs, ptime=20), 20000)
+    except ValueError:  # more codecs than dynamic payload types
+        return
+    reread = SessionDescription.parse(offer.serialize())
+    assert reread == offer and reread.media[0].codecs == offer.media[0].codecs
