@@ -43,8 +43,11 @@ def _ir(path: Path) -> int:
     raise sl.BenchError(f"{path.name}: no totals line")
 
 
-def _window(control: str, pid: int, workdir: Path, tag: str, run, save: Path | None = None) -> tuple[int, int, float]:
-    """Zero the counters, run `run()`, dump: (main thread Ir, other threads' Ir, seconds) of that window.
+def _window(
+    control: str, pid: int, workdir: Path, tag: str, run, save: Path | None = None
+) -> tuple[int, dict[int, int], float]:
+    """Zero the counters, run `run()`, dump: (main thread Ir, other threads' Ir by callgrind's thread number,
+    seconds) of that window.
     With `save`, the main thread's dump is copied there first (for callgrind_annotate)."""
     before = set(workdir.glob("cg.*"))
     subprocess.run([control, "-z", str(pid)], check=True, capture_output=True, timeout=60)
@@ -70,7 +73,7 @@ def _window(control: str, pid: int, workdir: Path, tag: str, run, save: Path | N
     for p in dumps:
         p.unlink()
     main = counts.pop(1, 0)
-    return main, sum(counts.values()), seconds
+    return main, counts, seconds
 
 
 def main() -> int:
@@ -119,8 +122,10 @@ def main() -> int:
         print(f"call_cost: {ok} of {args.calls} calls succeeded", file=sys.stderr)
         return 1
     per_call = (main_ir - idle_main) // args.calls
-    other = (other_ir - idle_other) // args.calls
-    print(f"window {seconds:.1f} s: main thread {main_ir:,} Ir with calls, {idle_main:,} idle; others {other_ir:,}")
+    other = (sum(other_ir.values()) - sum(idle_other.values())) // args.calls
+    print(f"window {seconds:.1f} s: main thread {main_ir:,} Ir with calls, {idle_main:,} idle")
+    threads = {n: (ir - idle_other.get(n, 0)) // args.calls for n, ir in sorted(other_ir.items())}
+    print("other threads (callgrind's numbers, in start order), Ir per call:", threads)
     print(
         f"call_cost main_ir_per_call={per_call} other_ir_per_call={other} "
         f"idle_ir_per_s={round(idle_main / seconds)} calls={args.calls}"
