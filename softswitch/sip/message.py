@@ -218,7 +218,10 @@ class Message:
 
     @property
     def call_id(self) -> str:
-        return self._required("Call-ID")
+        value = self._parsed.get("Call-ID")
+        if value is None:
+            value = self._parsed["Call-ID"] = self._required("Call-ID")
+        return value
 
     @property
     def contacts(self) -> list[Address]:
@@ -497,6 +500,9 @@ def _check(msg: Request | Response, core: dict[str, str], data: bytes, body_at: 
     msg.body = data[body_at : body_at + length] if length < available else data[body_at:]
 
 
+_ECHOED = ("From", "To", "Call-ID", "CSeq")  # what a response copies from its request after the Vias, in order
+
+
 def build_response(
     request: Request,
     status: int,
@@ -507,11 +513,15 @@ def build_response(
     body: bytes = b"",
 ) -> Response:
     """A response to `request` per RFC 3261 8.2.6: Via, From, To (tagged), Call-ID, CSeq copied."""
-    copied: list[tuple[str, str]] = [(n, v) for n, v in request.headers if n == "Via"]
-    for name in ("From", "To", "Call-ID", "CSeq"):
-        value = request.get(name)
-        if value is not None:
-            copied.append((name, value))
+    copied: list[tuple[str, str]] = []
+    echoed: dict[str, tuple[str, str]] = {}  # the first From, To, Call-ID and CSeq, found in the same pass
+    for header in request.headers:
+        name = header[0]
+        if name == "Via":
+            copied.append(header)
+        elif name in _ECHOED and name not in echoed:
+            echoed[name] = header
+    copied += [echoed[name] for name in _ECHOED if name in echoed]
     response = Response(status, reason, copied, body)
     parsed, known = response._parsed, request._parsed
     for name in ("From", "To", "CSeq"):  # copied verbatim, so their parsed forms hold (Address is not mutated)
