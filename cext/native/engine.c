@@ -13,7 +13,6 @@
 
 #include "g711.h"
 
-#define MAX_BURST 32        /* packets read from one socket per wake-up, for fairness */
 #define EPOLL_BATCH 512
 
 static uint8_t U2A[256], A2U[256];
@@ -325,16 +324,34 @@ static int accept_source(engine_t *e, int id, leg_t *l, const struct sockaddr_st
     return 0;
 }
 
+/* What the socket holds, up to MAX_BURST datagrams, in one system call: a loop of recvfrom until EAGAIN made
+ * two calls for the one packet a leg usually has per wake-up. More left queued: epoll (level-triggered)
+ * reports the socket again. */
+static int receive_burst(engine_t *e, int fd, struct mmsghdr *msgs, struct iovec *iov)
+{
+    for (int k = 0; k < MAX_BURST; k++) {
+        iov[k].iov_base = e->rx[k];
+        iov[k].iov_len = PKT_MAX;
+        memset(&msgs[k].msg_hdr, 0, sizeof msgs[k].msg_hdr);
+        msgs[k].msg_hdr.msg_name = &e->rx_from[k];
+        msgs[k].msg_hdr.msg_namelen = sizeof e->rx_from[k];
+        msgs[k].msg_hdr.msg_iov = &iov[k];
+        msgs[k].msg_hdr.msg_iovlen = 1;
+    }
+    return recvmmsg(fd, msgs, MAX_BURST, MSG_DONTWAIT, NULL); /* -1: EAGAIN, or an ICMP error on the socket */
+}
+
 static void on_readable(engine_t *e, int id)
 {
     leg_t *l = &e->legs[id];
-    uint8_t pkt[PKT_MAX];
-    for (int burst = 0; burst < MAX_BURST && l->used; burst++) {
-        struct sockaddr_storage from;
-        socklen_t from_len = sizeof from;
-        ssize_t n = recvfrom(l->fd, pkt, sizeof pkt, MSG_DONTWAIT, (struct sockaddr *)&from, &from_len);
-        if (n < 0)
-            return; /* EAGAIN, or an ICMP error reported on the socket: nothing more to read now */
+    struct mmsghdr msgs[MAX_BURST];
+    struct iovec iov[MAX_BURST];
+    int got = receive_burst(e, l->fd, msgs, iov);
+    for (int k = 0; k < got && l->used; k++) {
+        uint8_t *pkt = e->rx[k];
+        const struct sockaddr_storage from = e->rx_from[k];
+        socklen_t from_len = msgs[k].msg_hdr.msg_namelen;
+        ssize_t n = (ssize_t)msgs[k].msg_len;
         if (n < 12 || (pkt[0] >> 6) != 2) {
             l->st.rx_invalid++;
             continue;

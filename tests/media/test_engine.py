@@ -52,6 +52,20 @@ def test_engine_relays_both_ways_with_our_ssrc(call):
     assert sb.rx_packets == 10 and sb.tx_packets == 10 and sb.rx_bytes == 10 * 172
 
 
+def test_engine_relays_a_burst_whole_in_order_each_payload_its_own(call):
+    """Packets queued on a leg's socket are read several to a system call (up to 32, the rest on the next
+    wake-up): bursts of 80 arrive whole, in order, and no packet carries another one's payload. (80 packets
+    fit the leg socket's default receive buffer, which holds about 250 of them.)"""
+    engine, a, b, fa, fb = call
+    for burst in range(0, 400, 80):
+        for i in range(burst, burst + 80):
+            fa.sendto(rtp(i, 160 * i, 0xC0DE, payload=bytes([i % 251]) * (20 + i % 140)), (HOST, a.port))
+        for i in range(burst, burst + 80):
+            got = fb.recv(2048)
+            assert header(got)["seq"] == i and got[12:] == bytes([i % 251]) * (20 + i % 140)
+    assert wait_for(lambda: engine.stats(a).rx_packets == 400)
+
+
 def test_engine_rewrites_ssrc_consistently_and_payload_untouched(call):
     engine, a, b, fa, fb = call
     payload = bytes(range(160))
