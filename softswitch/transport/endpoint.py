@@ -22,6 +22,7 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import math
 import re
 import secrets
 import ssl
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from softswitch.security import Security
 
 log = logging.getLogger("softswitch.sip")
+TIMER_GRAIN_S = 0.005  # transaction timers fire up to this late (T1 is 500 ms), so that due ones share a wake-up
 MAX_UDP_FLOWS = 4096  # peer addresses whose Flow a UDP socket keeps for reuse
 _CLIENT_EVENTS = (ResponseReceived, Timeout, TransportError)
 # Methods counted by name in `received_by`/`sent_by`; any other (extension methods, a peer's garbage) is
@@ -461,11 +463,16 @@ class SipEndpoint:
         self._pump()
 
     def _arm_timer(self) -> None:
-        """Keep a loop timer at or before the layer's next deadline. One that is armed earlier stays: it
-        fires, finds nothing due and re-arms, which costs less than replacing the loop's timer every time
-        the next deadline moves later (at every response that stops a retransmission timer)."""
+        """Keep a loop timer at or before the layer's next deadline, rounded up to TIMER_GRAIN_S: a busy switch
+        has thousands of deadlines a second (each call leaves four transactions to expire 32 s later), and on
+        the grain one wake-up serves all that fall within it. One that is armed earlier stays: it fires, finds
+        nothing due and re-arms, which costs less than replacing the loop's timer every time the next deadline
+        moves later (at every response that stops a retransmission timer)."""
         when = self.txns.get_timer()
-        if when is None or (self._timer_at is not None and self._timer_at <= when):
+        if when is None:
+            return
+        when = math.ceil(when / TIMER_GRAIN_S) * TIMER_GRAIN_S
+        if self._timer_at is not None and self._timer_at <= when:
             return
         if self._timer:
             self._timer.cancel()
