@@ -773,13 +773,18 @@ int eng_push(engine_t *e, const eng_cmd_t *cmd)
         return -1;
     }
     e->cmds[(e->cmd_head + e->cmd_count) % e->cmd_cap] = *cmd;
-    e->cmd_count++;
+    int wake = e->cmd_count++ == 0;
     pthread_mutex_unlock(&e->cmd_lock);
-    uint64_t one = 1;
-    /* Queued: the media thread runs it at its next wake-up, even if this one fails (an eventfd write fails
+    /* Only the first of a run of commands wakes the media thread: it drains until it finds the ring empty
+       under the lock, so a command pushed onto a non-empty ring is taken in the same drain (a call set up
+       pushes a dozen in a row, and each write was a system call and, often, a wake-up).
+       Queued: the media thread runs it at its next wake-up, even if this write fails (an eventfd write fails
        only at a counter overflow). -1 would tell the caller the command was not taken, and the caller would
        free what it hands over (open_leg's sockets) while the thread adopts them. */
-    (void)!write(e->cmdfd, &one, sizeof one);
+    if (wake) {
+        uint64_t one = 1;
+        (void)!write(e->cmdfd, &one, sizeof one);
+    }
     return 0;
 }
 
