@@ -324,34 +324,42 @@ static int accept_source(engine_t *e, int id, leg_t *l, const struct sockaddr_st
     return 0;
 }
 
-/* What the socket holds, up to MAX_BURST datagrams, in one system call: a loop of recvfrom until EAGAIN made
- * two calls for the one packet a leg usually has per wake-up. More left queued: epoll (level-triggered)
- * reports the socket again. */
-static int receive_burst(engine_t *e, int fd, struct mmsghdr *msgs, struct iovec *iov)
+/* The receive headers, allocated with their iovecs behind them, each pointing at its buffer and address. */
+static struct mmsghdr *rx_alloc(engine_t *e)
 {
+    struct mmsghdr *msgs = calloc(MAX_BURST, sizeof(struct mmsghdr) + sizeof(struct iovec));
+    if (!msgs)
+        return NULL;
+    struct iovec *iov = (struct iovec *)(msgs + MAX_BURST);
     for (int k = 0; k < MAX_BURST; k++) {
         iov[k].iov_base = e->rx[k];
         iov[k].iov_len = PKT_MAX;
-        memset(&msgs[k].msg_hdr, 0, sizeof msgs[k].msg_hdr);
         msgs[k].msg_hdr.msg_name = &e->rx_from[k];
-        msgs[k].msg_hdr.msg_namelen = sizeof e->rx_from[k];
         msgs[k].msg_hdr.msg_iov = &iov[k];
         msgs[k].msg_hdr.msg_iovlen = 1;
     }
-    return recvmmsg(fd, msgs, MAX_BURST, MSG_DONTWAIT, NULL); /* -1: EAGAIN, or an ICMP error on the socket */
+    return msgs;
+}
+
+/* What the socket holds, up to MAX_BURST datagrams, in one system call: a loop of recvfrom until EAGAIN made
+ * two calls for the one packet a leg usually has per wake-up. More left queued: epoll (level-triggered)
+ * reports the socket again. -1: EAGAIN, or an ICMP error reported on the socket. */
+static int receive_burst(engine_t *e, int fd)
+{
+    for (int k = 0; k < MAX_BURST; k++) /* value-result: the last call left each its address's length */
+        e->rx_msgs[k].msg_hdr.msg_namelen = sizeof e->rx_from[k];
+    return recvmmsg(fd, e->rx_msgs, MAX_BURST, MSG_DONTWAIT, NULL);
 }
 
 static void on_readable(engine_t *e, int id)
 {
     leg_t *l = &e->legs[id];
-    struct mmsghdr msgs[MAX_BURST];
-    struct iovec iov[MAX_BURST];
-    int got = receive_burst(e, l->fd, msgs, iov);
+    int got = receive_burst(e, l->fd);
     for (int k = 0; k < got && l->used; k++) {
         uint8_t *pkt = e->rx[k];
-        const struct sockaddr_storage from = e->rx_from[k];
-        socklen_t from_len = msgs[k].msg_hdr.msg_namelen;
-        ssize_t n = (ssize_t)msgs[k].msg_len;
+        const struct sockaddr_storage *from = &e->rx_from[k];
+        socklen_t from_len = e->rx_msgs[k].msg_hdr.msg_namelen;
+        ssize_t n = (ssize_t)e->rx_msgs[k].msg_len;
         if (n < 12 || (pkt[0] >> 6) != 2) {
             l->st.rx_invalid++;
             continue;
@@ -374,7 +382,7 @@ static void on_readable(engine_t *e, int id)
         uint32_t ssrc = rd32(pkt + 8);
         int hdr = 12 + 4 * (pkt[0] & 0x0f);
         if (is_rtcp) {
-            if (l->latched && !same_addr(&from, &l->remote)) {
+            if (l->latched && !same_addr(from, &l->remote)) {
                 l->st.rx_foreign++;
                 continue;
             }
@@ -382,7 +390,7 @@ static void on_readable(engine_t *e, int id)
             rtcp_receive(e, l, pkt, (int)n);
             continue;
         } else {
-            if (!accept_source(e, id, l, &from, from_len, ssrc, seq))
+            if (!accept_source(e, id, l, from, from_len, ssrc, seq))
                 continue;
             if (ssrc != l->st.rx_ssrc) {
                 if (l->st.rx_packets) {
@@ -738,10 +746,11 @@ engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
     e->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     e->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     e->rng = (uint32_t)mono_ns() | 1u;
+    e->rx_msgs = rx_alloc(e);
     pthread_mutex_init(&e->cmd_lock, NULL);
     pthread_mutex_init(&e->ev_lock, NULL);
     pthread_mutex_init(&e->fr_lock, NULL);
-    if (!e->legs || !e->groups || !e->cmds || !e->evs || !e->frs || e->epfd < 0 || e->cmdfd < 0 || e->evfd < 0 || e->timerfd < 0) {
+    if (!e->legs || !e->groups || !e->cmds || !e->evs || !e->frs || !e->rx_msgs || e->epfd < 0 || e->cmdfd < 0 || e->evfd < 0 || e->timerfd < 0) {
         eng_free(e);
         return NULL;
     }
@@ -828,6 +837,7 @@ void eng_free(engine_t *e)
     pthread_mutex_destroy(&e->ev_lock);
     pthread_mutex_destroy(&e->fr_lock);
     free(e->frs);
+    free(e->rx_msgs);
     free(e->legs);
     free(e->groups);
     free(e->cmds);

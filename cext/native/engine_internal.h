@@ -128,8 +128,9 @@ struct engine {
     int stream_taps;         /* legs tapped for streams: the tick hands their frames to Python */
     uint64_t now_ns, rtcp_check_ns;
     uint32_t rng;
-    uint8_t rx[MAX_BURST][PKT_MAX]; /* the media thread's receive buffers */
+    uint8_t rx[MAX_BURST][PKT_MAX]; /* the media thread's receive buffers, read by one recvmmsg */
     struct sockaddr_storage rx_from[MAX_BURST];
+    struct mmsghdr *rx_msgs; /* MAX_BURST of them, pointing at the above once and for all (engine.c) */
 };
 
 /* engine.c */
