@@ -699,6 +699,8 @@ static void *run(void *arg)
     while (!e->stopping) {
         int n = epoll_wait(e->epfd, evs, EPOLL_BATCH, 1000);
         e->now_ns = mono_ns();
+        if (n == 0)
+            drain_commands(e); /* a backstop: a command whose wake-up write failed (see eng_push) */
         for (int i = 0; i < n; i++) {
             uint32_t id = evs[i].data.u32;
             if (id == (uint32_t)e->max_legs)
@@ -787,9 +789,10 @@ int eng_push(engine_t *e, const eng_cmd_t *cmd)
     /* Only the first of a run of commands wakes the media thread: it drains until it finds the ring empty
        under the lock, so a command pushed onto a non-empty ring is taken in the same drain (a call set up
        pushes a dozen in a row, and each write was a system call and, often, a wake-up).
-       Queued: the media thread runs it at its next wake-up, even if this write fails (an eventfd write fails
-       only at a counter overflow). -1 would tell the caller the command was not taken, and the caller would
-       free what it hands over (open_leg's sockets) while the thread adopts them. */
+       Queued: the media thread runs it even if this write fails (an eventfd write fails only at a counter
+       overflow): then at the latest when its epoll_wait times out, within a second, as it drains the ring
+       there too. -1 would tell the caller the command was not taken, and the caller would free what it hands
+       over (open_leg's sockets) while the thread adopts them. */
     if (wake) {
         uint64_t one = 1;
         (void)!write(e->cmdfd, &one, sizeof one);

@@ -40,12 +40,14 @@ from softswitch.sip.sdp import (
     MediaDescription,
     Origin,
     SessionDescription,
+    written_fmtp,
 )
 
 TELEPHONE_EVENT = "telephone-event"
 AUXILIARY_CODECS = frozenset({TELEPHONE_EVENT, "cn", "red", "ulpfec", "rtx"})  # lower case
 DEFAULT_EVENTS = "0-16"  # DTMF 0-9 * # A-D and flash, what we offer by default
 _RFC4733_DEFAULT_EVENTS = "0-15"  # what an fmtp-less telephone-event means (RFC 4733 section 2.4.1)
+_CODEC_NAME = re.compile(r"[^ \t/\r\n]+")  # an rtpmap encoding name
 _EVENT_RANGE = re.compile(r"([0-9]{1,3})(?:-([0-9]{1,3}))?")
 DYNAMIC_PAYLOAD_TYPES = range(96, 128)
 
@@ -97,6 +99,12 @@ class Capabilities(msgspec.Struct, frozen=True):
         msgspec.structs.force_setattr(self, "protos", tuple(p.upper() for p in self.protos))
         if not any(not c.is_auxiliary for c in self.codecs):
             raise ValueError("capabilities need at least one media codec")
+        for spec in self.codecs:  # what an rtpmap line can say (our own descriptions are never read back)
+            bad_channels = spec.channels is not None and spec.channels < 1
+            if not _CODEC_NAME.fullmatch(spec.name) or spec.clock_rate <= 0 or bad_channels:
+                raise ValueError(f"codec {spec.name!r}/{spec.clock_rate}/{spec.channels} cannot be written as rtpmap")
+            if spec.payload_type is not None and not 0 <= spec.payload_type <= 127:
+                raise ValueError(f"codec {spec.name!r}: payload type {spec.payload_type} is not 0-127")
 
     def supports(self, media: MediaDescription) -> bool:
         return media.media.lower() in self.media_types and media.proto.upper() in self.protos
@@ -232,8 +240,8 @@ def _codec_attributes(codecs: Sequence[Codec], ptime: int | None) -> list[Attrib
     attributes: list[Attribute] = []
     for codec in codecs:
         attributes.append(Attribute("rtpmap", codec.rtpmap))
-        if codec.fmtp:
-            attributes.append(Attribute("fmtp", f"{codec.payload_type} {codec.fmtp}"))
+        if fmtp := written_fmtp(codec):
+            attributes.append(Attribute("fmtp", f"{codec.payload_type} {fmtp}"))
     if ptime:
         attributes.append(Attribute("ptime", str(ptime)))
     return attributes

@@ -224,6 +224,11 @@ class Crypto(msgspec.Struct, frozen=True):
     session_params: tuple[str, ...] = ()
 
 
+def written_fmtp(codec: Codec) -> str:
+    """The parameters an fmtp line for `codec` carries ('' for none: no line is written), as they read back."""
+    return (codec.fmtp or "").strip(" \t")
+
+
 def _parse_rtpmap(value: str) -> Codec:
     match = _RTPMAP.fullmatch(value)
     if match is None:
@@ -347,12 +352,14 @@ class MediaDescription(msgspec.Struct, frozen=True, dict=True):
             return codecs
 
     def knowing_codecs(self, codecs: Sequence[Codec]) -> MediaDescription:
-        """This section with `codecs` taken as its resolved codecs: for a section written from them (its formats
-        and rtpmap/fmtp lines made from `codecs`), which then never has its own lines read back. An empty fmtp
-        is not written, so it reads back as None."""
-        self.__dict__["_codecs"] = tuple(
-            c if c.fmtp or c.fmtp is None else msgspec.structs.replace(c, fmtp=None) for c in codecs
-        )
+        """This section with `codecs` taken as its resolved codecs: for a section written from them (its formats,
+        rtpmap lines and `written_fmtp` fmtp lines made from `codecs`), which then never has its own lines read
+        back. The fmtp is taken as written: blanks trimmed, and None when nothing is left."""
+        known = []
+        for codec in codecs:
+            fmtp = written_fmtp(codec) or None
+            known.append(codec if codec.fmtp == fmtp else msgspec.structs.replace(codec, fmtp=fmtp))
+        self.__dict__["_codecs"] = tuple(known)
         return self
 
     def _resolve_codecs(self) -> tuple[Codec, ...]:

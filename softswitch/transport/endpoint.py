@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from softswitch.security import Security
 
 log = logging.getLogger("softswitch.sip")
-TIMER_GRAIN_S = 0.005  # transaction timers fire up to this late (T1 is 500 ms), so that due ones share a wake-up
+TIMER_GRAIN_S = 0.005  # transaction timers fire up to this late (T1 is 500 ms; with a tiny T1, T1/4), sharing wake-ups
 MAX_UDP_FLOWS = 4096  # peer addresses whose Flow a UDP socket keeps for reuse
 _CLIENT_EVENTS = (ResponseReceived, Timeout, TransportError)
 # Methods counted by name in `received_by`/`sent_by`; any other (extension methods, a peer's garbage) is
@@ -463,15 +463,17 @@ class SipEndpoint:
         self._pump()
 
     def _arm_timer(self) -> None:
-        """Keep a loop timer at or before the layer's next deadline, rounded up to TIMER_GRAIN_S: a busy switch
-        has thousands of deadlines a second (each call leaves four transactions to expire 32 s later), and on
-        the grain one wake-up serves all that fall within it. One that is armed earlier stays: it fires, finds
-        nothing due and re-arms, which costs less than replacing the loop's timer every time the next deadline
-        moves later (at every response that stops a retransmission timer)."""
+        """Keep a loop timer at or before the layer's next deadline, rounded up to a grain (TIMER_GRAIN_S, at most a
+        quarter of T1, so retransmissions never bunch up in one wake-up): a busy switch has thousands of deadlines
+        a second (each call leaves four transactions to expire 32 s later), and one wake-up serves all that fall
+        within a grain. One that is armed earlier stays: it fires, finds nothing due and re-arms, which costs less
+        than replacing the loop's timer every time the next deadline moves later (at every response that stops a
+        retransmission timer)."""
         when = self.txns.get_timer()
         if when is None:
             return
-        when = math.ceil(when / TIMER_GRAIN_S) * TIMER_GRAIN_S
+        grain = min(TIMER_GRAIN_S, self.txns.config.t1 / 4)
+        when = math.ceil(when / grain) * grain
         if self._timer_at is not None and self._timer_at <= when:
             return
         if self._timer:

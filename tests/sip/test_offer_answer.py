@@ -206,6 +206,23 @@ def test_offer_answer_ports_must_cover_every_section() -> None:
         build_answer(offer, CAPS, [20000])
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        CodecSpec("PC MU", 8000),
+        CodecSpec("PCMU/2", 8000),
+        CodecSpec("", 8000),
+        CodecSpec("PCMU", 0),
+        CodecSpec("opus", 48000, 0),
+        CodecSpec("opus", 48000, payload_type=128),
+        CodecSpec("opus", 48000, payload_type=-1),
+    ],
+)
+def test_offer_answer_capabilities_refuse_a_codec_no_rtpmap_line_can_say(spec: CodecSpec) -> None:
+    with pytest.raises(ValueError, match=r"rtpmap|payload type"):
+        Capabilities(OUR_ADDRESS, [("PCMU", 8000), spec])
+
+
 def test_offer_answer_capabilities_need_a_media_codec() -> None:
     with pytest.raises(ValueError, match="media codec"):
         Capabilities(OUR_ADDRESS, [("telephone-event", 8000)])
@@ -413,7 +430,7 @@ def test_offer_answer_hypothesis_answer_invariants(offered, prefs, direction) ->
             _codec_names,
             _rates,
             st.sampled_from([None, 1, 2]),
-            st.sampled_from([None, "", "0-15", "useinbandfec=1", "mode=20"]),
+            st.sampled_from([None, "", "   ", "0-15", " useinbandfec=1 ", "mode=20\t"]),
             st.one_of(st.none(), st.integers(96, 127)),
         ),
         min_size=1,
