@@ -27,7 +27,9 @@ Runs:
              ladder with a 20 s plateau; the whole run bounded by --budget (14 minutes)
 The last line is the headline: `sip_load cps=N failed_pct=X p99_invite_180_ms=X concurrent=N
 ref_proxy_cps=N`, where cps is the largest rate held for the confirmation window (the probe window with
---quick), failed_pct and p99 are that step's, and concurrent the largest N held.
+--quick), failed_pct and p99 are that step's, and concurrent the largest N held. The line before it says how
+fast this shared machine was before and after the steps (10^7 Python additions, timed): read figures from
+different runs with it.
 
 CPU figures are % of one core over the step's steady window, from /proc/PID/stat utime + stime: the
 switch process (all threads; its main thread is the Python event loop: SIP, call control, the store; the
@@ -1071,6 +1073,18 @@ def headline_figures(best: Step | None, steps: list[Step], system: str) -> tuple
     return 0, lowest.failed_pct, lowest.p99_ms
 
 
+_SPEED_PROBE = compile("s = 0\nfor i in range(10**7):\n    s += i\n", "<speed>", "exec")
+
+
+def vm_speed_s() -> float:
+    """Seconds for 10**7 Python additions at module level (global variables, as `python -c` runs them, the
+    figure the notes and the README quote): this shared VM's speed moves every figure here by a third from hour
+    to hour (0.82 s on a fast moment, 1.6 s on a slow one), so each run says how fast the machine was."""
+    started = time.perf_counter()
+    exec(_SPEED_PROBE, {})  # our own constant code
+    return time.perf_counter() - started
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few 8 s steps, under a minute")
@@ -1126,6 +1140,7 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    speed_before = vm_speed_s()
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="sip_load_"))
     bench = Bench(
@@ -1250,6 +1265,7 @@ def main() -> int:
     if interrupted:
         print(f"run interrupted ({interrupted}): figures are from the steps that finished")
     print(f"{len(bench.steps)} steps in {time.monotonic() - started:.0f} s")
+    print(f"machine speed: 10^7 Python additions in {speed_before:.2f} s before the steps, {vm_speed_s():.2f} s after")
     print(
         f"sip_load cps={cps} failed_pct={failed_pct:.3f} p99_invite_180_ms={p99:g} "
         f"concurrent={concurrent} ref_proxy_cps={ref_cps}"
