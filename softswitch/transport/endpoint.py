@@ -224,6 +224,7 @@ class SipEndpoint:
         self._connecting: dict[tuple[str, str, int], asyncio.Task[Flow]] = {}
         self.loop = asyncio.get_running_loop()
         self.txns = TransactionLayer(timers or TimerConfig(), max_transactions=max_transactions)
+        self._timer_grain = min(TIMER_GRAIN_S, self.txns.config.t1 / 4)  # see _arm_timer
         self._udp: dict[tuple[str, int], asyncio.DatagramTransport] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: dict[int, _Tcp] = {}
@@ -472,7 +473,7 @@ class SipEndpoint:
         when = self.txns.get_timer()
         if when is None:
             return
-        grain = min(TIMER_GRAIN_S, self.txns.config.t1 / 4)
+        grain = self._timer_grain
         when = math.ceil(when / grain) * grain
         if self._timer_at is not None and self._timer_at <= when:
             return
