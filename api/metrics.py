@@ -207,6 +207,11 @@ class ScrapeCollector:
                 "Full collections run by softswitch.gcpolicy (on its clock, or early when memory grew)",
                 value=m.gc_policy.full_runs,
             )
+            yield GaugeMetricFamily(
+                "softswitch_gc_retired_objects",
+                "Objects start-up left, untracked for good after its collection: no collection walks them",
+                m.gc_policy.retired,
+            )
         hooks = m.webhooks
         pending = hooks.store.count_pending_webhook_deliveries() if hooks is not None else 0
         counts = hooks.counters if hooks is not None else collections.Counter()

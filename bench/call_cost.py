@@ -15,7 +15,9 @@ Prints instructions per call on the main thread (the event loop: SIP, call contr
 the others (the media thread's tick). Instructions are not time (a system call counts only its user-space
 side), but for a change to the Python code they move with it. The last line:
 `call_cost main_ir_per_call=N other_ir_per_call=N idle_ir_per_s=N calls=N`. Needs valgrind and SIPp.
-Bounded: about 75 s for 40 calls (the switch runs 30-50 times slower under valgrind), 300 s at most.
+It also prints what the 36 s after the calls cost per call (their transactions expiring, 64*T1 after the
+final response), apart from the total: at 2 CPS each expiry is a wake-up of its own, so that figure is an
+upper bound. Bounded: about 2 minutes for 40 calls (the switch runs 30-50 times slower under valgrind).
 Run it from a worktree to compare two commits: the package in the current directory is the one counted.
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path
 import sip_load as sl
 
 TIMEOUT_S = 300.0
+LINGER_S = 36.0  # a call's transactions linger 64*T1 = 32 s after it ends (Timers J, D, M, L); then a margin
 
 
 def _ir(path: Path) -> int:
@@ -113,7 +116,8 @@ def main() -> int:
                 time.sleep(2.0)  # the last BYE's transaction and the store's flush
 
             main_ir, other_ir, seconds = _window(control, switch.pid, workdir, "calls", place, args.save)
-            idle_main, idle_other, _ = _window(control, switch.pid, workdir, "idle", lambda: time.sleep(seconds))
+            linger_main, _, linger_s = _window(control, switch.pid, workdir, "linger", lambda: time.sleep(LINGER_S))
+            idle_main, idle_other, idle_s = _window(control, switch.pid, workdir, "idle", lambda: time.sleep(seconds))
             stats = sl.read_stats(workdir / "uac_stat.csv")
             ok = sl.count(stats[-1], "SuccessfulCall(C)") if stats else 0
         finally:
@@ -123,7 +127,9 @@ def main() -> int:
         return 1
     per_call = (main_ir - idle_main) // args.calls
     other = (sum(other_ir.values()) - sum(idle_other.values())) // args.calls
+    linger = round((linger_main - idle_main * linger_s / idle_s) / args.calls)
     print(f"window {seconds:.1f} s: main thread {main_ir:,} Ir with calls, {idle_main:,} idle")
+    print(f"the {linger_s:.0f} s after the calls (their transactions expire): {linger:,} Ir per call, not in the total")
     threads = {n: (ir - idle_other.get(n, 0)) // args.calls for n, ir in sorted(other_ir.items())}
     print("other threads (callgrind's numbers, in start order), Ir per call:", threads)
     print(

@@ -9,6 +9,8 @@ part of a reference cycle, so refcounting alone frees it; CPython untracks such 
 once a collection has walked them. These helpers do it when the value is made.
 """
 
+import gc
+
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void *op)
     int PyObject_GC_IsTracked(object op)
@@ -72,3 +74,62 @@ def untrack_leaf(obj, tuple constants not None=()):
         return False
     PyObject_GC_UnTrack(<void*>obj)
     return True
+
+
+
+
+class _Plain:
+    pass
+
+
+cdef extern from *:
+    """
+    /* Types whose dealloc untracks with the checked PyObject_GC_UnTrack, so an object of theirs may die
+       untracked: dict, list, tuple, set, module, weakref, builtin method, and instances of classes defined
+       in Python (subtype_dealloc, which re-tracks before a GC base type's dealloc). */
+    static int gctrack_dies_untracked(PyObject *o, PyObject *plain) {
+        PyTypeObject *t = Py_TYPE(o);
+        return t == &PyDict_Type || t == &PyList_Type || t == &PyTuple_Type || t == &PySet_Type
+            || t == &PyModule_Type || t == &_PyWeakref_RefType || t == &PyCFunction_Type
+            || t->tp_dealloc == ((PyTypeObject *)plain)->tp_dealloc;
+    }
+    /* Types whose dealloc unlinks unchecked (it would crash on an untracked object), and whose start-up
+       objects live as long as the process anyway (functions, cells, classes, descriptors): one more
+       reference makes sure they never reach that dealloc. Never frames, generators, coroutines or futures:
+       those end, and pinned they would keep what they hold. */
+    static int gctrack_pinnable(PyObject *o) {
+        PyTypeObject *t = Py_TYPE(o);
+        return t == &PyFunction_Type || t == &PyCell_Type || PyType_Check(o) || t == &PyProperty_Type
+            || t == &PyClassMethod_Type || t == &PyStaticMethod_Type || t == &PyMethodDescr_Type
+            || t == &PyClassMethodDescr_Type || t == &PyGetSetDescr_Type || t == &PyMemberDescr_Type
+            || t == &PyWrapperDescr_Type || t == &Py_GenericAliasType;
+    }
+    """
+    int gctrack_dies_untracked(object o, object plain)
+    int gctrack_pinnable(object o)
+    void Py_INCREF(object o)
+
+
+def untrack_survivors():
+    """Take what survives start-up out of every later collection's walk, and return how many objects.
+
+    Only for a long-running process, right after a full collection at the end of its start-up: what
+    survived it (modules, classes, functions, the services and their tables) lives as long as the process,
+    so no later collection can free it, and each full collection would walk it in vain. Generations 0-2
+    are visited (not frozen objects). Objects whose type may die untracked (dicts, lists, tuples,
+    instances of Python classes...) are untracked; functions, cells, classes and descriptors also get one
+    reference more, so they never die (their dealloc would crash on an untracked object); anything else
+    stays tracked. A dict tracks itself again when it is given a container. Were a survivor to die inside a
+    cycle after all, that cycle leaks, once; its references still count as outside ones, so nothing it
+    holds is ever freed too early."""
+    cdef Py_ssize_t n = 0
+    for obj in gc.get_objects():
+        if not PyObject_GC_IsTracked(obj):
+            continue
+        if gctrack_pinnable(obj):
+            Py_INCREF(obj)
+        elif not gctrack_dies_untracked(obj, _Plain):
+            continue
+        PyObject_GC_UnTrack(<void*>obj)
+        n += 1
+    return n

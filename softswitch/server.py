@@ -97,9 +97,10 @@ class Services:
     """Everything one softswitch runs, wired together; `start()` binds it all, `close()` releases it.
 
     `run` drives it from the CLI; tests and embedders can hold one directly (its `calls`, `store` and
-    `bus` are the call control, the records and the events)."""
+    `bus` are the call control, the records and the events). `own_process`: the process is this switch's
+    alone (`run`), so what its start-up leaves may leave the garbage collector for good (`GcPolicy`)."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, *, own_process: bool = False):
         self.cfg = cfg
         self.store = Store.open(cfg.store.path)
         event(log, "store.opened", path=cfg.store.path, schema=self.store.version)
@@ -167,7 +168,7 @@ class Services:
             concurrency=cfg.webhooks.concurrency,
             test_of=self._test_event,
         )
-        self.gc = GcPolicy()
+        self.gc = GcPolicy(retire_startup=own_process)
         self.metrics = Metrics(self.calls, self.sip, self.bus, self.webhooks, gc_policy=self.gc)
         self.calls.streams.allow_private = cfg.webhooks.allow_private
         self.calls.flows.allow_private = cfg.webhooks.allow_private
@@ -251,7 +252,7 @@ async def run(cfg: Config, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    services = Services(cfg)
+    services = Services(cfg, own_process=True)
     try:
         await services.start()
         await stop.wait()

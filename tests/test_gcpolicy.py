@@ -83,3 +83,64 @@ def test_gcpolicy_stop_hands_the_frozen_objects_back(policy):
     assert gc.get_threshold() == (700, 10, 10)  # the process's own threshold back
     gc.collect()
     assert ref() is None
+
+
+RETIRE_SCRIPT = """
+import gc, weakref
+from softswitch.gcpolicy import GcPolicy
+
+class Thing:
+    pass
+
+def helper():
+    return 42
+
+startup_thing = Thing()
+startup_thing.table = {"k": [1, 2]}
+startup_list = [[1], (2, [3])]
+thing_gone = weakref.ref(startup_thing)
+helper_ref = weakref.ref(helper)
+
+policy = GcPolicy(resident=lambda: 0, retire_startup=True)
+policy.start(now=0.0)
+print("retired", policy.retired, "walked", policy.objects_after_full)
+assert policy.retired > 1000
+assert not gc.is_tracked(startup_thing) and not gc.is_tracked(startup_list) and not gc.is_tracked(Thing)
+assert not gc.is_tracked(helper) and helper() == 42
+
+# a dict of start-up tracks itself again when it is given a container; the list keeps what it is given
+startup_thing.table["new"] = [4]
+assert gc.is_tracked(startup_thing.table)
+startup_list.append(Thing())
+
+# a cycle made after start-up is still found by the full collection
+a, b = Thing(), Thing()
+a.other, b.other = b, a
+cycle = weakref.ref(a)
+del a, b
+policy.step(now=1.0)
+assert cycle() is not None
+policy.full(now=2.0)
+assert cycle() is None
+
+# a start-up instance, untracked, still dies by reference counting; a pinned function never dies
+del startup_thing
+assert thing_gone() is None
+del helper
+assert helper_ref() is not None and helper_ref()() == 42
+startup_list.clear()
+gc.collect()
+print("ok")
+"""
+
+
+def test_gcpolicy_retired_startup_objects_leave_the_walks_and_later_cycles_are_still_collected(tmp_path):
+    """In a process of its own: untracking start-up's survivors would take pytest's objects out too."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "retire.py"
+    script.write_text(RETIRE_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "ok"

@@ -178,3 +178,21 @@ def test_serve_api_over_https_with_the_configured_certificate(tmp_path):
     finally:
         _, err = stop(proc, signal.SIGTERM)
     assert "scheme=https" in err
+
+
+def test_serve_retires_start_ups_objects_from_the_collectors_walks(tmp_path):
+    """`softswitch serve` owns its process: what start-up leaves is untracked after the first collection
+    (softswitch/gcpolicy.py), so a full collection walks only what came after."""
+    sip, api, metrics = free_port(also_udp=True), free_port(), free_port()
+    cfg = write_config(tmp_path, sip, api)
+    cfg.write_text(cfg.read_text().replace("[store]", f'metrics_listen = "127.0.0.1:{metrics}"\n[store]'))
+    proc = spawn(cfg)
+    try:
+        wait_health(api, proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        stop(proc, signal.SIGTERM)
+    values = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("softswitch_gc_")}
+    assert values["softswitch_gc_retired_objects"] > 10_000
+    assert values["softswitch_gc_live_objects"] < values["softswitch_gc_retired_objects"]
