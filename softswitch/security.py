@@ -23,7 +23,7 @@ from collections.abc import Callable
 from softswitch.b2bua.policy import Refusal
 from softswitch.config import SecurityConfig
 from softswitch.events import EventBus
-from softswitch.guard import Ban, GuardPolicy, SourceGuard, Verdict
+from softswitch.guard import ADMIT, Ban, GuardPolicy, SourceGuard, Verdict
 from softswitch.logs import event
 from softswitch.store import Store
 
@@ -89,7 +89,7 @@ class Security:
         """The endpoint asks before parsing: ADMIT, or why the message is dropped (or, banned with
         `ban_action` 403, answered 403)."""
         verdict = self.guard.admit(host, self.wall())
-        if verdict is Verdict.ADMIT:
+        if verdict is ADMIT:
             return verdict
         if verdict is Verdict.BANNED:
             self.counters["banned_dropped"] += 1

@@ -40,7 +40,7 @@ from softswitch.sip.offer_answer import (
     negotiate,
     origin_change,
 )
-from softswitch.sip.sdp import Attribute, Direction, SdpError, SessionDescription
+from softswitch.sip.sdp import SENDRECV, Attribute, Direction, SdpError, SessionDescription
 
 OTHER = {"a": "b", "b": "a"}
 INBAND_DTMF = ("auto", "always", "never")
@@ -125,7 +125,7 @@ class CallMedia:
 
     def initial_offer(self, side: str) -> bytes:
         """Our own offer to `side` (the callee of an offer-less INVITE): everything the engine carries."""
-        caps = self._caps(side, [CodecSpec(*c) for c in ENGINE_CODECS], Direction.SENDRECV)
+        caps = self._caps(side, [CodecSpec(*c) for c in ENGINE_CODECS], SENDRECV)
         self._offerer, self._their_offer, self._answer_sent = None, None, None
         self.srtp.pop(side, None)  # our own offers are plain RTP
         self._our_offer = self.origins[side].stamp(build_offer(caps, self.legs[side].port))
@@ -177,7 +177,7 @@ class CallMedia:
         chosen = [CodecSpec(ours.codec.name, ours.codec.clock_rate)]
         if any(c.name.lower() == TELEPHONE_EVENT for c in offer.media[index].codecs):
             chosen.append(CodecSpec(TELEPHONE_EVENT, 8000))
-        their_view = Direction.SENDRECV if parked else answer.effective_direction(answer.media[ours.index])
+        their_view = SENDRECV if parked else answer.effective_direction(answer.media[ours.index])
         crypto = self._their_crypto
         caps = self._caps(offerer, chosen, their_view, srtp=crypto is not None)
         ports = [self.legs[offerer].port if i == index else 0 for i in range(len(offer.media))]
@@ -206,16 +206,16 @@ class CallMedia:
         self.origins[side] = OriginTracker(secrets.randbelow(2**31), self.legs[side].host)
         self._offerer, self._their_offer, self._answer_sent = None, None, None
         self.srtp.pop(side, None)  # a new party on that side: its own (plain) session
-        caps = self._caps(side, codecs, Direction.SENDRECV)
+        caps = self._caps(side, codecs, SENDRECV)
         self._our_offer = self.origins[side].stamp(build_offer(caps, self.legs[side].port))
         return self._our_offer.serialize()
 
     def unhold_offer(self, side: str) -> bytes | None:
         """A fresh sendrecv offer for `side` if its stream is not sendrecv now (held), else None."""
         agreed = self.negotiated.get(side)
-        if agreed is None or agreed.direction is Direction.SENDRECV:
+        if agreed is None or agreed.direction is SENDRECV:
             return None
-        caps = self._caps(side, _same_codec(agreed), Direction.SENDRECV)
+        caps = self._caps(side, _same_codec(agreed), SENDRECV)
         return self.origins[side].stamp(build_offer(caps, self.legs[side].port)).serialize()
 
     def leg_stats(self, side: str) -> dict:
@@ -239,7 +239,7 @@ class CallMedia:
         self._offerer, self._their_offer = None, None
         self.srtp.pop(side, None)
         self._our_offer = self.origins[side].stamp(
-            build_offer(self._caps(side, codecs, Direction.SENDRECV), self.legs[side].port)
+            build_offer(self._caps(side, codecs, SENDRECV), self.legs[side].port)
         )
         return self._our_offer.serialize()
 

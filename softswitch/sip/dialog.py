@@ -78,6 +78,8 @@ class DialogError(RuntimeError):
 
 
 class DialogState(Enum):
+    __hash__ = object.__hash__  # members are singletons: hashed in C (Enum's own __hash__ runs Python)
+
     EARLY = "early"
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
@@ -91,6 +93,8 @@ class Role(Enum):
 
 
 class _Input(Enum):
+    __hash__ = object.__hash__  # as DialogState's: every input looks up _TRANSITIONS by (state, input)
+
     PROVISIONAL = "1xx"  # a tagged 101-199 to the dialog-creating INVITE, sent or received
     ACCEPTED = "2xx"  # a 2xx to the dialog-creating INVITE
     REJECTED = "3xx+"  # a 3xx-6xx to the dialog-creating INVITE (12.3)
@@ -98,18 +102,23 @@ class _Input(Enum):
     END = "end"  # a 481/408 to an in-dialog request (12.2.1.2), or a local teardown
 
 
-_S, _I = DialogState, _Input
+# The members as module constants: in 3.11 every attribute read on an Enum class goes through
+# EnumType.__getattr__'s slow hook (about 80 ns more), and a B2BUA call reads these some 20 times.
+EARLY, CONFIRMED, TERMINATED = DialogState.EARLY, DialogState.CONFIRMED, DialogState.TERMINATED
+UAC, UAS = Role.UAC, Role.UAS
+_PROVISIONAL, _ACCEPTED, _REJECTED = _Input.PROVISIONAL, _Input.ACCEPTED, _Input.REJECTED
+_BYE, _END = _Input.BYE, _Input.END
 # (state, input) -> next state. A pair missing from the table leaves the state unchanged (a late 1xx
 # after the 2xx, anything after the end).
 _TRANSITIONS: dict[tuple[DialogState, _Input], DialogState] = {
-    (_S.EARLY, _I.PROVISIONAL): _S.EARLY,
-    (_S.EARLY, _I.ACCEPTED): _S.CONFIRMED,
-    (_S.EARLY, _I.REJECTED): _S.TERMINATED,
-    (_S.EARLY, _I.BYE): _S.TERMINATED,
-    (_S.EARLY, _I.END): _S.TERMINATED,
-    (_S.CONFIRMED, _I.ACCEPTED): _S.CONFIRMED,
-    (_S.CONFIRMED, _I.BYE): _S.TERMINATED,
-    (_S.CONFIRMED, _I.END): _S.TERMINATED,
+    (EARLY, _PROVISIONAL): EARLY,
+    (EARLY, _ACCEPTED): CONFIRMED,
+    (EARLY, _REJECTED): TERMINATED,
+    (EARLY, _BYE): TERMINATED,
+    (EARLY, _END): TERMINATED,
+    (CONFIRMED, _ACCEPTED): CONFIRMED,
+    (CONFIRMED, _BYE): TERMINATED,
+    (CONFIRMED, _END): TERMINATED,
 }
 
 
@@ -182,7 +191,7 @@ class Dialog:
         local_seq: int | None = None,
         remote_seq: int | None = None,
         secure: bool = False,
-        state: DialogState = DialogState.EARLY,
+        state: DialogState = EARLY,
     ):
         if not local_address.tag:
             raise ValueError("the local address needs our tag")
@@ -197,8 +206,8 @@ class Dialog:
         self.remote_seq = remote_seq
         self.secure = secure
         self.state = state
-        self.invite_seq: int | None = local_seq if role is Role.UAC else None  # our last INVITE's CSeq
-        self._initial_seq = local_seq if role is Role.UAC else remote_seq  # the dialog-creating INVITE's
+        self.invite_seq: int | None = local_seq if role is UAC else None  # our last INVITE's CSeq
+        self._initial_seq = local_seq if role is UAC else remote_seq  # the dialog-creating INVITE's
         self._local_invite: int | None = None  # CSeq of our INVITE still without a final response
         self._remote_invite: int | None = None  # CSeq of the peer's INVITE we have not answered finally
         self._sent_invite: Request | None = None
@@ -223,7 +232,7 @@ class Dialog:
             raise DialogError("the INVITE has no Contact and none was given")
         seq = invite.cseq.seq
         dialog = cls(
-            Role.UAC,
+            UAC,
             invite.call_id,
             invite.from_,
             response.to,
@@ -256,7 +265,7 @@ class Dialog:
             raise
         seq = invite.cseq.seq
         dialog = cls(
-            Role.UAS,
+            UAS,
             invite.call_id,
             invite.to.with_tag(local_tag or new_tag()),
             invite.from_,
@@ -326,11 +335,11 @@ class Dialog:
             return self.create_ack(headers=headers, body=body, content_type=content_type, via=via)
         if method == "CANCEL":
             raise DialogError("a CANCEL copies the request it cancels (9.1): use TransactionLayer.cancel_request")
-        if self.state is DialogState.TERMINATED:
+        if self.state is TERMINATED:
             raise DialogError(f"cannot send {method}: the dialog is terminated")
         if method == "INVITE" and (self._local_invite is not None or self._remote_invite is not None):
             raise DialogError("an INVITE transaction is already in progress on this dialog (14.1)")
-        if method == "BYE" and self.role is Role.UAS and self.state is DialogState.EARLY:
+        if method == "BYE" and self.role is UAS and self.state is EARLY:
             raise DialogError("the callee must not send BYE on an early dialog (15): reject the INVITE")
         seq = self._next_seq()
         request = self._build(method, seq, headers, body, content_type, via, contact=method in TARGET_REFRESH)
@@ -338,7 +347,7 @@ class Dialog:
             self.invite_seq = self._local_invite = seq
             self._sent_invite = request
         elif method == "BYE":
-            self._move(_Input.BYE)
+            self._move(_BYE)
         return request
 
     def create_ack(
@@ -423,12 +432,7 @@ class Dialog:
         status, cseq = response.status, response.cseq
         if status < 101:
             return
-        initial = (
-            self.role is Role.UAC
-            and cseq.method == "INVITE"
-            and cseq.seq == self._initial_seq
-            and self.state is DialogState.EARLY
-        )
+        initial = self.role is UAC and cseq.method == "INVITE" and cseq.seq == self._initial_seq and self.state is EARLY
         success = 200 <= status < 300
         refreshes = (initial and status < 300) or (success and cseq.method in TARGET_REFRESH)
         if self._local_refresh_seq is not None and cseq.seq < self._local_refresh_seq:
@@ -438,9 +442,9 @@ class Dialog:
         if cseq.method == "INVITE" and status >= 200 and cseq.seq == self._local_invite:
             self._local_invite = None
         if initial:
-            self._move(_Input.PROVISIONAL if status < 200 else _Input.ACCEPTED if success else _Input.REJECTED)
+            self._move(_PROVISIONAL if status < 200 else _ACCEPTED if success else _REJECTED)
         elif status in (408, 481):
-            self._move(_Input.END)
+            self._move(_END)
         if routes is not None:
             self.route_set = routes
         if target is not None:
@@ -459,7 +463,7 @@ class Dialog:
         method = request.method
         if method in ("ACK", "CANCEL"):
             return None
-        if self.state is DialogState.TERMINATED:
+        if self.state is TERMINATED:
             return build_response(request, 481)
         seq = request.cseq.seq
         if self.remote_seq is not None and seq < self.remote_seq:
@@ -479,7 +483,7 @@ class Dialog:
             self.remote_target = target
             self._remote_refresh_seq = seq
         if method == "BYE":
-            self._move(_Input.BYE)
+            self._move(_BYE)
         return None
 
     def create_response(
@@ -499,8 +503,8 @@ class Dialog:
         a `dialog_timers.InviteOkRetransmitter` with it (13.3.1.4)."""
         response = build_response(request, status, reason, to_tag=self.local_tag, body=body)
         method, seq = request.method, request.cseq.seq
-        initial = self.role is Role.UAS and method == "INVITE" and seq == self._initial_seq
-        initial = initial and self.state is DialogState.EARLY
+        initial = self.role is UAS and method == "INVITE" and seq == self._initial_seq
+        initial = initial and self.state is EARLY
         if 100 < status < 300:
             for value in request.get_all("Record-Route"):
                 response.add("Record-Route", value)
@@ -510,13 +514,13 @@ class Dialog:
         if method == "INVITE" and status >= 200 and seq == self._remote_invite:
             self._remote_invite = None
         if initial and status > 100:
-            self._move(_Input.PROVISIONAL if status < 200 else _Input.ACCEPTED if status < 300 else _Input.REJECTED)
+            self._move(_PROVISIONAL if status < 200 else _ACCEPTED if status < 300 else _REJECTED)
         return response
 
     # -- ending -----------------------------------------------------------------------------------
     def terminate(self) -> None:
         """End the dialog locally (an ACK timeout after the BYE was sent, a forked early dialog given up)."""
-        self._move(_Input.END)
+        self._move(_END)
 
     def _move(self, symbol: _Input) -> None:
         self.state = _TRANSITIONS.get((self.state, symbol), self.state)
@@ -554,10 +558,10 @@ class DialogSet:
 
     def early(self) -> list[Dialog]:
         """The dialogs still early: once one is confirmed, the forks that will not answer."""
-        return [d for d in self.dialogs.values() if d.state is DialogState.EARLY]
+        return [d for d in self.dialogs.values() if d.state is EARLY]
 
     def confirmed(self) -> list[Dialog]:
-        return [d for d in self.dialogs.values() if d.state is DialogState.CONFIRMED]
+        return [d for d in self.dialogs.values() if d.state is CONFIRMED]
 
     def terminate_early(self) -> list[Dialog]:
         """End the dialogs still early and return them (for the caller to drop from its table), e.g. when

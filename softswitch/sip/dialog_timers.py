@@ -33,11 +33,14 @@ __all__ = ["AckReceived", "AckTimeout", "InviteOkRetransmitter", "OkState", "Ret
 
 
 class OkState(Enum):
+    __hash__ = object.__hash__  # members are singletons: hashed in C (Enum's own __hash__ runs Python)
+
     WAITING = "waiting"  # retransmitting and waiting for the ACK
     ACKED = "acked"
     TIMED_OUT = "timed-out"
 
 
+WAITING = OkState.WAITING  # read at every step: a module constant is not an Enum class attribute's slow read
 # (state, input) -> next state; inputs are "retransmit" (the interval timer), "ack" and "timeout" (64*T1).
 # A pair missing from the table is absorbed unchanged (an ACK repeated after the first, a late timer).
 TRANSITIONS: dict[tuple[OkState, str], OkState] = {
@@ -78,7 +81,7 @@ class InviteOkRetransmitter:
         self.response = response
         self._identity = _identity(response)  # read now: the transaction layer may drop the parsed headers later
         self.config = config
-        self.state = OkState.WAITING
+        self.state = WAITING
         self._interval = config.t1
         self._retransmit_at = now + config.t1
         self._give_up_at = now + 64 * config.t1
@@ -86,7 +89,7 @@ class InviteOkRetransmitter:
 
     @property
     def done(self) -> bool:
-        return self.state is not OkState.WAITING
+        return self.state is not WAITING
 
     def _step(self, symbol: str) -> bool:
         """Apply one input; whether it moved the machine (or kept it retransmitting)."""

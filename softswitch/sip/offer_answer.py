@@ -40,6 +40,7 @@ from softswitch.sip.sdp import (
     MediaDescription,
     Origin,
     SessionDescription,
+    direction_from_flags,
     written_fmtp,
 )
 
@@ -261,7 +262,7 @@ def _answer_media(
         return _rejected(media)
     offered = offer.effective_direction(media)
     ours = caps.direction
-    direction = Direction.from_flags(offered.receives and ours.sends, offered.sends and ours.receives)
+    direction = direction_from_flags(offered.receives and ours.sends, offered.sends and ours.receives)
     attributes = _codec_attributes(chosen, caps.ptime)
     if caps.rtcp_mux and media.rtcp_mux:
         attributes.append(Attribute("rtcp-mux"))
@@ -354,7 +355,7 @@ def hold(sdp: SessionDescription) -> SessionDescription:
     """Our description put on hold (RFC 3264 8.4): each active stream stops receiving, so sendrecv
     becomes sendonly and recvonly becomes inactive. Stamp it and send it as a re-offer."""
     media = tuple(
-        m if m.is_rejected else m.with_direction(Direction.from_flags(sdp.effective_direction(m).sends, False))
+        m if m.is_rejected else m.with_direction(direction_from_flags(sdp.effective_direction(m).sends, False))
         for m in sdp.media
     )
     return _redirect(sdp, media)
@@ -431,5 +432,5 @@ def negotiate(
         remote_rtcp=remote_rtcp or remote_rtp,
         rtcp_mux=mux,
         ptime=remote.ptime or local.ptime or default_ptime,
-        direction=Direction.from_flags(ours.sends and theirs.receives, ours.receives and theirs.sends),
+        direction=direction_from_flags(ours.sends and theirs.receives, ours.receives and theirs.sends),
     )

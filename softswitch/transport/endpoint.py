@@ -33,7 +33,7 @@ import msgspec
 from cext.gctrack import untracked
 
 from softswitch.config import ListenAddress
-from softswitch.guard import Verdict
+from softswitch.guard import ADMIT, Verdict
 from softswitch.logs import event
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.framer import PING, StreamFramer
@@ -302,7 +302,7 @@ class SipEndpoint:
     def receive(self, data: bytes, flow: Flow, *, stream: bool) -> None:
         self.counters["received"] += 1
         security = self.security
-        if security is not None and (verdict := security.admit(flow.remote[0])) is not Verdict.ADMIT:
+        if security is not None and (verdict := security.admit(flow.remote[0])) is not ADMIT:
             if verdict is Verdict.BANNED and security.ban_action == "403":
                 self._forbid(data, flow, stream)
             return
