@@ -51,7 +51,7 @@ def _window(
 ) -> tuple[int, dict[int, int], float]:
     """Zero the counters, run `run()`, dump: (main thread Ir, other threads' Ir by callgrind's thread number,
     seconds) of that window.
-    With `save`, the main thread's dump is copied there first (for callgrind_annotate)."""
+    With `save`, the main thread's dump is copied there first, the others' beside it (for callgrind_annotate)."""
     before = set(workdir.glob("cg.*"))
     subprocess.run([control, "-z", str(pid)], check=True, capture_output=True, timeout=60)
     t0 = time.monotonic()
@@ -69,10 +69,10 @@ def _window(
     time.sleep(1.0)  # the last thread's file
     dumps = sorted(set(workdir.glob("cg.*")) - before)
     counts = {int(re.search(r"-(\d+)$", p.name)[1]): _ir(p) for p in dumps}
-    if save is not None:
+    if save is not None:  # the main thread's dump as `save`, the others' as `save`.tN
         for p in dumps:
-            if p.name.endswith("-01"):
-                shutil.copy(p, save)
+            n = int(re.search(r"-(\d+)$", p.name)[1])
+            shutil.copy(p, save if n == 1 else save.with_name(f"{save.name}.t{n}"))
     for p in dumps:
         p.unlink()
     main = counts.pop(1, 0)
@@ -83,7 +83,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=40, help="calls placed (40)")
     ap.add_argument("--rate", type=int, default=2, help="calls a second (2: the switch is 30-50x slower counted)")
-    ap.add_argument("--save", type=Path, help="copy the main thread's callgrind dump of the calls here")
+    ap.add_argument("--save", type=Path, help="copy the main thread's callgrind dump of the calls here (the other threads': FILE.tN)")
     args = ap.parse_args()
     sipp, valgrind, control = (shutil.which(n) for n in ("sipp", "valgrind", "callgrind_control"))
     if not (sipp and valgrind and control):

@@ -56,7 +56,10 @@ class MediaRefused(Exception):
 
 
 def _audio(sdp: SessionDescription) -> int | None:
-    return next((i for i, m in enumerate(sdp.media) if m.media.lower() == "audio" and m.port != 0), None)
+    for i, m in enumerate(sdp.media):
+        if m.port != 0 and m.media.lower() == "audio":
+            return i
+    return None
 
 
 def _same_codec(agreed: NegotiatedMedia) -> list[CodecSpec]:

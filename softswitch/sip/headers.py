@@ -220,7 +220,10 @@ def parse_params(text: str) -> dict[str, str | None]:
 
 
 def format_params(params: dict[str, str | None]) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    out = ""
+    for k, v in params.items():
+        out += f";{k}" if v is None else f";{k}={v}"
+    return out
 
 
 class Address:

@@ -129,14 +129,25 @@ class Message:
     def get_all(self, name: str) -> list[str]:
         """Every value of a header in order, comma-joined list values split apart."""
         name = _CANON(name) or canonical(name)
-        values = [v for n, v in self.headers if n == name]
+        values = []  # loops, not comprehensions: in 3.11 each of those makes a function object, 50 a call
+        for n, v in self.headers:
+            if n == name:
+                values.append(v)
         if name in LIST_HEADERS and not (name == "Contact" and values == ["*"]):
-            return [item for v in values for item in split_list(v) if item]
+            items = []
+            for v in values:
+                for item in split_list(v):
+                    if item:
+                        items.append(item)
+            return items
         return values
 
     def __contains__(self, name: str) -> bool:
         name = _CANON(name) or canonical(name)
-        return any(n == name for n, _ in self.headers)
+        for n, _ in self.headers:  # noqa: SIM110 (any() over a generator: a function object per test)
+            if n == name:
+                return True
+        return False
 
     def set(self, name: str, value: str) -> None:
         """Replace every occurrence of a header with one value, kept where the first one was."""

@@ -109,7 +109,6 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
 
 HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
 
-_DIGITS = re.compile(r"[0-9]{1,20}")
 _SPACES = re.compile(r"[ \t]+")
 _RTPMAP = re.compile(r"([0-9]{1,3})[ \t]+([^ \t/]+)/([0-9]{1,10})(?:/([0-9]{1,3}))?")
 _FMTP = re.compile(r"([^ \t]+)(?:[ \t]+(.*))?")
@@ -343,7 +342,11 @@ class MediaDescription(msgspec.Struct, frozen=True, dict=True):
     @property
     def payload_types(self) -> tuple[int, ...]:
         """The numeric formats (RTP payload types), in m= line order."""
-        return tuple(int(f) for f in self.formats if _DIGITS.fullmatch(f) and int(f) <= 127)
+        out = []
+        for f in self.formats:
+            if f.isdigit() and f.isascii() and len(f) <= 20 and int(f) <= 127:  # ASCII digits, at most 20
+                out.append(int(f))
+        return tuple(out)
 
     def fmtp(self, fmt: int | str) -> str | None:
         """The fmtp parameters for one format, None when it has none."""

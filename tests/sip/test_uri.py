@@ -158,3 +158,23 @@ def test_uri_property_round_trip(scheme, user, host, port, params):
 def test_uri_parser_raises_only_parse_errors(text):
     with contextlib.suppress(SipParseError):
         parse_uri(text)
+
+
+def test_uri_read_again_from_the_cache_is_an_equal_object_of_its_own():
+    """A URI text parsed before comes from the parse cache: equal, and not shared (SipUri is mutable)."""
+    text = "sip:alice:pw@example.com:5070;transport=tcp;lr?subject=hi&priority=urgent"
+    first, again = parse_uri(text), parse_uri(text)
+    assert again == first and again is not first
+    assert (again.user, again.password, again.host, again.port) == ("alice", "pw", "example.com", 5070)
+    assert again.params == {"transport": "tcp", "lr": None} and again.headers == {"subject": "hi", "priority": "urgent"}
+    again.params["maddr"] = "192.0.2.1"
+    again.headers.clear()
+    third = parse_uri(text)
+    assert third.params == {"transport": "tcp", "lr": None} and third.headers == {"subject": "hi", "priority": "urgent"}
+    assert str(third) == text
+
+
+def test_uri_bad_text_is_refused_every_time_and_never_cached():
+    for _ in range(2):
+        with pytest.raises(SipParseError):
+            parse_uri("sip:al ice@example.com")
