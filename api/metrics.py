@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from api.auth import ADMIN
@@ -29,6 +29,7 @@ from api.http import RouteTable
 from softswitch import gcstats
 from softswitch.checkpointer import RESTART_FRAMES
 from softswitch.events import Event, EventBus
+from softswitch.histogram import Histogram
 
 if TYPE_CHECKING:
     from softswitch.b2bua.switch import B2bua
@@ -60,35 +61,12 @@ class Metrics:
         self.calls, self.sip, self.webhooks, self.gc_policy = calls, sip, webhooks, gc_policy
         self.registry = CollectorRegistry()
         self.api_counts: collections.Counter = collections.Counter()  # the app's, once registered
-        self.calls_completed = Counter(
-            "softswitch_calls_completed", "Calls ended, by final status", ["status"], registry=self.registry
-        )
-        self.media_packets = Counter(
-            "softswitch_media_packets",
-            "RTP packets of ended call legs: rx from the far end, tx to it",
-            ["direction"],
-            registry=self.registry,
-        )
-        self.media_lost = Counter(
-            "softswitch_media_packets_lost",
-            "RTP packets of ended legs lost on the way to us",
-            registry=self.registry,
-        )
-        self.leg_loss = Histogram(
-            "softswitch_media_leg_loss_ratio",
-            "Packet loss of each ended leg that received media (0-1)",
-            buckets=LOSS_BUCKETS,
-            registry=self.registry,
-        )
-        self.leg_jitter = Histogram(
-            "softswitch_media_leg_jitter_seconds",
-            "Interarrival jitter (RFC 3550) of each ended leg that received media",
-            buckets=JITTER_BUCKETS,
-            registry=self.registry,
-        )
-        for status in OUTCOMES:  # every series present from the first scrape, so rates start from 0
-            self.calls_completed.labels(status)
-        self._rx, self._tx = self.media_packets.labels("rx"), self.media_packets.labels("tx")  # read per leg
+        # what ended calls leave: plain counts, turned into metric families at scrape time (`ScrapeCollector`)
+        self.completed = collections.Counter(dict.fromkeys(OUTCOMES, 0))  # every status from the first scrape
+        self.media_packets = {"rx": 0, "tx": 0}
+        self.media_lost = 0
+        self.leg_loss = Histogram(LOSS_BUCKETS)
+        self.leg_jitter = Histogram(JITTER_BUCKETS)
         self.gc = gcstats.pauses()
         self.registry.register(ScrapeCollector(self))
         self._records: dict[str, CallRecord] = {}  # live calls' records: their media statistics at the end
@@ -115,7 +93,7 @@ class Metrics:
             if call is not None:
                 self._records[ev.call_id] = call.record
             return
-        self.calls_completed.labels(ev.data.get("status", "unknown")).inc()
+        self.completed[ev.data.get("status", "unknown")] += 1
         record = self._records.pop(ev.call_id, None)
         for leg in record.legs if record is not None else ():
             self._observe_leg(leg.media)
@@ -123,9 +101,9 @@ class Metrics:
     def _observe_leg(self, media: dict) -> None:
         """A leg's final statistics (`LegRecord.media`, filled when the call ends)."""
         rx, tx = media.get("rx_packets") or 0, media.get("tx_packets") or 0
-        self._rx.inc(rx)
-        self._tx.inc(tx)
-        self.media_lost.inc(media.get("lost") or 0)
+        self.media_packets["rx"] += rx
+        self.media_packets["tx"] += tx
+        self.media_lost += media.get("lost") or 0
         if rx:  # a leg that heard nothing says nothing about loss or jitter
             self.leg_loss.observe(min(1.0, (media.get("loss_pct") or 0.0) / 100))
             self.leg_jitter.observe((media.get("jitter_ms") or 0.0) / 1000)
@@ -142,6 +120,7 @@ class ScrapeCollector:
         yield GaugeMetricFamily(
             "softswitch_calls_active", "Calls in progress (ringing or answered)", len(m.calls.calls)
         )
+        yield from _ended_calls(m)
         requests = CounterMetricFamily(
             "softswitch_sip_requests",
             "SIP requests received (in) and sent (out) by method, retransmissions included",
@@ -251,6 +230,33 @@ SECURITY_EVENTS = (
     "alerts_suppressed",
     "transactions_full",
 )
+
+
+def _ended_calls(m: Metrics) -> Iterator[Metric]:
+    completed = CounterMetricFamily("softswitch_calls_completed", "Calls ended, by final status", labels=["status"])
+    for status, n in sorted(m.completed.items()):
+        completed.add_metric([status], n)
+    yield completed
+    packets = CounterMetricFamily(
+        "softswitch_media_packets",
+        "RTP packets of ended call legs: rx from the far end, tx to it",
+        labels=["direction"],
+    )
+    for direction, n in m.media_packets.items():
+        packets.add_metric([direction], n)
+    yield packets
+    yield CounterMetricFamily(
+        "softswitch_media_packets_lost", "RTP packets of ended legs lost on the way to us", value=m.media_lost
+    )
+    for name, text, histogram in (
+        ("softswitch_media_leg_loss_ratio", "Packet loss of each ended leg that received media (0-1)", m.leg_loss),
+        (
+            "softswitch_media_leg_jitter_seconds",
+            "Interarrival jitter (RFC 3550) of each ended leg that received media",
+            m.leg_jitter,
+        ),
+    ):
+        yield HistogramMetricFamily(name, text, buckets=histogram.cumulative(), sum_value=histogram.sum)
 
 
 def _security(sip) -> Iterator[Metric]:

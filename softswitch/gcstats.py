@@ -13,6 +13,8 @@ import gc
 import time
 from collections.abc import Callable
 
+from softswitch.histogram import Histogram
+
 # 1 ms is noise; past 50 ms a pause shows in call set-up times; past 1 s retransmissions start.
 BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 GENERATIONS = (0, 1, 2)
@@ -23,10 +25,8 @@ class GcPauses:
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
-        self.count = [0, 0, 0]
-        self.seconds = [0.0, 0.0, 0.0]
         self.longest = [0.0, 0.0, 0.0]
-        self.buckets = [[0] * len(BUCKETS) for _ in GENERATIONS]  # per bucket, not cumulative
+        self.pauses = [Histogram(BUCKETS) for _ in GENERATIONS]
         self._started = 0.0
 
     def callback(self, phase: str, info: dict) -> None:
@@ -36,22 +36,20 @@ class GcPauses:
             return
         took = self.clock() - self._started
         generation = info["generation"]
-        self.count[generation] += 1
-        self.seconds[generation] += took
+        self.pauses[generation].observe(took)
         self.longest[generation] = max(self.longest[generation], took)
-        for i, bound in enumerate(BUCKETS):
-            if took <= bound:
-                self.buckets[generation][i] += 1
-                break
+
+    @property
+    def count(self) -> list[int]:
+        return [h.count for h in self.pauses]
+
+    @property
+    def seconds(self) -> list[float]:
+        return [h.sum for h in self.pauses]
 
     def histogram(self, generation: int) -> list[tuple[str, int]]:
         """Cumulative (le, count) pairs, +Inf last, as Prometheus histograms are written."""
-        out, total = [], 0
-        for bound, n in zip(BUCKETS, self.buckets[generation], strict=True):
-            total += n
-            out.append((repr(bound), total))
-        out.append(("+Inf", self.count[generation]))
-        return out
+        return self.pauses[generation].cumulative()
 
 
 _recorder: GcPauses | None = None
