@@ -83,7 +83,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=40, help="calls placed (40)")
     ap.add_argument("--rate", type=int, default=2, help="calls a second (2: the switch is 30-50x slower counted)")
-    ap.add_argument("--save", type=Path, help="copy the main thread's callgrind dump of the calls here (the other threads': FILE.tN)")
+    ap.add_argument(
+        "--save", type=Path, help="copy the main thread's callgrind dump of the calls here (the others': FILE.tN)"
+    )
     args = ap.parse_args()
     sipp, valgrind, control = (shutil.which(n) for n in ("sipp", "valgrind", "callgrind_control"))
     if not (sipp and valgrind and control):

@@ -43,6 +43,9 @@ Ports: SIP and SIPp on 16000-16999, the switch's RTP on 20000-29999.
 SIPp's SDP offers no telephone-event, so with the switch's default `[calls] inband_dtmf = "auto"` every leg
 listens for in-band DTMF (its bridge is tapped: each leg decoded in the media thread's tick); the
 environment variable SIP_LOAD_INBAND_DTMF=never|always|auto sets it for a run.
+Priority: the switch runs at `--nice` (-10 by default: `[process] nice`, as telephony servers are run, see
+softswitch/priority.py) and Kamailio at the same niceness (`nice -n`); the SIPp peers at the default 0.
+With `--nice 0` everything runs at the default: the figure that shows what preemption by SIPp costs.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ HOST = "127.0.0.1"  # all traffic stays on loopback
 UAC_PORT, UAC_MEDIA, UAC_CTRL = 16000, 16100, 16030  # SIPp binds -mp and -mp + 2
 UAS_PORT, UAS_MEDIA, UAS_CTRL = 16070, 16020, 16031
 SWITCH_PORT, API_PORT, METRICS_PORT, PROXY_PORT = 16060, 16080, 16081, 16090
+NICE = -10  # the switch's and Kamailio's niceness (--nice)
 SWITCH_RTP = (20000, 29999)
 UDP_PORTS = (UAC_PORT, UAC_MEDIA, UAC_MEDIA + 2, UAC_CTRL, UAS_PORT, UAS_MEDIA, UAS_MEDIA + 2, UAS_CTRL)
 SERVICE = "1000"  # the number dialled: matches the switch's route ^[0-9]+$
@@ -413,6 +417,7 @@ def switch_config(workdir: Path) -> str:
         f'[api]\nlisten = "{HOST}:{API_PORT}"\nmetrics_listen = "{HOST}:{METRICS_PORT}"\n\n'
         f"[store]\npath = {q(str(workdir / 'switch.db'))}\n\n"
         '[log]\nlevel = "warning"\n\n'
+        f"[process]\nnice = {NICE}\n\n"
         f'[[trunks]]\nname = "carrier"\naddress = "{HOST}:{UAS_PORT}"\ntransport = "udp"\n'
         f'inbound_from = ["{HOST}/32"]\ntransit = true\n\n'
         '[[routes]]\nmatch = "^[0-9]+$"\nto = "trunk:carrier"\n'
@@ -510,6 +515,8 @@ class ProxyTarget:
         config.write_text(KAMAILIO_CFG.format(host=HOST, port=PROXY_PORT, callee=UAS_PORT))
         cmd = [binary, "-f", str(config), "-DD", "-E", "-Y", str(workdir), "-P", str(workdir / "kamailio.pid")]
         cmd += ["-w", str(workdir), "-m", "512", "-M", "16"]
+        if NICE:
+            cmd[:0] = ["nice", "-n", str(NICE)]  # the switch's priority, for a fair reference
         self.proc = Managed("kamailio", cmd, workdir, workdir / "kamailio.log")
         wait_ready(self.proc, lambda: udp_bound(PROXY_PORT), "SIP listening")
         time.sleep(0.3)  # its workers are forked after the socket is bound
@@ -1086,6 +1093,7 @@ def vm_speed_s() -> float:
 
 
 def main() -> int:
+    global NICE  # read by switch_config and ProxyTarget
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few 8 s steps, under a minute")
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the headline rate must hold (60)")
@@ -1113,7 +1121,9 @@ def main() -> int:
         help="profile the switch in each step (py-spy: sampled while calls are placed, in switch.pyspy; "
         "cprofile: the whole run, in switch.prof); implies --keep",
     )
+    ap.add_argument("--nice", type=int, default=NICE, help=f"the switch's and Kamailio's niceness ({NICE}; 0: default)")
     args = ap.parse_args()
+    NICE = args.nice
 
     quick = args.quick
     probe_s = args.probe_seconds or (8.0 if quick else 10.0)
@@ -1265,6 +1275,7 @@ def main() -> int:
     if interrupted:
         print(f"run interrupted ({interrupted}): figures are from the steps that finished")
     print(f"{len(bench.steps)} steps in {time.monotonic() - started:.0f} s")
+    print(f"priority: the switch and Kamailio at nice {NICE}, the SIPp peers at 0")
     print(f"machine speed: 10^7 Python additions in {speed_before:.2f} s before the steps, {vm_speed_s():.2f} s after")
     print(
         f"sip_load cps={cps} failed_pct={failed_pct:.3f} p99_invite_180_ms={p99:g} "

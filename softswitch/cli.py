@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from softswitch import __version__, config, logs
+from softswitch.priority import set_nice
 from softswitch.store import SchemaTooNew
 
 if TYPE_CHECKING:
@@ -277,6 +278,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     logs.setup(args.log_format or cfg.log.format, args.log_level or cfg.log.level)
+    set_nice(cfg.process.nice)  # every thread now; those the imports and services below start inherit it
     from softswitch import server
     from softswitch.transport.sockets import BindError
 

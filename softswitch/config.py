@@ -104,6 +104,10 @@ class LogConfig(_Section):
     format: str = "plain"
 
 
+class ProcessConfig(_Section):
+    nice: int = 0  # scheduling niceness of every thread of `softswitch serve` (-20..19; below 0 needs privilege)
+
+
 class User(_Section):
     """A softphone account. Its secret is `password`, or, to keep clear text out of the file, the digest HA1
     for our realm (`[sip] domain`): `ha1_md5` = MD5("name:realm:password"), `ha1_sha256` the same with SHA-256
@@ -150,6 +154,7 @@ class Config(_Section):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     calls: CallsConfig = msgspec.field(default_factory=CallsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    process: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     users: list[User] = msgspec.field(default_factory=list)
@@ -287,6 +292,8 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
         yield ("log", "level"), "must be one of debug, info, warning, error"
     if cfg.log.format not in ("plain", "json"):
         yield ("log", "format"), "must be plain or json"
+    if not -20 <= cfg.process.nice <= 19:
+        yield ("process", "nice"), "must be -20..19"
     yield from _check_security(cfg.security)
     yield from _check_names("users", cfg.users)
     for i, user in enumerate(cfg.users):

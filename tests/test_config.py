@@ -407,3 +407,9 @@ def test_config_webhooks_ca_file_must_load(pems, tmp_path):
     assert problems(f'[webhooks]\nca_file = "{missing}"\n') == [
         f"sw.toml:2: webhooks.ca_file: file '{missing}' does not exist"
     ]
+
+
+def test_config_process_nice_is_a_niceness():
+    assert config.parse("").process.nice == 0
+    assert config.parse("[process]\nnice = -10\n").process.nice == -10
+    assert problems('[log]\nlevel = "info"\n[process]\nnice = -21\n') == ["sw.toml:4: process.nice: must be -20..19"]

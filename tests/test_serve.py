@@ -196,3 +196,27 @@ def test_serve_retires_start_ups_objects_from_the_collectors_walks(tmp_path):
     values = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("softswitch_gc_")}
     assert values["softswitch_gc_retired_objects"] > 10_000
     assert values["softswitch_gc_live_objects"] < values["softswitch_gc_retired_objects"]
+
+
+def _nice_of_threads(pid: int) -> dict[int, int]:
+    """Every thread's niceness (field 19 of /proc/PID/task/TID/stat, after the command name)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = task.joinpath("stat").read_text().rpartition(")")[2].split()
+        out[int(task.name)] = int(fields[16])
+    return out
+
+
+def test_serve_runs_every_thread_at_the_configured_niceness(tmp_path):
+    """`[process] nice` is set before any thread starts, so the media engine's and the others inherit it."""
+    sip, api = free_port(also_udp=True), free_port()
+    cfg = write_config(tmp_path, sip, api, "[process]\nnice = 5\n")
+    proc = spawn(cfg)
+    try:
+        wait_health(api, proc)
+        threads = _nice_of_threads(proc.pid)
+    finally:
+        _, err = stop(proc, signal.SIGTERM)
+    assert len(threads) >= 3  # the event loop's, the media engine's, the store checkpointer's at least
+    assert set(threads.values()) == {5}
+    assert "process.nice nice=5" in err
