@@ -43,9 +43,9 @@ Ports: SIP and SIPp on 16000-16999, the switch's RTP on 20000-29999.
 SIPp's SDP offers no telephone-event, so with the switch's default `[calls] inband_dtmf = "auto"` every leg
 listens for in-band DTMF (its bridge is tapped: each leg decoded in the media thread's tick); the
 environment variable SIP_LOAD_INBAND_DTMF=never|always|auto sets it for a run.
-Priority: the switch runs at `--nice` (-10 by default: `[process] nice`, as telephony servers are run, see
-softswitch/priority.py) and Kamailio at the same niceness (`nice -n`); the SIPp peers at the default 0.
-With `--nice 0` everything runs at the default: the figure that shows what preemption by SIPp costs.
+Priority: everything runs at the default niceness; `--nice N` runs the switch at N (`[process] nice`, as
+telephony servers are often run, see softswitch/priority.py) and Kamailio at the same (`nice -n`), the SIPp
+peers staying at 0.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ HOST = "127.0.0.1"  # all traffic stays on loopback
 UAC_PORT, UAC_MEDIA, UAC_CTRL = 16000, 16100, 16030  # SIPp binds -mp and -mp + 2
 UAS_PORT, UAS_MEDIA, UAS_CTRL = 16070, 16020, 16031
 SWITCH_PORT, API_PORT, METRICS_PORT, PROXY_PORT = 16060, 16080, 16081, 16090
-NICE = -10  # the switch's and Kamailio's niceness (--nice)
+NICE = 0  # the switch's and Kamailio's niceness (--nice)
 SWITCH_RTP = (20000, 29999)
 UDP_PORTS = (UAC_PORT, UAC_MEDIA, UAC_MEDIA + 2, UAC_CTRL, UAS_PORT, UAS_MEDIA, UAS_MEDIA + 2, UAS_CTRL)
 SERVICE = "1000"  # the number dialled: matches the switch's route ^[0-9]+$
@@ -1121,7 +1121,7 @@ def main() -> int:
         help="profile the switch in each step (py-spy: sampled while calls are placed, in switch.pyspy; "
         "cprofile: the whole run, in switch.prof); implies --keep",
     )
-    ap.add_argument("--nice", type=int, default=NICE, help=f"the switch's and Kamailio's niceness ({NICE}; 0: default)")
+    ap.add_argument("--nice", type=int, default=NICE, help="the switch's and Kamailio's niceness (0)")
     args = ap.parse_args()
     NICE = args.nice
 
