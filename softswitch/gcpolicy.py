@@ -19,8 +19,8 @@ rare path) is reclaimed within a minute; a ramp from idle to a high load (live s
 in objects: `gc.get_freeze_count()` walks the whole frozen list (5 ms for 100,000 objects in this heap),
 so it is read once per full collection, for /metrics.
 
-A full collection walks every tracked object, and a third of those a busy switch has were start-up's
-(modules, classes, functions, the services: some 55,000 objects, walked at every full collection, though
+A full collection walks every tracked object, and about half of those a busy switch has were start-up's
+(modules, classes, functions, the services: about 50,000 objects, walked at every full collection, though
 none can ever be freed). In `softswitch serve` (`retire_startup`) what survives the first collection
 leaves the walks for good (`cext.gctrack.untrack_survivors`). At 425 CPS a full collection walked 57,000
 objects instead of 108,000 and stopped the process for 35-63 ms instead of 99-106.
