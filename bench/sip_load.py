@@ -54,6 +54,7 @@ import argparse
 import contextlib
 import csv
 import ctypes
+import itertools
 import json
 import math
 import os
@@ -401,8 +402,19 @@ class Sampler(threading.Thread):
 
 def every_10_s(samples: list[tuple[float, dict[str, float]]], key: str, t0: float) -> list[float]:
     """The first sample of `key` in each 10 s from t0 on."""
+    return [x for _, x in _firsts_by_10_s(samples, key, t0)]
+
+
+def per_10_s(samples: list[tuple[float, dict[str, float]]], key: str, t0: float) -> list[float]:
+    """A cumulative CPU-seconds `key` as % of a core between the first samples of consecutive 10 s slices
+    (where a load that creeps up during a step shows: the first calls' transactions expiring after 32 s)."""
+    firsts = _firsts_by_10_s(samples, key, t0)
+    return [100.0 * (b - a) / (tb - ta) for (ta, a), (tb, b) in itertools.pairwise(firsts) if tb > ta]
+
+
+def _firsts_by_10_s(samples: list[tuple[float, dict[str, float]]], key: str, t0: float) -> list[tuple[float, float]]:
     seen = [(t, v[key]) for t, v in samples if key in v and t >= t0]
-    return [x for k, (t, x) in enumerate(seen) if k == 0 or int((t - t0) // 10) > int((seen[k - 1][0] - t0) // 10)]
+    return [(t, x) for k, (t, x) in enumerate(seen) if k == 0 or int((t - t0) // 10) > int((seen[k - 1][0] - t0) // 10)]
 
 
 # -------------------------------------------------------------------------------------------- targets
@@ -726,6 +738,7 @@ class Step:
     aborted: str = ""  # why the step was stopped before SIPp finished (it had failed already)
     timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (start s, p99 ms, calls) per 10 s
     rss_mb: list[float] = field(default_factory=list)  # the target's resident memory every 10 s of the step
+    main_pct: list[float] = field(default_factory=list)  # the switch's main thread, % of a core, per 10 s
     fds: list[float] = field(default_factory=list)  # the target's open file descriptors every 10 s
     gc: dict[str, dict[str, float]] = field(default_factory=dict)  # the switch's GC pauses by generation
     placed: int = 0  # calls SIPp placed
@@ -856,6 +869,7 @@ class Bench:
             step.cpu["kernel"] = cpu.get("kernel", math.nan)
             step.drops = sampler.drop_totals()
             step.rss_mb = every_10_s(sampler.samples, "rss_mb", t0)
+            step.main_pct = per_10_s(sampler.samples, "main", t0)
             step.fds = every_10_s(sampler.samples, "fds", t0)
         except BenchError as exc:
             step.error = str(exc)
@@ -960,6 +974,9 @@ def show(bench: Bench, step: Step) -> Step:
         rss = ", ".join(f"{m:.0f}" for m in step.rss_mb)
         print(f"{'':16}p99 INVITE->180 by 10 s of the step (ms): {drift}", flush=True)
         print(f"{'':16}{step.system} resident memory every 10 s (MB): {rss}", flush=True)
+        if step.main_pct:
+            main = ", ".join(f"{m:.0f}" for m in step.main_pct)
+            print(f"{'':16}{step.system} main thread by 10 s of the step (% of a core): {main}", flush=True)
     return step
 
 
