@@ -163,6 +163,23 @@ TRANSITIONS.update({(k, s, "transport_error"): TERMINATED for k, s, _ in list(TR
 INITIAL = {ICT: CALLING, NICT: TRYING, IST: PROCEEDING, NIST: TRYING}
 
 
+# What a lingering transaction still needs of its messages over UDP, by (kind, state); the rest is let go at
+# once, warm, not 32 s later with the transaction (at 500 CPS that is some 16,000 calls' messages, the
+# heap's largest part). IST accepted: retransmitted INVITEs are absorbed, the TU resends its 2xx itself
+# (RFC 6026); IST completed: Timer G resends the response, H reports the request; NIST completed: a
+# retransmitted request gets the response again; ICT accepted: a retransmitted 2xx goes up with its
+# request; ICT completed: a retransmitted 3xx-6xx gets the ACK again; the others only absorb.
+_LINGERING_KEEPS: dict[tuple[Kind, State], tuple[str, ...]] = {
+    (IST, ACCEPTED): (),
+    (IST, COMPLETED): ("request", "last_response"),
+    (IST, CONFIRMED): (),
+    (NIST, COMPLETED): ("last_response",),
+    (ICT, ACCEPTED): ("request",),
+    (ICT, COMPLETED): ("ack",),
+    (NICT, COMPLETED): (),
+}
+
+
 def status_class(status: int) -> str:
     return "1xx" if status < 200 else "2xx" if status < 300 else "3xx+"
 
@@ -282,7 +299,7 @@ class Transaction:
     def __init__(self, kind: Kind, key: Hashable, request: Request, dest: Hashable, reliable: bool):
         self.kind = kind
         self.key = key
-        self.request = request
+        self.request: Request | None = request  # None once lingering without a use for it (_LINGERING_KEEPS)
         self.dest = dest
         self.reliable = reliable
         self.state = INITIAL[kind]
@@ -610,6 +627,11 @@ class TransactionLayer:
         walks every tracked object of it. Done at the next input, once the TU has handled the one that ended
         the transaction; a later read parses again."""
         for txn in self._lingering:
+            keeps = _LINGERING_KEEPS.get((txn.kind, txn.state))
+            if keeps is not None and not txn.reliable:  # over TCP/TLS a send may still fail and report them
+                for name in ("request", "last_response", "ack"):
+                    if name not in keeps:
+                        setattr(txn, name, None)
             for message in (txn.request, txn.last_response, txn.ack):
                 if message is not None:
                     message.keep_for_resend()

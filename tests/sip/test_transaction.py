@@ -515,14 +515,50 @@ def test_transaction_lingering_keeps_its_messages_text_not_their_parsed_headers(
     assert req.from_.tag == "a1" and ok.to.tag == "t1"  # the TU may still read them in this turn
     layer.receive(wire(request("BYE")), SRC, now=1.0)  # the next input: a retransmission
     assert [tx.message.serialize() for tx in layer.transmits()] == sent
-    assert req._parsed == {} and ok._parsed == {}
-    assert not any(gc.is_tracked(o) for o in (req, req.headers, ok, ok.headers))
-    assert (req.from_.tag, req.cseq.seq, ok.to.tag, ok.via.branch) == ("a1", 1, "t1", "z9hG4bKabc")
+    assert ok._parsed == {}
+    assert not any(gc.is_tracked(o) for o in (ok, ok.headers))
+    assert (ok.to.tag, ok.cseq.seq, ok.via.branch) == ("t1", 1, "z9hG4bKabc")
     live = layer.get(key)
     assert live is not None and live.state is State.COMPLETED
+    assert live.request is None and live.last_response is ok  # it only resends its response now
     assert not gc.is_tracked(live)  # refers to nothing tracked but its state's and kind's enum members
     run_until(layer, 100.0)
     assert layer.get(key) is None and [type(e) for e in drain(layer)][-1] is Terminated
+
+
+def test_transaction_lingering_lets_go_at_once_of_what_its_state_no_longer_needs():
+    """Over UDP, at the next input: an accepted server INVITE keeps neither message (retransmitted INVITEs are
+    absorbed, the TU resends its 2xx); an accepted client INVITE keeps its request (a retransmitted 2xx goes up
+    with it); over TCP everything stays (a failed send reports the request)."""
+    layer = TransactionLayer()
+    invite = wire(request("INVITE"))
+    layer.receive(invite, SRC, now=0.0)
+    server = drain(layer)[0].key
+    layer.send_response(server, build_response(invite, 200, to_tag="t1"), now=0.1)
+    ours = request("INVITE", branch="z9hG4bKours")
+    client = layer.send_request(ours, DEST, now=0.2)
+    layer.transmits()
+    ok = response_to(ours, 200)
+    layer.receive(ok, DEST, now=0.3)
+    drain(layer)
+    layer.receive(wire(request("INVITE")), SRC, now=0.4)  # the next input: the caller's INVITE again
+    assert layer.transmits() == [] and drain(layer) == []  # absorbed, as before
+    accepted = layer.get(server)
+    assert accepted.state is State.ACCEPTED and accepted.request is None and accepted.last_response is None
+    assert layer.get(client).state is State.ACCEPTED and layer.get(client).request is ours
+    layer.receive(response_to(ours, 200), DEST, now=0.5)  # a retransmitted 2xx still comes with our INVITE
+    (event,) = drain(layer)
+    assert isinstance(event, ResponseReceived) and event.request is ours and ours.cseq.method == "INVITE"
+
+    reliable = TransactionLayer()
+    invite = wire(request("INVITE"))
+    reliable.receive(invite, SRC, now=0.0, reliable=True)
+    key = drain(reliable)[0].key
+    answer = build_response(invite, 200, to_tag="t1")
+    reliable.send_response(key, answer, now=0.1)
+    reliable.receive(wire(request("OPTIONS", branch="z9hG4bKnext")), SRC, now=0.2, reliable=True)
+    kept = reliable.get(key)
+    assert kept.state is State.ACCEPTED and kept.request is invite and kept.last_response is answer
 
 
 def test_transaction_server_non_invite_reliable_timer_j_zero():
