@@ -152,6 +152,7 @@ class Services:
             drop_scanners=cfg.sip.drop_scanners,
             security=self.security,
             max_transactions=cfg.sip.max_transactions,
+            report_terminated=False,  # BasicUas and the B2BUA never wait for a transaction's end
         )
         self.calls.endpoint = self.sip
         self.trunks = Trunks(self.sip, cfg.trunks, domain=cfg.sip.domain, user_agent=cfg.sip.user_agent)

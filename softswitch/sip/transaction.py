@@ -326,11 +326,14 @@ class TransactionLayer:
         via_sent_by: str | None = None,
         transport: str = "UDP",
         max_transactions: int = 0,
+        report_terminated: bool = True,
     ):
         """`via_sent_by` ("192.0.2.1:5060", or a host name) and `transport` ("UDP", "TCP", "TLS", "WS"...)
         make the Via added to requests sent without one; without `via_sent_by`, every request must carry
         its own. With `max_transactions`, a request that would start a transaction past that many live ones
-        is answered 503 statelessly instead (RFC 3261 21.5.4): the memory a flood can pin stays bounded."""
+        is answered 503 statelessly instead (RFC 3261 21.5.4): the memory a flood can pin stays bounded.
+        Without `report_terminated`, a transaction's end is not an event: a TU that never waits for it (the
+        endpoint's) is spared one for every transaction, 32 s after its call."""
         if via_sent_by is not None:
             try:
                 parse_via(f"SIP/2.0/{transport} {via_sent_by}")
@@ -341,6 +344,7 @@ class TransactionLayer:
         self.via_sent_by = via_sent_by
         self.transport = transport.upper()
         self.max_transactions = max_transactions
+        self.report_terminated = report_terminated
         self.refused_full = 0  # requests answered 503 for max_transactions
         self._txns: dict[Hashable, Transaction] = {}
         self._heap: list[tuple[float, int, Hashable, str]] = []
@@ -645,7 +649,8 @@ class TransactionLayer:
         txn.timers.clear()
         if self._txns.get(txn.key) is txn:
             del self._txns[txn.key]
-        self._events.append(Terminated(now, txn.key))
+        if self.report_terminated:
+            self._events.append(Terminated(now, txn.key))
 
     # -- helpers ---------------------------------------------------------------------------------
     def find_invite_for_cancel(self, cancel: Request) -> Hashable | None:

@@ -200,13 +200,15 @@ class SipEndpoint:
         drop_scanners: bool = False,
         security: Security | None = None,
         max_transactions: int = 0,
+        report_terminated: bool = True,
     ):
         """`tls_cert`/`tls_key` (PEM files) serve `tls:` listeners and are offered on connections we open;
         `tls_verify` checks the certificate of servers we connect to, off by default because trunks often
         present self-signed ones. `tcp_idle_s` closes TCP and TLS connections alike. `drop_scanners`: requests
         whose User-Agent names a known SIP scanner are dropped unanswered, before any transaction (a scanner
         learns nothing, not even that something listens). `security` is asked about every message's source
-        before it is parsed (rate limits, bans: softswitch.security)."""
+        before it is parsed (rate limits, bans: softswitch.security). Without `report_terminated` the handler
+        gets no `Terminated` event (one per transaction, 32 s after its call: the switch's TU needs none)."""
         self.handler = handler
         # requests the transaction user answers without a transaction (out-of-dialog OPTIONS): `handler`'s
         # answer_statelessly(request, source flow) -> Response | None, when it has one
@@ -223,7 +225,9 @@ class SipEndpoint:
         self._stream_local: dict[str, tuple[str, int]] = {}  # transport -> first listener, our sent-by
         self._connecting: dict[tuple[str, str, int], asyncio.Task[Flow]] = {}
         self.loop = asyncio.get_running_loop()
-        self.txns = TransactionLayer(timers or TimerConfig(), max_transactions=max_transactions)
+        self.txns = TransactionLayer(
+            timers or TimerConfig(), max_transactions=max_transactions, report_terminated=report_terminated
+        )
         self._timer_grain = min(TIMER_GRAIN_S, self.txns.config.t1 / 4)  # see _arm_timer
         self._udp: dict[tuple[str, int], asyncio.DatagramTransport] = {}
         self._servers: list[asyncio.AbstractServer] = []

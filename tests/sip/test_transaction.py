@@ -656,3 +656,15 @@ def test_transaction_max_transactions_answers_503_statelessly_past_the_cap():
     run_until(layer, 60.0)  # Timer J ends it
     layer.receive(wire(request("OPTIONS", branch="z9hG4bKcap3")), SRC, now=60.0)
     assert len(layer) == 2 and [type(e) for e in drain(layer)] == [Terminated, RequestReceived]
+
+
+def test_transaction_end_is_an_event_only_when_asked_for():
+    for report in (True, False):
+        layer = TransactionLayer(report_terminated=report)
+        req = wire(request("BYE"))
+        layer.receive(req, SRC, now=0.0)
+        key = drain(layer)[0].key
+        layer.send_response(key, build_response(req, 200, to_tag="t1"), now=0.1)
+        run_until(layer, 100.0)
+        assert layer.get(key) is None and len(layer) == 0
+        assert [type(e) for e in drain(layer)] == ([Terminated] if report else [])
