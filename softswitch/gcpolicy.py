@@ -82,10 +82,6 @@ class GcPolicy:
     def start(self, now: float) -> None:
         """After start-up: collect once, freeze (or with `retire_startup` untrack) everything there is, raise
         the young threshold."""
-        if self.retire_startup:
-            gc.unfreeze()
-            gc.collect()
-            self.retired = untrack_survivors()
         self.full(now)
         self._threshold = gc.get_threshold()
         gc.set_threshold(YOUNG_THRESHOLD, 50, 1000)
@@ -108,6 +104,8 @@ class GcPolicy:
         """Walk everything once: the frozen objects too, so cycles frozen while young are found."""
         gc.unfreeze()
         gc.collect()
+        if self.retire_startup and self.full_runs == 0:  # the first: what survives it is start-up's
+            self.retired = untrack_survivors()
         gc.freeze()
         self.objects_after_full = gc.get_freeze_count()
         self.resident_after_full = self.resident()
