@@ -67,13 +67,12 @@ def _window(
     if not dumps:
         raise sl.BenchError("callgrind wrote no dump")
     time.sleep(1.0)  # the last thread's file
-    dumps = sorted(set(workdir.glob("cg.*")) - before)
-    counts = {int(re.search(r"-(\d+)$", p.name)[1]): _ir(p) for p in dumps}
+    dumps = {int(re.search(r"-(\d+)$", p.name)[1]): p for p in set(workdir.glob("cg.*")) - before}  # by thread
+    counts = {n: _ir(p) for n, p in dumps.items()}
     if save is not None:  # the main thread's dump as `save`, the others' as `save`.tN
-        for p in dumps:
-            n = int(re.search(r"-(\d+)$", p.name)[1])
+        for n, p in dumps.items():
             shutil.copy(p, save if n == 1 else save.with_name(f"{save.name}.t{n}"))
-    for p in dumps:
+    for p in dumps.values():
         p.unlink()
     main = counts.pop(1, 0)
     return main, counts, seconds
