@@ -70,6 +70,7 @@ def _window(
     dumps = {int(re.search(r"-(\d+)$", p.name)[1]): p for p in set(workdir.glob("cg.*")) - before}  # by thread
     counts = {n: _ir(p) for n, p in dumps.items()}
     if save is not None:  # the main thread's dump as `save`, the others' as `save`.tN
+        save.parent.mkdir(parents=True, exist_ok=True)
         for n, p in dumps.items():
             shutil.copy(p, save if n == 1 else save.with_name(f"{save.name}.t{n}"))
     for p in dumps.values():
@@ -101,7 +102,8 @@ def main() -> int:
         scenario = sl.signalling_scenario(workdir / "uac.xml")
         try:
             sl.start_uas(sipp, workdir, TIMEOUT_S)
-            cmd = [valgrind, "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={workdir}/cg.%p"]
+            cmd = [valgrind, "--tool=callgrind", "--separate-threads=yes", "--compress-strings=no"]  # dumps stand alone
+            cmd += [f"--callgrind-out-file={workdir}/cg.%p"]
             cmd += [sys.executable, "-m", "softswitch", "serve", "-c", str(config)]
             switch = sl.Managed("softswitch", cmd, Path.cwd(), workdir / "switch.log")
             ready = lambda: sl.udp_bound(sl.SWITCH_PORT) and sl.tcp_listening(sl.API_PORT)  # noqa: E731
