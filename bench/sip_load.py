@@ -45,8 +45,7 @@ listens for in-band DTMF (its bridge is tapped: each leg decoded in the media th
 environment variable SIP_LOAD_INBAND_DTMF=never|always|auto sets it for a run.
 Priority: everything runs at the default niceness; `--nice N` runs the switch at N (`[process] nice`, as
 telephony servers are often run, see softswitch/priority.py) and Kamailio at the same (`nice -n`), the SIPp
-peers staying at 0. `--media-batch-us N` sets the switch's `[media] batch_us` (how often its media thread
-reads its sockets; 0: woken by every packet, as before that setting), to compare.
+peers staying at 0.
 """
 
 from __future__ import annotations
@@ -83,7 +82,6 @@ UAC_PORT, UAC_MEDIA, UAC_CTRL = 16000, 16100, 16030  # SIPp binds -mp and -mp + 
 UAS_PORT, UAS_MEDIA, UAS_CTRL = 16070, 16020, 16031
 SWITCH_PORT, API_PORT, METRICS_PORT, PROXY_PORT = 16060, 16080, 16081, 16090
 NICE = 0  # the switch's and Kamailio's niceness (--nice)
-MEDIA_BATCH_US: int | None = None  # the switch's [media] batch_us (--media-batch-us); None: its default
 SWITCH_RTP = (20000, 29999)
 UDP_PORTS = (UAC_PORT, UAC_MEDIA, UAC_MEDIA + 2, UAC_CTRL, UAS_PORT, UAS_MEDIA, UAS_MEDIA + 2, UAS_CTRL)
 SERVICE = "1000"  # the number dialled: matches the switch's route ^[0-9]+$
@@ -424,12 +422,10 @@ def _firsts_by_10_s(samples: list[tuple[float, dict[str, float]]], key: str, t0:
 
 def switch_config(workdir: Path) -> str:
     q = json.dumps  # TOML basic strings take JSON's escapes
-    batch = "" if MEDIA_BATCH_US is None else f"batch_us = {MEDIA_BATCH_US}\n"
     return (
         f'[calls]\ninband_dtmf = "{os.environ.get("SIP_LOAD_INBAND_DTMF", "auto")}"\n\n'
         f'[sip]\nlisten = ["udp:{HOST}:{SWITCH_PORT}"]\ndomain = "sip-load.test"\n\n'
-        f'[media]\nrtp_ports = "{SWITCH_RTP[0]}-{SWITCH_RTP[1]}"\nrecordings_dir = {q(str(workdir / "recordings"))}\n'
-        f"{batch}\n"
+        f'[media]\nrtp_ports = "{SWITCH_RTP[0]}-{SWITCH_RTP[1]}"\nrecordings_dir = {q(str(workdir / "recordings"))}\n\n'
         f'[api]\nlisten = "{HOST}:{API_PORT}"\nmetrics_listen = "{HOST}:{METRICS_PORT}"\n\n'
         f"[store]\npath = {q(str(workdir / 'switch.db'))}\n\n"
         '[log]\nlevel = "warning"\n\n'
@@ -1114,7 +1110,7 @@ def vm_speed_s() -> float:
 
 
 def main() -> int:
-    global NICE, MEDIA_BATCH_US  # read by switch_config and ProxyTarget
+    global NICE  # read by switch_config and ProxyTarget
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few 8 s steps, under a minute")
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the headline rate must hold (60)")
@@ -1143,11 +1139,8 @@ def main() -> int:
         "cprofile: the whole run, in switch.prof); implies --keep",
     )
     ap.add_argument("--nice", type=int, default=NICE, help="the switch's and Kamailio's niceness (0)")
-    ap.add_argument(
-        "--media-batch-us", type=int, help="the switch's [media] batch_us (its default, 1000, when not given)"
-    )
     args = ap.parse_args()
-    NICE, MEDIA_BATCH_US = args.nice, args.media_batch_us
+    NICE = args.nice
 
     quick = args.quick
     probe_s = args.probe_seconds or (8.0 if quick else 10.0)
@@ -1300,8 +1293,6 @@ def main() -> int:
         print(f"run interrupted ({interrupted}): figures are from the steps that finished")
     print(f"{len(bench.steps)} steps in {time.monotonic() - started:.0f} s")
     print(f"priority: the switch and Kamailio at nice {NICE}, the SIPp peers at 0")
-    if MEDIA_BATCH_US is not None:
-        print(f"media: the switch's [media] batch_us = {MEDIA_BATCH_US}")
     print(f"machine speed: 10^7 Python additions in {speed_before:.2f} s before the steps, {vm_speed_s():.2f} s after")
     print(
         f"sip_load cps={cps} failed_pct={failed_pct:.3f} p99_invite_180_ms={p99:g} "

@@ -90,7 +90,6 @@ cdef extern from "native/engine.h" nogil:
     ctypedef struct engine_t:
         pass
     engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
-    void eng_set_batch(engine_t *e, int batch_us)
     int eng_start(engine_t *e)
     void eng_stop(engine_t *e)
     void eng_free(engine_t *e)
@@ -101,7 +100,6 @@ cdef extern from "native/engine.h" nogil:
     double eng_cpu_seconds(engine_t *e)
     unsigned long long eng_dropped_events(engine_t *e)
     unsigned long long eng_late_ticks(engine_t *e)
-    unsigned long long eng_wakeups(engine_t *e)
     int eng_pop_frames(engine_t *e, eng_frame_t *out, int max)
     unsigned long long eng_dropped_frames(engine_t *e)
 
@@ -211,12 +209,10 @@ cdef class Engine:
     cdef engine_t* _e
     cdef readonly int max_legs
 
-    def __cinit__(self, int max_legs, int cmd_capacity=65536, int event_capacity=65536, int batch_us=0):
-        """`batch_us`: the media thread looks at its sockets at most this often (0: woken by every packet)."""
+    def __cinit__(self, int max_legs, int cmd_capacity=65536, int event_capacity=65536):
         self._e = eng_new(max_legs, cmd_capacity, event_capacity)
         if self._e == NULL:
             raise MemoryError("cannot create the media engine")
-        eng_set_batch(self._e, batch_us)
         self.max_legs = max_legs
 
     def __dealloc__(self):
@@ -477,11 +473,6 @@ cdef class Engine:
     @property
     def late_ticks(self):
         return eng_late_ticks(self._e)
-
-    @property
-    def wakeups(self):
-        """How often the media thread has looked at its sockets (read without a lock: a gauge, not exact)."""
-        return eng_wakeups(self._e)
 
     cdef int _check(self, int leg) except -1:
         if not 0 <= leg < self.max_legs:

@@ -184,21 +184,13 @@ def srtp_available() -> str | None:
     return available()
 
 
-# The media thread's sockets are read at most every millisecond, in one batch: woken by every packet, a busy
-# relay spent more of its time being switched in and out (and pre-empting the SIP thread) than relaying
-# (cext/native/engine.c, run()). A packet waits 0.5 ms on average, far inside any jitter buffer.
-BATCH_US = 1000
-
-
 class MediaEngine:
     """The media engine: legs, bridges, events. Create once per process; `close()` at shutdown."""
 
-    def __init__(self, rtp_ports: tuple[int, int] = (20000, 29999), host: str = "127.0.0.1", batch_us: int = BATCH_US):
-        """`batch_us`: the media thread reads its sockets at most this often, so a packet may wait up to that
-        before it is relayed (0: at once); see BATCH_US."""
+    def __init__(self, rtp_ports: tuple[int, int] = (20000, 29999), host: str = "127.0.0.1"):
         self.host = host
         self.ports = PortPool(*rtp_ports)
-        self._engine = Engine(max(len(self.ports), 1), batch_us=batch_us)
+        self._engine = Engine(max(len(self.ports), 1))
         self._free_ids = deque(range(self._engine.max_legs))
         self._legs: dict[int, Leg] = {}
         self._closing: dict[int, Leg] = {}  # destroyed, until the media thread has closed their sockets
@@ -499,10 +491,6 @@ class MediaEngine:
     def cpu_seconds(self) -> float:
         """CPU time the media thread has used."""
         return self._engine.cpu_seconds()
-
-    def wakeups(self) -> int:
-        """How often the media thread has looked at its sockets (at most once per `batch_us`)."""
-        return self._engine.wakeups
 
     def close(self) -> None:
         """Stop the media thread (every leg is closed and reported) and release the ports."""

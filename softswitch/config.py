@@ -62,7 +62,6 @@ class MediaConfig(_Section):
     rtp_ports: str = "20000-29999"
     recordings_dir: str = "var/recordings"
     audio_dir: str = "var/audio"  # audio files uploaded through the API (POST /v2/audio-files)
-    batch_us: int = 1000  # the media thread reads its sockets at most this often (media.engine.BATCH_US); 0: at once
 
 
 class ApiConfig(_Section):
@@ -271,8 +270,6 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
         parse_port_range(cfg.media.rtp_ports)
     except ValueError as exc:
         yield ("media", "rtp_ports"), f"bad port range: {exc}"
-    if not 0 <= cfg.media.batch_us <= 20_000:
-        yield ("media", "batch_us"), "must be 0 to 20000 (microseconds; 20 ms is a whole packet time)"
     yield from _check_address(("api", "listen"), cfg.api.listen)
     if cfg.api.metrics_listen:
         yield from _check_address(("api", "metrics_listen"), cfg.api.metrics_listen)

@@ -121,7 +121,7 @@ class Services:
             on_auth_failure=self.security.auth_failed,
         )
         media_host = parse_listen(cfg.sip.listen[0]).host if cfg.sip.listen else "127.0.0.1"
-        self.engine = MediaEngine(cfg.rtp_port_range(), host=media_host, batch_us=cfg.media.batch_us)
+        self.engine = MediaEngine(cfg.rtp_port_range(), host=media_host)
         self.calls = B2bua(
             engine=self.engine,
             store=self.store,

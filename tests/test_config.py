@@ -308,23 +308,6 @@ def test_config_api_rate_limit_problems_name_file_line_and_field(line, expected)
     assert problems(f'[api]\nlisten = "127.0.0.1:8080"\n{line}\n') == [expected]
 
 
-BATCH_RANGE = "must be 0 to 20000 (microseconds; 20 ms is a whole packet time)"
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("batch_us = -1", f"sw.toml:3: media.batch_us: {BATCH_RANGE}"),
-        ("batch_us = 20001", f"sw.toml:3: media.batch_us: {BATCH_RANGE}"),
-        ("batch_us = 0.5", "sw.toml:3: media.batch_us: Expected `int`, got `float`"),
-    ],
-)
-def test_config_media_batch_us_problems_name_file_line_and_field(line, expected):
-    assert config.parse("").media.batch_us == 1000
-    assert config.parse("[media]\nbatch_us = 0\n").media.batch_us == 0
-    assert problems(f'[media]\nrtp_ports = "20000-29999"\n{line}\n') == [expected]
-
-
 def test_config_api_metrics_listen_default_and_value():
     assert config.parse("").api.metrics_listen == ""
     cfg = config.parse('[api]\nmetrics_listen = "127.0.0.1:9100"\n')

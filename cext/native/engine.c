@@ -9,7 +9,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "g711.h"
@@ -693,30 +692,13 @@ static void on_tick(engine_t *e)
         arm_timer(e);
 }
 
-/* The media thread. It relays each packet when it has read it, but it looks at its sockets at most every
- * batch_ns: what arrives meanwhile waits (at most that long) and is read in the same wake-up. Woken for every
- * packet, a busy relay spent most of its time being switched in and out: at 500 calls a second with 1 s of
- * RTP each (about 50,000 packets a second), 14,000-20,000 wake-ups a second, 52-60 % of a core and the
- * SIP thread pre-empted 3,000-4,000 times a second; with 1 ms, 44 % and the whole machine 15-20 points
- * lower (bench/sip_load.py). One packet arriving after a quiet spell is still read at once. */
 static void *run(void *arg)
 {
     engine_t *e = arg;
     struct epoll_event evs[EPOLL_BATCH];
-    uint64_t woke = 0;
     while (!e->stopping) {
-        if (e->batch_ns) {
-            uint64_t t = mono_ns();
-            if (t < woke + e->batch_ns) {
-                struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(woke + e->batch_ns - t)};
-                nanosleep(&ts, NULL);
-            }
-        }
         int n = epoll_wait(e->epfd, evs, EPOLL_BATCH, 1000);
-        e->now_ns = woke = mono_ns();
-        __atomic_store_n(&e->wakeups, e->wakeups + 1, __ATOMIC_RELAXED); /* read by eng_wakeups */
-        if (n == EPOLL_BATCH)
-            woke = 0; /* more may be ready: look again at once */
+        e->now_ns = mono_ns();
         if (n == 0)
             drain_commands(e); /* a backstop: a command whose wake-up write failed (see eng_push) */
         for (int i = 0; i < n; i++) {
@@ -779,11 +761,6 @@ engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity)
     ev.data.u32 = (uint32_t)max_legs + 1;
     epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->timerfd, &ev);
     return e;
-}
-
-void eng_set_batch(engine_t *e, int batch_us)
-{
-    e->batch_ns = batch_us > 0 ? (uint64_t)batch_us * 1000u : 0;
 }
 
 int eng_start(engine_t *e)
@@ -888,7 +865,6 @@ int eng_pop_frames(engine_t *e, eng_frame_t *out, int max)
 int eng_max_legs(engine_t *e) { return e->max_legs; }
 uint64_t eng_dropped_events(engine_t *e) { return e->ev_dropped; }
 uint64_t eng_late_ticks(engine_t *e) { return e->late_ticks; }
-uint64_t eng_wakeups(engine_t *e) { return __atomic_load_n(&e->wakeups, __ATOMIC_RELAXED); }
 
 int eng_pop_events(engine_t *e, eng_event_t *out, int max)
 {

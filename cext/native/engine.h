@@ -112,7 +112,6 @@ typedef struct {
 typedef struct engine engine_t;
 
 engine_t *eng_new(int max_legs, int cmd_capacity, int event_capacity);
-void eng_set_batch(engine_t *e, int batch_us); /* before eng_start: see engine.c, run() */
 int eng_start(engine_t *e);                  /* 0, or -errno */
 void eng_stop(engine_t *e);                  /* joins the thread; idempotent */
 void eng_free(engine_t *e);
@@ -123,7 +122,6 @@ int eng_leg_stats(engine_t *e, int leg, eng_stats_t *out);
 double eng_cpu_seconds(engine_t *e);        /* CPU time of the media thread */
 uint64_t eng_dropped_events(engine_t *e);
 uint64_t eng_late_ticks(engine_t *e);       /* ticks that ran more than one period late */
-uint64_t eng_wakeups(engine_t *e);          /* times the media thread looked at its sockets */
 int eng_max_legs(engine_t *e);
 int eng_pop_frames(engine_t *e, eng_frame_t *out, int max);
 uint64_t eng_dropped_frames(engine_t *e);  /* tapped frames lost because Python fell behind */

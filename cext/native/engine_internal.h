@@ -121,14 +121,12 @@ struct engine {
     eng_event_t *evs;
     int ev_cap, ev_head, ev_count, ev_pending;
     uint64_t ev_dropped, late_ticks;
-    uint64_t wakeups; /* epoll_wait returns: how often the media thread looked at its sockets */
     pthread_mutex_t fr_lock;
     eng_frame_t *frs;
     int fr_cap, fr_head, fr_count;
     uint64_t fr_dropped;
     int stream_taps;         /* legs tapped for streams: the tick hands their frames to Python */
     uint64_t now_ns, rtcp_check_ns;
-    uint64_t batch_ns;       /* the media thread looks at its sockets at most this often (eng_set_batch) */
     uint32_t rng;
     uint8_t rx[MAX_BURST][PKT_MAX]; /* the media thread's receive buffers, read by one recvmmsg */
     struct sockaddr_storage rx_from[MAX_BURST];
