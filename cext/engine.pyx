@@ -95,6 +95,8 @@ cdef extern from "native/engine.h" nogil:
     void eng_free(engine_t *e)
     int eng_event_fd(engine_t *e)
     int eng_push(engine_t *e, const eng_cmd_t *cmd)
+    void eng_defer(engine_t *e, int on)
+    void eng_release(engine_t *e)
     int eng_pop_events(engine_t *e, eng_event_t *out, int max)
     int eng_leg_stats(engine_t *e, int leg, eng_stats_t *out)
     double eng_cpu_seconds(engine_t *e)
@@ -208,6 +210,7 @@ cdef class Engine:
 
     cdef engine_t* _e
     cdef readonly int max_legs
+    cdef object _owed
 
     def __cinit__(self, int max_legs, int cmd_capacity=65536, int event_capacity=65536):
         self._e = eng_new(max_legs, cmd_capacity, event_capacity)
@@ -236,8 +239,22 @@ cdef class Engine:
         return eng_event_fd(self._e)
 
     cdef _push(self, eng_cmd_t* c):
-        if eng_push(self._e, c) != 0:
+        cdef int rc = eng_push(self._e, c)
+        if rc < 0:
             raise RuntimeError("media command queue is full")
+        if rc == 1:  # deferred (defer_wakes): the first command since the last release
+            self._owed()
+
+    def defer_wakes(self, owed):
+        """Commands no longer wake the media thread each: `owed()` is called at the first one after each
+        `release()`, which the caller is to call soon (at the end of its event loop's callback, say) to wake it
+        once for all of them. None: each run of commands wakes it again (what is owed is released)."""
+        self._owed = owed
+        eng_defer(self._e, owed is not None)
+
+    def release(self):
+        """Wake the media thread for the commands pushed since the last release (nothing if none)."""
+        eng_release(self._e)
 
     def open_leg(self, int leg, str host, int port):
         """Bind `host`:`port` (RTP) and `port + 1` (RTCP) on sockets the engine owns from then on (closed with

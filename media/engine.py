@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import itertools
 import os
 import select
@@ -400,6 +401,7 @@ class MediaEngine:
     def _reclaim(self, timeout: float = 2.0) -> None:
         """Wait (briefly) for destroyed legs to be released when the pools have run dry."""
         deadline = time.monotonic() + timeout
+        self._engine.release()  # the destroy commands of this callback, deferred (attach)
         while self._closing and time.monotonic() < deadline:
             self._pending.extend(self._drain())
             if self._free_ids and self.ports:
@@ -476,8 +478,12 @@ class MediaEngine:
         frames: Callable[[list[tuple[int, int, int, bytes]]], None] | None = None,
     ) -> None:
         """Deliver event batches to `callback` on `loop` whenever the media thread signals, and the tapped
-        stream frames to `frames` (one batch per wake-up, not a call per frame)."""
+        stream frames to `frames` (one batch per wake-up, not a call per frame).
+        From then on the commands a callback pushes wake the media thread once, when it returns (a call's
+        set-up and each of its messages push several, and each wake-up was a system call on this thread
+        and a context switch on the other): `Engine.defer_wakes`."""
         self._loop = loop
+        self._engine.defer_wakes(functools.partial(loop.call_soon, self._engine.release))
 
         def ready() -> None:
             callback(self.events())
@@ -497,6 +503,7 @@ class MediaEngine:
         if self._loop is not None:
             self._loop.remove_reader(self.event_fd)
             self._loop = None
+            self._engine.defer_wakes(None)  # what is owed is released
         self._engine.stop()
         self._closing.update(self._legs)
         self._legs.clear()

@@ -784,11 +784,18 @@ int eng_push(engine_t *e, const eng_cmd_t *cmd)
         return -1;
     }
     e->cmds[(e->cmd_head + e->cmd_count) % e->cmd_cap] = *cmd;
-    int wake = e->cmd_count++ == 0;
+    int wake = e->cmd_count++ == 0, owed_now = 0;
+    if (wake && e->defer_wake && cmd->type != CMD_STOP) {
+        owed_now = !e->wake_owed;
+        e->wake_owed = 1;
+        wake = 0;
+    }
     pthread_mutex_unlock(&e->cmd_lock);
     /* Only the first of a run of commands wakes the media thread: it drains until it finds the ring empty
        under the lock, so a command pushed onto a non-empty ring is taken in the same drain (a call set up
-       pushes a dozen in a row, and each write was a system call and, often, a wake-up).
+       pushes a dozen in a row, and each write was a system call and, often, a wake-up). Deferred
+       (eng_defer: Python's event loop), that first one does not write either: eng_release does, once for
+       every command one callback pushed (a call's messages pushed 15 a call, most of them first of a run).
        Queued: the media thread runs it even if this write fails (an eventfd write fails only at a counter
        overflow): then at the latest when its epoll_wait times out, within a second, as it drains the ring
        there too. -1 would tell the caller the command was not taken, and the caller would free what it hands
@@ -797,7 +804,28 @@ int eng_push(engine_t *e, const eng_cmd_t *cmd)
         uint64_t one = 1;
         (void)!write(e->cmdfd, &one, sizeof one);
     }
-    return 0;
+    return owed_now; /* 1: the first deferred wake-up since the last release: schedule eng_release */
+}
+
+void eng_release(engine_t *e)
+{
+    pthread_mutex_lock(&e->cmd_lock);
+    int owed = e->wake_owed;
+    e->wake_owed = 0;
+    pthread_mutex_unlock(&e->cmd_lock);
+    if (owed) {
+        uint64_t one = 1;
+        (void)!write(e->cmdfd, &one, sizeof one);
+    }
+}
+
+void eng_defer(engine_t *e, int on)
+{
+    pthread_mutex_lock(&e->cmd_lock);
+    e->defer_wake = on;
+    pthread_mutex_unlock(&e->cmd_lock);
+    if (!on)
+        eng_release(e);
 }
 
 void eng_stop(engine_t *e)

@@ -117,6 +117,7 @@ struct engine {
     pthread_mutex_t cmd_lock;
     eng_cmd_t *cmds;
     int cmd_cap, cmd_head, cmd_count;
+    int defer_wake, wake_owed; /* eng_defer: wake-ups owed until eng_release (under cmd_lock) */
     pthread_mutex_t ev_lock;
     eng_event_t *evs;
     int ev_cap, ev_head, ev_count, ev_pending;

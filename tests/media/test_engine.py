@@ -396,3 +396,49 @@ def test_engine_srtp_leg_relayed_to_a_plain_one(call):
     with pytest.raises(TimeoutError):
         fb.recv(2048)  # neither reached the other side
     assert engine.stats(a).rx_packets == 5
+
+
+def test_engine_deferred_commands_wake_the_media_thread_once_per_release(engine):
+    """Attached to an event loop, the commands a callback pushes owe one wake-up, paid by `release()`
+    when the callback returns: `owed` is called for the first command after each release only, and what
+    was pushed runs once released."""
+    owed = []
+    engine._engine.defer_wakes(lambda: owed.append(1))
+    try:
+        a, b = engine.create_leg(), engine.create_leg()
+        fa, fb = far_end(), far_end()
+        engine.set_remote(a, HOST, fa.getsockname()[1])
+        engine.set_remote(b, HOST, fb.getsockname()[1])
+        engine.bridge(a, b)
+        assert owed == [1]
+        engine._engine.release()
+        wait_for(lambda: engine._engine.leg_stats(b.id) is not None)
+        fa.sendto(rtp(1, 160, 0xDEFE), (HOST, a.port))
+        assert header(fb.recv(2048))["seq"] == 1
+        engine.destroy_leg(a)
+        engine.destroy_leg(b)
+        assert owed == [1, 1]
+    finally:
+        engine._engine.defer_wakes(None)  # releases what the destroys owe
+        fa.close()
+        fb.close()
+    wait_for(lambda: engine._engine.leg_stats(a.id) is None and engine._engine.leg_stats(b.id) is None)
+
+
+async def test_engine_attached_to_a_loop_relays_what_a_callback_set_up():
+    eng = MediaEngine((24000, 24999), HOST)
+    eng.attach(asyncio.get_running_loop(), lambda events: None)
+    fa, fb = far_end(), far_end()
+    try:
+        a, b = eng.create_leg(), eng.create_leg()
+        eng.set_remote(a, HOST, fa.getsockname()[1])
+        eng.set_remote(b, HOST, fb.getsockname()[1])
+        eng.bridge(a, b)
+        await asyncio.sleep(0)  # the callback returns: the media thread is woken once for all of it
+        fa.sendto(rtp(7, 160, 0xA77A), (HOST, a.port))
+        got = await asyncio.get_running_loop().run_in_executor(None, fb.recv, 2048)
+        assert header(got)["seq"] == 7
+    finally:
+        fa.close()
+        fb.close()
+        eng.close()
