@@ -776,6 +776,13 @@ int eng_start(engine_t *e)
     return 0;
 }
 
+/* Wake the media thread to drain its command ring. */
+static void wake_for_commands(engine_t *e)
+{
+    uint64_t one = 1;
+    (void)!write(e->cmdfd, &one, sizeof one);
+}
+
 int eng_push(engine_t *e, const eng_cmd_t *cmd)
 {
     pthread_mutex_lock(&e->cmd_lock);
@@ -800,10 +807,8 @@ int eng_push(engine_t *e, const eng_cmd_t *cmd)
        overflow): then at the latest when its epoll_wait times out, within a second, as it drains the ring
        there too. -1 would tell the caller the command was not taken, and the caller would free what it hands
        over (open_leg's sockets) while the thread adopts them. */
-    if (wake) {
-        uint64_t one = 1;
-        (void)!write(e->cmdfd, &one, sizeof one);
-    }
+    if (wake)
+        wake_for_commands(e);
     return owed_now; /* 1: the first deferred wake-up since the last release: schedule eng_release */
 }
 
@@ -813,10 +818,8 @@ void eng_release(engine_t *e)
     int owed = e->wake_owed;
     e->wake_owed = 0;
     pthread_mutex_unlock(&e->cmd_lock);
-    if (owed) {
-        uint64_t one = 1;
-        (void)!write(e->cmdfd, &one, sizeof one);
-    }
+    if (owed)
+        wake_for_commands(e);
 }
 
 void eng_defer(engine_t *e, int on)
