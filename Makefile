@@ -1,14 +1,20 @@
 # softswitch: `make run` starts it, `make test` runs the whole suite. Both set up .venv first.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The distribution's python3.11 first: Debian builds it with PGO and LTO, and it runs the switch's Python
+# about 25 % faster than a plain source build of the same version (pyenv's default); see the README.
+PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/softswitch.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test build lint bench clean distclean
+.PHONY: run test build lint bench clean distclean FORCE
 
-$(STAMP): pyproject.toml setup.py
+# A venv made by another interpreter is made again (its record changes only when the interpreter does).
+$(VENV)/.python: FORCE
+	@echo '$(PYTHON)' | cmp -s - $@ || { rm -rf $(VENV); mkdir -p $(VENV); echo '$(PYTHON)' > $@; }
+
+$(STAMP): pyproject.toml setup.py $(VENV)/.python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "setuptools>=68" wheel "Cython>=3.0" "numpy>=1.26"
