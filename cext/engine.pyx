@@ -43,6 +43,7 @@ cdef extern from "<netinet/in.h>":
         sa_family_t sin6_family
         unsigned short sin6_port
         in6_addr sin6_addr
+        unsigned int sin6_scope_id
     unsigned short htons(unsigned short)
     unsigned short ntohs(unsigned short)
 
@@ -173,16 +174,22 @@ def close_recording(long long writer):
 
 
 cdef socklen_t _pack(str host, int port, sockaddr_storage* out) except 0:
-    """`host` (an IPv4 or IPv6 literal) and `port` as a socket address in `out`; returns its length."""
+    """`host` (an IPv4 or IPv6 literal, a link-local one with its zone: `fe80::1%eth0` or `fe80::1%2`) and
+    `port` as a socket address in `out`; returns its length. OSError for an unknown zone."""
     cdef sockaddr_in* v4
     cdef sockaddr_in6* v6
     cdef bytes packed
+    cdef unsigned int scope = 0
     if ":" in host:
+        if "%" in host:
+            host, zone = host.split("%", 1)
+            scope = int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
         packed = socket.inet_pton(socket.AF_INET6, host)
         v6 = <sockaddr_in6*>out
         v6.sin6_family = socket.AF_INET6
         v6.sin6_port = htons(port)
         memcpy(&v6.sin6_addr, <const char*>packed, 16)
+        v6.sin6_scope_id = scope
         return sizeof(sockaddr_in6)
     packed = socket.inet_pton(socket.AF_INET, host)
     v4 = <sockaddr_in*>out
@@ -190,6 +197,14 @@ cdef socklen_t _pack(str host, int port, sockaddr_storage* out) except 0:
     v4.sin_port = htons(port)
     memcpy(&v4.sin_addr, <const char*>packed, 4)
     return sizeof(sockaddr_in)
+
+
+cdef void _set_port(sockaddr_storage* addr, int port) noexcept:
+    """The port of a socket address `_pack` made (the RTCP port beside the RTP one, without parsing again)."""
+    if addr.ss_family == socket.AF_INET6:
+        (<sockaddr_in6*>addr).sin6_port = htons(port)
+    else:
+        (<sockaddr_in*>addr).sin_port = htons(port)
 
 
 cdef int _bound_udp(sockaddr_storage* addr, socklen_t addr_len) noexcept:
@@ -240,6 +255,8 @@ cdef class Engine:
 
     cdef _push(self, eng_cmd_t* c):
         cdef int rc = eng_push(self._e, c)
+        if rc == -2:
+            raise RuntimeError("the media engine has stopped")
         if rc < 0:
             raise RuntimeError("media command queue is full")
         if rc == 1:  # deferred (defer_wakes): the first command since the last release
@@ -270,7 +287,7 @@ cdef class Engine:
         rtp = _bound_udp(&c.addr, c.addr_len)
         if rtp < 0:
             raise OSError(-rtp, f"{os.strerror(-rtp)}: RTP port {port} on {host}")
-        _pack(host, port + 1, &c.addr)
+        _set_port(&c.addr, port + 1)
         rtcp = _bound_udp(&c.addr, c.addr_len)
         if rtcp < 0:
             close(rtp)

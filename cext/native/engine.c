@@ -786,9 +786,10 @@ static void wake_for_commands(engine_t *e)
 int eng_push(engine_t *e, const eng_cmd_t *cmd)
 {
     pthread_mutex_lock(&e->cmd_lock);
-    if (e->cmd_count == e->cmd_cap) {
+    if (e->stopped || e->cmd_count == e->cmd_cap) { /* stopped: no thread would ever take it (open_leg's fds) */
+        int rc = e->stopped ? -2 : -1;
         pthread_mutex_unlock(&e->cmd_lock);
-        return -1;
+        return rc;
     }
     e->cmds[(e->cmd_head + e->cmd_count) % e->cmd_cap] = *cmd;
     int wake = e->cmd_count++ == 0, owed_now = 0;
@@ -842,6 +843,9 @@ void eng_stop(engine_t *e)
         usleep(1000);
     pthread_join(e->thread, NULL);
     e->started = 0;
+    pthread_mutex_lock(&e->cmd_lock);
+    e->stopped = 1;
+    pthread_mutex_unlock(&e->cmd_lock);
 }
 
 void eng_free(engine_t *e)

@@ -116,7 +116,8 @@ int eng_start(engine_t *e);                  /* 0, or -errno */
 void eng_stop(engine_t *e);                  /* joins the thread; idempotent */
 void eng_free(engine_t *e);
 int eng_event_fd(engine_t *e);
-int eng_push(engine_t *e, const eng_cmd_t *cmd);      /* 0; 1: a deferred wake-up newly owed; -1: ring full */
+int eng_push(engine_t *e, const eng_cmd_t *cmd);      /* 0; 1: a deferred wake-up newly owed; -1: ring full;
+                                                        -2: stopped (the caller keeps what it hands over) */
 void eng_defer(engine_t *e, int on);         /* eng_push leaves the wake-up to eng_release (off: released) */
 void eng_release(engine_t *e);               /* wake the media thread if a deferred push left commands */
 int eng_pop_events(engine_t *e, eng_event_t *out, int max);

@@ -113,6 +113,7 @@ struct engine {
     int timer_armed, processed_groups; /* groups that tick: processed or tapped */
     pthread_t thread;
     int started, stopping;
+    int stopped; /* eng_stop has joined the thread: no command is taken any more (under cmd_lock) */
     clockid_t cpu_clock;
     pthread_mutex_t cmd_lock;
     eng_cmd_t *cmds;

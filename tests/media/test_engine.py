@@ -235,8 +235,11 @@ def test_engine_leg_closed_event_carries_final_stats(call):
         fa.recv(2048)
 
 
-def test_engine_ipv6_legs():
-    eng = MediaEngine((25000, 25099), "::1")
+@pytest.mark.parametrize("host", ["::1", "::1%lo", f"::1%{socket.if_nametoindex('lo')}"])
+def test_engine_ipv6_legs(host: str):
+    """IPv6 legs; a listen address may carry its zone (`fe80::1%eth0`, needed for a link-local one), by
+    interface name or number: it becomes the sockets' scope id."""
+    eng = MediaEngine((25000, 25099), host)
     try:
         a, b = eng.create_leg(), eng.create_leg()
         fa, fb = far_end("::1"), far_end("::1")
@@ -251,6 +254,27 @@ def test_engine_ipv6_legs():
         fb.close()
     finally:
         eng.close()
+
+
+def test_engine_ipv6_zone_of_no_interface_is_an_oserror_and_no_leg():
+    eng = MediaEngine((25100, 25199), "fe80::1%nosuchif0")
+    try:
+        with pytest.raises(OSError):
+            eng.create_leg()
+        assert eng.leg_count == 0
+    finally:
+        eng.close()
+
+
+def test_engine_create_leg_after_close_raises_and_keeps_no_descriptor():
+    """Once the media thread has stopped nothing would adopt a new leg's sockets: create_leg says so and
+    closes them (they used to stay open for the life of the process)."""
+    eng = MediaEngine((25200, 25299), HOST)
+    eng.close()
+    before = fd_count()
+    with pytest.raises(RuntimeError, match="stopped"):
+        eng.create_leg()
+    assert fd_count() == before
 
 
 def test_engine_events_reach_asyncio(call):
