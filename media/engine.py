@@ -211,7 +211,8 @@ class MediaEngine:
     # -- legs ----------------------------------------------------------------------------------------
     def create_leg(self, host: str | None = None) -> Leg:
         """Allocate a port pair and a leg id; the leg receives at once and latches its far end. The sockets are
-        the media thread's own (`Engine.open_leg`), closed when it lets the leg go."""
+        the media thread's own (`Engine.open_leg`), closed when it lets the leg go. RuntimeError once the engine
+        is closed (no thread would take the sockets)."""
         if not self._free_ids or not self.ports:
             self._reclaim()
         if not self._free_ids:
