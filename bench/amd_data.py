@@ -53,7 +53,9 @@ Ground truth (ms from answer, i.e. from the first sample):
                    leading 10 ms window above that threshold. Both are exact for the dry signal; reverberant
                    cases carry 50-200 ms of decaying tail after greeting_end_ms;
   beep_start_ms, beep_end_ms  the first and one-past-last sample of the beep (of the train), ramps included.
-None where it does not apply (silence has none; humans and machine have no beep).
+None where it does not apply (silence has none; humans and machine have no beep). `text` is what the greeting
+says (the sentences of the whole greeting; a person's first utterance), for analyses such as bench/amd_bound.py;
+no detector sees it.
 
 The cache (bench/out/amd/, full set only) is keyed by this file, the espeak-ng version and the compiled
 resampler and G.711 kernels; sox is not used (the post-processing is numpy), so its version is not part of it.
@@ -495,6 +497,7 @@ class Case:
     greeting_end_ms: float | None
     beep_start_ms: float | None
     beep_end_ms: float | None
+    text: str = ""  # what the greeting (a person's first utterance) says; none for silence
 
     @property
     def seconds(self) -> float:
@@ -625,6 +628,7 @@ class _Plan:
     speaker: _Speaker
     turns: list[np.ndarray]
     greeting_turns: int  # the first this many turns are the greeting, the rest a later "Hello?"
+    text: str  # what the greeting says
 
 
 def _lang(i: int) -> str:
@@ -663,7 +667,7 @@ def _plan_human(category: str, i: int, rng: np.random.Generator) -> _Plan:
             raise RuntimeError(f"{category}#{i}: no phrase fits {HUMAN_LONG_S} s for {speaker}")
     if again:
         turns.append(_render(speaker, _sentences(again_text), gaps))
-    return _Plan(_slug(text), speaker, turns, 1)
+    return _Plan(_slug(text), speaker, turns, 1, text)
 
 
 def _compose(slots: tuple, rng: np.random.Generator, target_s: float, wpm: int) -> list[list[str]]:
@@ -699,8 +703,9 @@ def _plan_machine(category: str, i: int, rng: np.random.Generator) -> _Plan:
     target = float(rng.uniform(*GREETING_S))
     if kind == "terse":
         text = str(rng.choice(texts["terse"]))
-        return _Plan(kind, speaker, [_render(speaker, _sentences(text), gaps)], 1)
+        return _Plan(kind, speaker, [_render(speaker, _sentences(text), gaps)], 1, text)
     tail: np.ndarray | None = None
+    tail_text = ""
     if kind == "carrier":
         script = texts["carrier"][int(rng.integers(len(texts["carrier"])))]
         slots: tuple = ((script[:2], 2, 2), *((script[k : k + 1], 0, 1) for k in range(2, len(script))))
@@ -711,7 +716,8 @@ def _plan_machine(category: str, i: int, rng: np.random.Generator) -> _Plan:
         if kind == "twopart":  # the personal greeting leaves the instructions to the carrier's prompt
             slots = slots[:2] + slots[3:]  # every language's personal slots are intro, away, leave, ...
             tail_speaker = _speaker(rng, lang)
-            tail = _render(tail_speaker, _sentences(str(rng.choice(texts["tail"]))), _split_gaps(rng))
+            tail_text = str(rng.choice(texts["tail"]))
+            tail = _render(tail_speaker, _sentences(tail_text), _split_gaps(rng))
         chosen = _compose(slots, rng, target - (_seconds_of(tail) + 0.6 if tail is not None else 0.0), speaker.wpm)
         drop_order = [k for k, (_, least, _) in enumerate(slots) if least == 0]
     extra_s = _seconds_of(tail) + 0.9 if tail is not None else 0.0
@@ -737,7 +743,8 @@ def _plan_machine(category: str, i: int, rng: np.random.Generator) -> _Plan:
                 turn = _render(speaker, [s for slot in chosen for s in slot], gaps)
         break
     turns = [turn] if tail is None else [turn, tail]
-    return _Plan(kind, speaker, turns, len(turns))
+    text = " ".join([s for slot in chosen for s in slot] + ([tail_text] if tail is not None else []))
+    return _Plan(kind, speaker, turns, len(turns), text)
 
 
 # --------------------------------------------------------------------------------------- acoustic chain
@@ -936,6 +943,7 @@ def _speech_case(category: str, i: int) -> Case:
         _ms(greeting_end),
         _ms(beep[0]) if beep is not None else None,
         _ms(beep[1]) if beep is not None else None,
+        plan.text,
     )
 
 
@@ -985,12 +993,12 @@ def build(quick: bool = False) -> list[Case]:
         with np.load(path, allow_pickle=False) as z:
             meta, times = z["meta"].tolist(), z["times"]
             return [
-                Case(name, category, truth, z[f"a{k}"], *(None if np.isnan(v) else float(v) for v in times[k]))
-                for k, (category, name, truth) in enumerate(meta)
+                Case(name, category, truth, z[f"a{k}"], *(None if np.isnan(v) else float(v) for v in times[k]), text)
+                for k, (category, name, truth, text) in enumerate(meta)
             ]
     cases = _generate(False)
     CACHE.mkdir(parents=True, exist_ok=True)
-    meta = np.array([(c.category, c.name, c.truth) for c in cases])
+    meta = np.array([(c.category, c.name, c.truth, c.text) for c in cases])
     times = np.array(
         [
             [np.nan if v is None else v for v in (c.speech_start_ms, c.greeting_end_ms, c.beep_start_ms, c.beep_end_ms)]

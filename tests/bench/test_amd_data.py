@@ -76,3 +76,20 @@ def test_quick_cases_are_the_full_sets_and_deterministic(quick):
         again.beep_start_ms,
         again.beep_end_ms,
     )
+    assert first.text == again.text
+
+
+def test_text_is_what_the_greeting_says(quick):
+    for c in quick:
+        if c.category == "silence":
+            assert c.text == ""
+            continue
+        lang = next((lang for lang in ("de", "es", "fr") if c.name.split("/")[1].startswith(lang)), "en")
+        texts = amd_data.TEXTS[lang]
+        if c.category == "human_short":
+            assert c.text in texts["short"], c.name
+        elif c.category == "human_long":
+            assert c.text in texts["long"], c.name
+        else:
+            assert len(c.text) >= 8, c.name
+            assert all(t not in c.text for t in texts["short"] + texts["long"] if len(t) > 20), c.name
