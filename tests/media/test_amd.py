@@ -146,6 +146,15 @@ def test_amd_decision_greeting_running_past_the_limit_is_machine():
     assert (det.result.result, det.result.decision_ms, det.result.reason) == ("machine", 4800, "long_greeting")
 
 
+def test_amd_decision_more_than_max_words_is_machine_as_the_next_word_is_long_enough():
+    words = [e for k in range(4) for e in (("voice", 300 + 400 * k), ("silence", 500 + 400 * k))]
+    det = run(words, 6000, params={"max_words": 3})
+    # the fourth word starts at 1,500 ms and is a word once it has lasted word_ms (100)
+    assert (det.result.result, det.result.decision_ms, det.result.reason) == ("machine", 1600, "max_words")
+    det = run(words, 6000, params={"max_words": 4})
+    assert (det.result.result, det.result.reason) == ("human", "short_greeting")
+
+
 def test_amd_decision_a_word_shorter_than_word_ms_is_not_speech():
     det = run([("voice", 500), ("silence", 560)], 6000)
     assert det.result.result == "unknown"
@@ -189,6 +198,8 @@ def test_amd_decision_stop_before_a_verdict_is_unknown():
 def test_amd_params_are_checked():
     with pytest.raises(ValueError, match="greeting_ms"):
         AmdParams(greeting_ms=0)
+    with pytest.raises(ValueError, match="max_words"):
+        AmdParams(max_words=0)
     with pytest.raises(ValueError, match="silence_threshold"):
         AmdParams(silence_threshold_dbm0=10.0)
 
