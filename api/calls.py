@@ -9,6 +9,7 @@ calls only.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Annotated, Literal
 
 import aiohttp
@@ -40,6 +41,7 @@ from api.http import (
 from api.recordings import Recording, recording_object
 from api.streams import StreamSpec, check_stream_url, stream_kwargs
 from api.webhooks import EventType, WebhookDelivery, add_status_callback, check_url, delivery_object
+from media.amd import AmdParamError, AmdParams
 from media.audio import decode_wav, load_wav
 from softswitch.b2bua import transfer as transfers
 from softswitch.b2bua.recording import RecordingError
@@ -52,6 +54,21 @@ SIDES = {"caller": "a", "callee": "b"}
 # E.164 (+ and 7-15 digits), an extension or short number (2-15 digits), or a user / caller name
 PARTY = r"^(\+[1-9][0-9]{6,14}|[0-9]{2,15}|[A-Za-z][A-Za-z0-9._-]{0,63})$"
 AMD_MODES = {"detect": "enable", "detect_beep": "detect_message_end"}
+# media.amd.AmdParams' fields, each optional: what a call changes of the server's `[amd]` (Telnyx's
+# answering_machine_detection_config, in Asterisk's terms as the config has them)
+MachineDetectionConfig = msgspec.defstruct(
+    "MachineDetectionConfig",
+    [
+        (
+            f.name,
+            Annotated[(float if f.type == "float" else int) | None, msgspec.Meta(description=f"[amd] {f.name}")],
+            None,
+        )
+        for f in fields(AmdParams)
+    ],
+    kw_only=True,
+    forbid_unknown_fields=True,
+)
 
 Status = Literal[
     "queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled"
@@ -110,6 +127,10 @@ class CreateCall(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Literal["off", "detect", "detect_beep"],
         msgspec.Meta(description="answering machine detection: call.amd, and answered_by on call.answered"),
     ] = "off"
+    machine_detection_config: Annotated[
+        MachineDetectionConfig | None,
+        msgspec.Meta(description="this call's answering machine detection parameters, over the server's [amd]"),
+    ] = None
     metadata: Annotated[dict[str, str], msgspec.Meta(description="yours, kept with the call")] = {}
     status_callback: (
         Annotated[
@@ -260,6 +281,21 @@ async def create_call(request: web.Request) -> web.Response:
     return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
 
 
+def amd_params_of(server: AmdParams, body: CreateCall) -> AmdParams | None:
+    """The call's AMD parameters: the server's with the body's `machine_detection_config` over them."""
+    config = body.machine_detection_config
+    if config is None:
+        return None
+    param = "machine_detection_config"
+    if body.machine_detection == "off":
+        raise ApiError(422, "invalid_param", f"{param} needs machine_detection", [(param, "machine_detection is off")])
+    changes = {name: value for name in config.__struct_fields__ if (value := getattr(config, name)) is not None}
+    try:
+        return server.over(changes)
+    except AmdParamError as exc:
+        raise ApiError(422, "invalid_param", str(exc), [(f"{param}.{exc.name}", exc.reason)]) from None
+
+
 def place_call(request: web.Request, body: CreateCall, verbs: list | None = None):
     """Place the call `body` describes for the request's key (the live Call); `verbs`: a scenario's branch
     to run once answered. ApiError for what cannot be placed."""
@@ -277,6 +313,7 @@ def place_call(request: web.Request, body: CreateCall, verbs: list | None = None
         check_stream_url(request, body.stream.url, "stream.url")
     if body.url is not None:
         check_url(request, body.url, "url")
+    amd_params = amd_params_of(b2bua.amd_params, body)
     try:
         call = b2bua.originate(
             body.to,
@@ -284,6 +321,7 @@ def place_call(request: web.Request, body: CreateCall, verbs: list | None = None
             connect=body.connect,
             ring_timeout_s=body.timeout,
             machine_detection=AMD_MODES.get(body.machine_detection, ""),
+            amd_params=amd_params,
             test=test,
         )
     except LookupError:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from api.calls import PARTY, Call, CreateCall, call_object, place_call
+from api.calls import PARTY, Call, CreateCall, MachineDetectionConfig, call_object, place_call
 from api.http import (
     CLOCK,
     STORE,
@@ -64,6 +64,7 @@ class StartScenario(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     from_: Annotated[str, msgspec.Meta(pattern=PARTY)] = msgspec.field(name="from")
     timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 60
     machine_detection: Literal["off", "detect", "detect_beep"] = "off"
+    machine_detection_config: MachineDetectionConfig | None = None
 
 
 def scenario_object(rec: ScenarioRecord) -> Scenario:
@@ -167,9 +168,12 @@ async def start_scenario(request: web.Request) -> web.Response:
     verbs = branch(parse(rec.script), "api-initiated")
     if verbs is None:
         raise ApiError(409, "conflict", f"scenario {rec.name} has no api-initiated branch")
-    spec = msgspec.convert(
-        {"to": body.to, "from": body.from_, "timeout": body.timeout, "machine_detection": body.machine_detection},
-        CreateCall,
+    spec = CreateCall(
+        to=body.to,
+        from_=body.from_,
+        timeout=body.timeout,
+        machine_detection=body.machine_detection,
+        machine_detection_config=body.machine_detection_config,
     )
     call = place_call(request, spec, verbs=verbs)
     call.record.data["scenario"] = rec.id

@@ -33,7 +33,7 @@ forgotten. A human or unknown verdict ends detection at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -43,6 +43,14 @@ from cext.buffers import pcm_bytes
 RATE = _k.RATE
 MS = RATE // 1000  # samples per ms
 RESULTS = ("human", "machine", "unknown")
+
+
+class AmdParamError(ValueError):
+    """A bad AMD parameter: which one, and why (for config errors and API param_errors)."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name} {reason}")
+        self.name, self.reason = name, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +73,24 @@ class AmdParams:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name != "silence_threshold_dbm0" and value <= 0:
-                raise ValueError(f"{f.name} must be positive")
+                raise AmdParamError(f.name, "must be positive")
         if not -90.0 <= self.silence_threshold_dbm0 <= 0.0:
-            raise ValueError("silence_threshold_dbm0 must be between -90 and 0")
+            raise AmdParamError("silence_threshold_dbm0", "must be between -90 and 0")
+
+    def over(self, changes: dict[str, int | float]) -> AmdParams:
+        """These parameters with some replaced (the config's `[amd]` over the defaults, a call's over the
+        config's). AmdParamError names an unknown or bad one."""
+        for name in changes:
+            if name not in _FIELDS:
+                raise AmdParamError(name, f"unknown (known: {', '.join(sorted(_FIELDS))})")
+        return replace(self, **changes)
 
     def kernel(self) -> dict:
         """What the compiled segmenter takes of these."""
         return {"silence_dbm0": self.silence_threshold_dbm0, "voice_off_ms": self.between_words_ms}
+
+
+_FIELDS = frozenset(f.name for f in fields(AmdParams))
 
 
 @dataclass(slots=True)

@@ -399,17 +399,16 @@ def _check_address(path: tuple, text: str) -> Iterator[tuple[tuple, str]]:
 
 def _check_amd(table: dict[str, int | float]) -> Iterator[tuple[tuple, str]]:
     """[amd] holds answering machine detection's parameters (media.amd.AmdParams), checked by it."""
-    from media.amd import AmdParams
+    from media.amd import AmdParamError, AmdParams
 
     known = {f.name for f in fields(AmdParams)}
     for key in table:
         if key not in known:
             yield ("amd", key), f"unknown key (known: {', '.join(sorted(known))})"
     try:
-        AmdParams(**{k: v for k, v in table.items() if k in known})
-    except ValueError as exc:
-        name = str(exc).split()[0]
-        yield ("amd", name if name in known else "(table)"), str(exc).removeprefix(name).strip()
+        AmdParams().over({k: v for k, v in table.items() if k in known})
+    except AmdParamError as exc:
+        yield ("amd", exc.name), exc.reason
 
 
 def _check_tls(sip: SipConfig) -> Iterator[tuple[tuple, str]]:

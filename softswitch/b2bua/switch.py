@@ -202,6 +202,7 @@ class B2bua:
         connect: str | None = None,
         ring_timeout_s: float | None = None,
         machine_detection: str = "",
+        amd_params: AmdParams | None = None,
         test: bool = False,
     ) -> Call:
         """A call the API places: an INVITE to `to` (a number or user, routed like any call), from
@@ -209,9 +210,9 @@ class B2bua:
         (softswitch.b2bua.call: Side.virtual): once answered, the far end is bridged to a parked media leg,
         so the call can be recorded, played to, listened to for digits and answering machines, and hung
         up. With `connect`, the answered party is connected to that one (a number or user) in the API's
-        place. A `test` call never leaves the box: it goes to the simulated far end (softswitch.testmode),
-        whatever the routes say. LookupError when no route matches `to` (or `connect`), OSError when no media
-        port is free."""
+        place. `amd_params` replace the config's `[amd]` for this call's `machine_detection`. A `test` call
+        never leaves the box: it goes to the simulated far end (softswitch.testmode), whatever the routes
+        say. LookupError when no route matches `to` (or `connect`), OSError when no media port is free."""
         if test:
             if self.router.trunks.get(TEST_TRUNK) is None:
                 raise OSError("the test far end is not running")
@@ -241,6 +242,8 @@ class B2bua:
             call.ring_timeout_s = ring_timeout_s
         call.record.test = test
         call.connect_to = connect
+        if amd_params is not None:
+            call.amd_params = amd_params
         self.loop.call_soon(self._dial, call)  # the API answers first (status queued), then the INVITE leaves
         return call
 

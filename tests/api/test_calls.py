@@ -345,6 +345,43 @@ async def test_api_test_keys_place_calls_to_the_simulated_far_end_only(switch):
     assert switch.test_far_end.calls == 0
 
 
+async def test_api_machine_detection_config_changes_this_calls_parameters_only(switch):
+    key = switch.key("calls:read", "calls:write", test=True)
+    events = []
+    switch.bus.subscribe(events.append, types=["call.amd"])
+    body = {"to": "+15005550007", "from": "app", "machine_detection": "detect"}
+    quick = body | {"machine_detection_config": {"greeting_ms": 800, "max_words": 20}}
+    status, call, _ = await api(switch, "POST", "/v2/calls", key, json=quick)
+    assert status == 201
+    status, other, _ = await api(switch, "POST", "/v2/calls", key, json=body)
+    assert status == 201
+
+    async def verdicts():
+        return {e.call_id: e.data for e in events} if len(events) == 2 else None
+
+    amd = await until(verdicts, seconds=12)
+    # the 2 s greeting is a machine 800 ms after it starts; with the server's parameters, at its beep (2.4 s)
+    assert (amd[call["id"]]["result"], amd[call["id"]]["reason"]) == ("machine", "long_greeting")
+    assert amd[call["id"]]["decision_ms"] < 1500
+    assert (amd[other["id"]]["result"], amd[other["id"]]["reason"]) == ("machine", "beep")
+    assert amd[other["id"]]["decision_ms"] > 2000
+    for c in (call, other):
+        await api(switch, "POST", f"/v2/calls/{c['id']}/hangup", key)
+
+    for config, param in (
+        ({"greeting_ms": 0}, "machine_detection_config.greeting_ms"),
+        ({"silence_threshold_dbm0": 3.5}, "machine_detection_config.silence_threshold_dbm0"),
+        ({"greetings_ms": 900}, "machine_detection_config.greetings_ms"),
+    ):
+        status, err, _ = await api(switch, "POST", "/v2/calls", key, json=body | {"machine_detection_config": config})
+        assert status == 422 and err["error"]["param_errors"][0]["param"] == param, err
+    off = {"to": "+15005550007", "from": "app", "machine_detection_config": {"greeting_ms": 900}}
+    status, err, _ = await api(switch, "POST", "/v2/calls", key, json=off)
+    assert status == 422 and err["error"]["param_errors"] == [
+        {"param": "machine_detection_config", "reason": "machine_detection is off"}
+    ]
+
+
 async def test_api_status_callback_gets_the_calls_events_signed_with_the_keys_secret(switch):
     key = switch.key("calls:read", "calls:write", test=True)
     status, secret, _ = await api(switch, "GET", "/v2/account/webhook-secret", key)

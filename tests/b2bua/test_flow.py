@@ -350,6 +350,10 @@ async def test_scenarios_saved_validated_then_run_by_a_route_and_by_start(switch
     assert status == 201
     done = await ended(switch, test, call["id"])
     assert done["hangup_by"] == "app" and done["duration_s"] > 1.0  # said the reminder, then hung up
+    amd = {"machine_detection": "detect", "machine_detection_config": {"greeting_ms": 0}}
+    start = {"to": "+15005550006", "from": "app"} | amd
+    status, err, _ = await api(switch, "POST", f"/v2/scenarios/{mine['id']}/start", test, json=start)
+    assert status == 422 and err["error"]["param_errors"][0]["param"] == "machine_detection_config.greeting_ms"
     status, _, _ = await api(switch, "GET", f"/v2/scenarios/{mine['id']}", live)
     assert status == 404
     status, page, _ = await api(switch, "GET", "/v2/scenarios", live)
