@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from softswitch import __version__, config, logs
@@ -18,6 +19,7 @@ from softswitch.store import SchemaTooNew
 if TYPE_CHECKING:
     import numpy as np
 
+    from media.amd import AmdParams
     from softswitch.store import Store
 
 
@@ -78,9 +80,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Decide whether a person, a voicemail greeting or nobody answered, from a recording of what "
         "the far end sent from the moment it answered (8 kHz mono PCM16 or G.711 WAV), and when the greeting's "
         'beep ended. Prints one JSON line per file: {"file", "result": "human"|"machine"|"unknown", '
-        '"decision_ms", "beep_end_ms"}. Unreadable files are reported on stderr (exit code 1).',
+        '"decision_ms", "beep_end_ms"}. Unreadable files are reported on stderr (exit code 1). The parameters '
+        "are the defaults, a config file's [amd] (-c) and --set, in that order; a bad one exits 2.",
     )
     amd.add_argument("files", nargs="+", metavar="FILE", help="WAV file(s)")
+    amd.add_argument("-c", "--config", metavar="CONFIG", help="take the [amd] parameters of this config file")
+    amd.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one [amd] parameter, e.g. greeting_ms=3000 (repeatable)",
+    )
     _keys_parser(sub)
     _bans_parser(sub)
     return p
@@ -242,11 +253,39 @@ def cmd_media_dtmf(args: argparse.Namespace) -> int:
     return _each_file(args.files, digits)
 
 
+def _amd_params(args: argparse.Namespace) -> AmdParams | None:
+    """The parameters `media amd` runs with, or None once the problem is on stderr."""
+    from media.amd import AmdParamError, AmdParams
+
+    params = AmdParams()
+    if args.config:
+        cfg = _load_or_report(args.config)
+        if cfg is None:
+            return None
+        params = params.over(cfg.amd)  # checked as the config loaded
+    kinds = {f.name: float if f.type == "float" else int for f in fields(AmdParams)}
+    for item in args.set:
+        name, _, value = (part.strip() for part in item.partition("="))
+        try:
+            params = params.over({name: kinds.get(name, int)(value)})
+        except AmdParamError as exc:
+            print(f"softswitch: --set {name}: {exc.reason}", file=sys.stderr)
+            return None
+        except ValueError:
+            print(f"softswitch: --set {item}: NAME=VALUE with a number", file=sys.stderr)
+            return None
+    return params
+
+
 def cmd_media_amd(args: argparse.Namespace) -> int:
     from media import amd
 
+    params = _amd_params(args)
+    if params is None:
+        return 2
+
     def verdict(pcm: np.ndarray) -> dict:
-        r = amd.analyze(pcm, detect_beep=True)
+        r = amd.analyze(pcm, params, detect_beep=True)
         return {"result": r.result, "decision_ms": r.decision_ms, "beep_end_ms": r.beep_end_ms}
 
     return _each_file(args.files, verdict)

@@ -148,3 +148,23 @@ def test_cli_media_amd_lines_for_a_person_a_machine_with_a_beep_and_silence(tmp_
     assert all(isinstance(obj["decision_ms"], int) for obj in lines)
     assert lines[0]["beep_end_ms"] is None and lines[2]["beep_end_ms"] is None
     assert abs(lines[1]["beep_end_ms"] - machine.beep_end_ms) <= 300
+
+
+def test_cli_media_amd_parameters_from_a_config_and_set(tmp_path):
+    machine = next(c for c in amd_data.build(quick=True) if c.category == "machine_beep")
+    wav = write_pcm16(tmp_path / "machine.wav", machine.pcm)
+    default = json.loads(run(wav, tool="amd").stdout)
+    # a greeting limit shorter than this greeting decides it earlier; --set goes over the config's
+    conf = tmp_path / "sw.toml"
+    base = Path(__file__).resolve().parent.parent / "configs" / "softswitch.toml"
+    conf.write_text(base.read_text() + "\n[amd]\ngreeting_ms = 1000\n")
+    early = json.loads(run(wav, "-c", conf, tool="amd").stdout)
+    assert early["result"] == "machine" and early["decision_ms"] < default["decision_ms"]
+    assert early["decision_ms"] <= machine.speech_start_ms + 1100
+    later = json.loads(run(wav, "-c", conf, "--set", "greeting_ms=1500", tool="amd").stdout)
+    assert later["decision_ms"] >= early["decision_ms"] + 500
+    for bad, reason in (("greeting_ms=0", "greeting_ms: must be positive"), ("greeting_ms=x", "NAME=VALUE")):
+        result = run(wav, "--set", bad, tool="amd")
+        assert result.returncode == 2 and result.stdout == "" and reason in result.stderr
+    result = run(wav, "--set", "greetings_ms=900", tool="amd")
+    assert result.returncode == 2 and "greetings_ms: unknown" in result.stderr
