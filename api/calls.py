@@ -9,7 +9,6 @@ calls only.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Annotated, Literal
 
 import aiohttp
@@ -41,6 +40,7 @@ from api.http import (
 from api.recordings import Recording, recording_object
 from api.streams import StreamSpec, check_stream_url, stream_kwargs
 from api.webhooks import EventType, WebhookDelivery, add_status_callback, check_url, delivery_object
+from media.amd import SPECS as AMD_SPECS
 from media.amd import AmdParamError, AmdParams
 from media.audio import decode_wav, load_wav
 from softswitch.b2bua import transfer as transfers
@@ -54,17 +54,24 @@ SIDES = {"caller": "a", "callee": "b"}
 # E.164 (+ and 7-15 digits), an extension or short number (2-15 digits), or a user / caller name
 PARTY = r"^(\+[1-9][0-9]{6,14}|[0-9]{2,15}|[A-Za-z][A-Za-z0-9._-]{0,63})$"
 AMD_MODES = {"detect": "enable", "detect_beep": "detect_message_end"}
-# media.amd.AmdParams' fields, each optional: what a call changes of the server's `[amd]` (Telnyx's
-# answering_machine_detection_config, in Asterisk's terms as the config has them)
+_AMD_BUILT_IN = AmdParams()
+# media.amd.AmdParams' fields, each optional: what a call changes of the server's `[amd]` (as Telnyx's
+# answering_machine_detection_config, with the names and units of the config's [amd])
 MachineDetectionConfig = msgspec.defstruct(
     "MachineDetectionConfig",
     [
         (
-            f.name,
-            Annotated[(float if f.type == "float" else int) | None, msgspec.Meta(description=f"[amd] {f.name}")],
+            name,
+            Annotated[
+                spec.kind,
+                msgspec.Meta(
+                    ge=spec.lo, le=spec.hi, description=f"{spec.doc} (built in: {getattr(_AMD_BUILT_IN, name)})"
+                ),
+            ]
+            | None,
             None,
         )
-        for f in fields(AmdParams)
+        for name, spec in AMD_SPECS.items()
     ],
     kw_only=True,
     forbid_unknown_fields=True,

@@ -10,7 +10,7 @@ and in a call, where the media events and a timer bring it). What tells a person
   greeting of at most `greeting_ms` followed by `after_greeting_silence_ms` of silence is `human`.
 - A machine plays a recorded monologue that goes on: a greeting still running at `greeting_ms` is
   `machine`. People who answer with a business greeting ("Good afternoon, Acme, this is Sarah, how can I
-  help you?") speak for 2 to 4.5 s, which is what sets the default `greeting_ms` (5,000): app_amd's
+  help you?") speak for 2 to 4.5 s, which is what sets the default `greeting_ms` (4,500): app_amd's
   1,500 ms (and its word count) read all of them as machines, the complaint users have most.
 - A steady tone (a beep, 300-2,000 Hz for 100 ms or more) is `machine` at once: people do not beep.
 - Nothing but silence for `initial_silence_ms` is `unknown`, as is no decision within `total_analysis_ms`.
@@ -34,6 +34,7 @@ forgotten. A human or unknown verdict ends detection at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,19 +71,19 @@ class AmdParams:
     end_silence_ms: int = 2000
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "silence_threshold_dbm0" and value <= 0:
-                raise AmdParamError(f.name, "must be positive")
-        if not -90.0 <= self.silence_threshold_dbm0 <= 0.0:
-            raise AmdParamError("silence_threshold_dbm0", "must be between -90 and 0")
+        for name, spec in SPECS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int if spec.kind is int else (int, float)):
+                raise AmdParamError(name, "must be an integer" if spec.kind is int else "must be a number")
+            if not spec.lo <= value <= spec.hi:
+                raise AmdParamError(name, f"must be between {spec.lo:g} and {spec.hi:g}")
 
     def over(self, changes: dict[str, int | float]) -> AmdParams:
         """These parameters with some replaced (the config's `[amd]` over the defaults, a call's over the
         config's). AmdParamError names an unknown or bad one."""
         for name in changes:
-            if name not in _FIELDS:
-                raise AmdParamError(name, f"unknown (known: {', '.join(sorted(_FIELDS))})")
+            if name not in SPECS:
+                raise AmdParamError(name, f"unknown (known: {', '.join(sorted(SPECS))})")
         return replace(self, **changes)
 
     def kernel(self) -> dict:
@@ -90,7 +91,31 @@ class AmdParams:
         return {"silence_dbm0": self.silence_threshold_dbm0, "voice_off_ms": self.between_words_ms}
 
 
-_FIELDS = frozenset(f.name for f in fields(AmdParams))
+class ParamSpec(NamedTuple):
+    """What one parameter takes: its type, its bounds (the config, the API and the CLI check the same), and
+    what it does (for the API's schema)."""
+
+    kind: type
+    lo: float
+    hi: float
+    doc: str
+
+
+_MS = 120_000  # no AMD parameter in ms goes past 2 minutes (Twilio's timeout stops at 59 s)
+SPECS: dict[str, ParamSpec] = {
+    "total_analysis_ms": ParamSpec(int, 1, _MS, "no verdict this long after the answer: unknown"),
+    "initial_silence_ms": ParamSpec(int, 1, _MS, "silence this long from the answer: unknown"),
+    "greeting_ms": ParamSpec(int, 1, _MS, "a greeting still going this long after it began: machine"),
+    "after_greeting_silence_ms": ParamSpec(int, 1, _MS, "silence this long after a shorter greeting: human"),
+    "word_ms": ParamSpec(int, 1, _MS, "voice shorter than this is a click or a breath, not a word"),
+    "between_words_ms": ParamSpec(int, 1, _MS, "a pause at least this long separates two words"),
+    "max_words": ParamSpec(int, 1, 1000, "more words than this in the greeting: machine"),
+    "silence_threshold_dbm0": ParamSpec(float, -90.0, 0.0, "audio below this level is silence"),
+    "beep_timeout_ms": ParamSpec(int, 1, _MS, "beep mode gives up this long after the answer"),
+    "beep_gap_ms": ParamSpec(int, 1, _MS, "quiet this long after a tone makes it the beep (not one of a train)"),
+    "end_silence_ms": ParamSpec(int, 1, _MS, "silence this long ends a greeting that had no beep"),
+}
+assert list(SPECS) == [f.name for f in fields(AmdParams)]
 
 
 @dataclass(slots=True)
@@ -111,6 +136,7 @@ class _Segment:
     kind: str
     start: int  # ms
     freq: int = 0
+    word: bool = False  # closed as a word (counted in AmdDetector._words)
 
 
 @dataclass(slots=True)
@@ -133,16 +159,19 @@ class AmdDetector:
         the boundary just reported (the beep's first frames read as voice until it proved steady)."""
         segs = self._segments
         while len(segs) > 1 and segs[-1].start >= start_ms:
-            segs.pop()
+            self._words -= segs.pop().word
         self._close(segs[-1], start_ms)
         segs.append(_Segment(kind, start_ms, freq_hz))
 
     def _close(self, seg: _Segment, end: int) -> None:
-        if seg.kind == "voice" and end - seg.start >= self.params.word_ms:
+        """`seg` ends at `end` (again, shorter, when a tone reaches back over the boundary that closed it)."""
+        self._words -= seg.word
+        seg.word = seg.kind == "voice" and end - seg.start >= self.params.word_ms
+        self._words += seg.word
+        if seg.word:
             if self._first_word is None:
                 self._first_word = seg.start
             self._last_word_end = end
-            self._words += 1
         elif seg.kind == "tone":
             self._last_tone_end = end
 

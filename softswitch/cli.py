@@ -9,7 +9,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from softswitch import __version__, config, logs
@@ -255,7 +254,7 @@ def cmd_media_dtmf(args: argparse.Namespace) -> int:
 
 def _amd_params(args: argparse.Namespace) -> AmdParams | None:
     """The parameters `media amd` runs with, or None once the problem is on stderr."""
-    from media.amd import AmdParamError, AmdParams
+    from media.amd import SPECS, AmdParamError, AmdParams
 
     params = AmdParams()
     if args.config:
@@ -263,16 +262,18 @@ def _amd_params(args: argparse.Namespace) -> AmdParams | None:
         if cfg is None:
             return None
         params = params.over(cfg.amd)  # checked as the config loaded
-    kinds = {f.name: float if f.type == "float" else int for f in fields(AmdParams)}
     for item in args.set:
-        name, _, value = (part.strip() for part in item.partition("="))
+        name, _, text = (part.strip() for part in item.partition("="))
+        spec = SPECS.get(name)
         try:
-            params = params.over({name: kinds.get(name, int)(value)})
+            value = spec.kind(text) if spec is not None else 0
+            params = params.over({name: value})
         except AmdParamError as exc:
             print(f"softswitch: --set {name}: {exc.reason}", file=sys.stderr)
             return None
         except ValueError:
-            print(f"softswitch: --set {item}: NAME=VALUE with a number", file=sys.stderr)
+            kind = "an integer" if spec is not None and spec.kind is int else "a number"
+            print(f"softswitch: --set {name}: takes {kind}, not {text!r}", file=sys.stderr)
             return None
     return params
 

@@ -164,7 +164,11 @@ def replace(old: str, new: str) -> str:
         ),
         (
             replace("[api]", "[amd]\ngreeting_ms = 0\n[api]"),
-            "sw.toml:10: amd.greeting_ms: must be positive",
+            "sw.toml:10: amd.greeting_ms: must be between 1 and 120000",
+        ),
+        (
+            replace("[api]", "[amd]\nbetween_words_ms = 100.5\n[api]"),
+            "sw.toml:10: amd.between_words_ms: must be an integer",
         ),
         (
             replace("[api]", "[amd]\ngreetings_ms = 3000\n[api]"),

@@ -371,7 +371,10 @@ async def test_api_machine_detection_config_changes_this_calls_parameters_only(s
     for config, param in (
         ({"greeting_ms": 0}, "machine_detection_config.greeting_ms"),
         ({"silence_threshold_dbm0": 3.5}, "machine_detection_config.silence_threshold_dbm0"),
+        ({"max_words": True}, "machine_detection_config.max_words"),
         ({"greetings_ms": 900}, "machine_detection_config.greetings_ms"),
+        ({"between_words_ms": 3_000_000_000}, "machine_detection_config.between_words_ms"),
+        ({"word_ms": 100.5}, "machine_detection_config.word_ms"),
     ):
         status, err, _ = await api(switch, "POST", "/v2/calls", key, json=body | {"machine_detection_config": config})
         assert status == 422 and err["error"]["param_errors"][0]["param"] == param, err

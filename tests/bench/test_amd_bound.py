@@ -30,8 +30,8 @@ def test_each_listener_decides_no_earlier_than_what_it_hears():
     ]
     timing = amd_bound.earliest(cases, "timing", 0.0)
     # the person at the end of the greeting; the first machine at its beep (before its greeting has run as
-    # long as the longest person's, 3 s); the second at its onset, earlier than any person's; silence at once
-    assert timing.tolist() == [3800.0, 3000.0, 100.0, 0.0]
+    # long as the longest person's, 3 s); the second, without a beep, once it has; silence at once
+    assert timing.tolist() == [3800.0, 3000.0, 3100.0, 0.0]
     assert amd_bound.earliest(cases, "timing", 300.0)[0] == 4100.0
     vm = amd_bound.earliest(cases, "+vm", 0.0)
     text = cases[1].text.lower()

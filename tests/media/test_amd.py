@@ -198,8 +198,15 @@ def test_amd_decision_stop_before_a_verdict_is_unknown():
 def test_amd_params_are_checked():
     with pytest.raises(ValueError, match="greeting_ms"):
         AmdParams(greeting_ms=0)
-    with pytest.raises(ValueError, match="max_words"):
+    with pytest.raises(ValueError, match="max_words must be between 1 and 1000"):
         AmdParams(max_words=0)
+    with pytest.raises(ValueError, match="between_words_ms must be between"):
+        AmdParams(between_words_ms=3_000_000_000)  # past the kernel's int
+    with pytest.raises(ValueError, match="word_ms must be an integer"):
+        AmdParams(word_ms=100.5)
+    with pytest.raises(ValueError, match="greeting_ms must be an integer"):
+        AmdParams(greeting_ms=True)
+    assert AmdParams(silence_threshold_dbm0=-40).silence_threshold_dbm0 == -40
     with pytest.raises(ValueError, match="silence_threshold"):
         AmdParams(silence_threshold_dbm0=10.0)
 
