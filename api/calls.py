@@ -288,19 +288,21 @@ async def create_call(request: web.Request) -> web.Response:
     return json_response(call_object(call.record), status=201, headers={"Location": f"/v2/calls/{call.id}"})
 
 
-def amd_params_of(server: AmdParams, body: CreateCall) -> AmdParams | None:
-    """The call's AMD parameters: the server's with the body's `machine_detection_config` over them."""
+def amd_changes_of(server: AmdParams, body: CreateCall) -> dict[str, int | float]:
+    """What the body's `machine_detection_config` changes of the AMD parameters (checked against the
+    server's; the route's, if it has some, are what they go over)."""
     config = body.machine_detection_config
     if config is None:
-        return None
+        return {}
     param = "machine_detection_config"
     if body.machine_detection == "off":
         raise ApiError(422, "invalid_param", f"{param} needs machine_detection", [(param, "machine_detection is off")])
     changes = {name: value for name in config.__struct_fields__ if (value := getattr(config, name)) is not None}
     try:
-        return server.over(changes)
+        server.over(changes)
     except AmdParamError as exc:
         raise ApiError(422, "invalid_param", str(exc), [(f"{param}.{exc.name}", exc.reason)]) from None
+    return changes
 
 
 def place_call(request: web.Request, body: CreateCall, verbs: list | None = None):
@@ -320,7 +322,7 @@ def place_call(request: web.Request, body: CreateCall, verbs: list | None = None
         check_stream_url(request, body.stream.url, "stream.url")
     if body.url is not None:
         check_url(request, body.url, "url")
-    amd_params = amd_params_of(b2bua.amd_params, body)
+    amd_changes = amd_changes_of(b2bua.amd_params, body)
     try:
         call = b2bua.originate(
             body.to,
@@ -328,7 +330,7 @@ def place_call(request: web.Request, body: CreateCall, verbs: list | None = None
             connect=body.connect,
             ring_timeout_s=body.timeout,
             machine_detection=AMD_MODES.get(body.machine_detection, ""),
-            amd_params=amd_params,
+            amd_changes=amd_changes,
             test=test,
         )
     except LookupError:

@@ -148,10 +148,16 @@ class DtmfData(msgspec.Struct, kw_only=True):
 
 class AmdData(CallData, kw_only=True):
     answered_by: str
-    result: str
-    decision_ms: int | None = None
-    beep_end_ms: int | None = None
-    reason: str | None = None
+    result: Annotated[str, msgspec.Meta(description="human, machine or unknown")]
+    decision_ms: Annotated[int | None, msgspec.Meta(description="when the verdict came, ms from the answer")] = None
+    beep_end_ms: Annotated[int | None, msgspec.Meta(description="detect_beep: when the beep ended")] = None
+    reason: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="why: short_greeting (human); long_greeting, max_words or beep (machine); silence, "
+            "timeout or hangup (unknown)"
+        ),
+    ] = None
 
 
 class RecordingData(CallData, kw_only=True):

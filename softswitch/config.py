@@ -145,6 +145,7 @@ class Route(_Section):
     match: str
     to: str
     machine_detection: str = ""  # "", "enable" or "detect_message_end": AMD on the answered outbound side
+    amd: dict[str, int | float] = msgspec.field(default_factory=dict)  # this route's [amd] parameters over those
 
 
 class Config(_Section):
@@ -352,6 +353,7 @@ def _check(cfg: Config) -> Iterator[tuple[tuple, str]]:
                 ("routes", i, "machine_detection"),
                 f"must be enable or detect_message_end (or absent), not {route.machine_detection!r}",
             )
+        yield from _check_amd(route.amd, ("routes", i, "amd"))
 
 
 def _check_security(sec: SecurityConfig) -> Iterator[tuple[tuple, str]]:
@@ -397,18 +399,19 @@ def _check_address(path: tuple, text: str) -> Iterator[tuple[tuple, str]]:
         yield path, f"bad listen address {text!r}: {exc}"
 
 
-def _check_amd(table: dict[str, int | float]) -> Iterator[tuple[tuple, str]]:
-    """[amd] holds answering machine detection's parameters (media.amd.AmdParams), checked by it."""
+def _check_amd(table: dict[str, int | float], path: tuple = ("amd",)) -> Iterator[tuple[tuple, str]]:
+    """[amd] (and a route's `amd`) holds answering machine detection's parameters (media.amd.AmdParams),
+    checked by it."""
     from media.amd import AmdParamError, AmdParams
 
     known = {f.name for f in fields(AmdParams)}
     for key in table:
         if key not in known:
-            yield ("amd", key), f"unknown key (known: {', '.join(sorted(known))})"
+            yield (*path, key), f"unknown key (known: {', '.join(sorted(known))})"
     try:
         AmdParams().over({k: v for k, v in table.items() if k in known})
     except AmdParamError as exc:
-        yield ("amd", exc.name), exc.reason
+        yield (*path, exc.name), exc.reason
 
 
 def _check_tls(sip: SipConfig) -> Iterator[tuple[tuple, str]]:

@@ -14,6 +14,7 @@ import re
 
 import msgspec
 
+from media.amd import AmdParams
 from softswitch.config import Config, Trunk, parse_hostport
 
 _UNSEEN = object()
@@ -27,6 +28,7 @@ class Target(msgspec.Struct, frozen=True):
     name: str
     route: int  # the route's index in the config, for logs and CDRs
     machine_detection: str = ""  # AMD on this target's answer: "", "enable" or "detect_message_end"
+    amd: AmdParams | None = None  # its route's AMD parameters ([amd] with the route's `amd` over it), if it has some
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
@@ -36,7 +38,10 @@ class Router:
     """First-match routing over the config's routes, plus the trunk lookups the B2BUA needs."""
 
     def __init__(self, cfg: Config):
-        self._routes = [(re.compile(r.match), r.to, r.machine_detection) for r in cfg.routes]
+        server = AmdParams().over(cfg.amd)
+        self._routes = [
+            (re.compile(r.match), r.to, r.machine_detection, server.over(r.amd) if r.amd else None) for r in cfg.routes
+        ]
         self.trunks: dict[str, Trunk] = {t.name: t for t in cfg.trunks}
         self._inbound = [(ipaddress.ip_network(net, strict=False), t) for t in cfg.trunks for net in t.inbound_from]
         self._by_source: dict[str, Trunk | None] = {}
@@ -47,10 +52,10 @@ class Router:
         """Every route matching `user` (re.fullmatch semantics are up to the pattern: search is used, so
         anchor patterns with ^...$ as the sample config does), in order."""
         out = []
-        for i, (pattern, to, amd) in enumerate(self._routes):
+        for i, (pattern, to, detection, amd) in enumerate(self._routes):
             if pattern.search(user):
                 kind, _, name = to.partition(":")
-                out.append(Target(kind, name, i, amd))
+                out.append(Target(kind, name, i, detection, amd))
         return out
 
     def trunk_for_source(self, host: str) -> Trunk | None:

@@ -131,6 +131,14 @@ def replace(old: str, new: str) -> str:
             "sw.toml:30: routes[0].machine_detection: must be enable or detect_message_end",
         ),
         (
+            replace('to = "trunk:carrier-a"', 'to = "trunk:carrier-a"\namd = { greeting_ms = 0 }'),
+            "sw.toml:30: routes[0].amd.greeting_ms: must be between 1 and 120000",
+        ),
+        (
+            replace('to = "trunk:carrier-a"', 'to = "trunk:carrier-a"\namd = { greetings_ms = 900 }'),
+            "sw.toml:30: routes[0].amd.greetings_ms: unknown key",
+        ),
+        (
             replace('to = "user:alice"', 'to = "pstn:alice"'),
             "sw.toml:33: routes[1].to: expected user:NAME, trunk:NAME, app:URL or scenario:NAME",
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from media.amd import AmdParams
 from softswitch.config import parse
 from softswitch.router import Router, Target
 
@@ -38,6 +39,14 @@ def test_router_targets_in_config_order_for_failover():
     assert router().targets("123") == [Target("trunk", "b", 2)]
     assert router().targets("alice") == [Target("user", "alice", 0)]
     assert router().targets("bob") == []
+
+
+def test_router_a_routes_amd_parameters_go_over_the_servers():
+    cfg = CONFIG.replace('to = "trunk:a"', 'to = "trunk:a"\namd = { greeting_ms = 3000, max_words = 6 }')
+    r = Router(parse(cfg + "[amd]\ngreeting_ms = 4000\nafter_greeting_silence_ms = 800\n"))
+    a, b = r.targets("+33123456789")
+    assert a.amd == AmdParams(greeting_ms=3000, max_words=6, after_greeting_silence_ms=800)
+    assert b.amd is None  # the B2BUA's own [amd] then
 
 
 def test_router_trunk_for_source_by_network():

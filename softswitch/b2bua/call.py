@@ -134,7 +134,7 @@ class Call:
         self.amd: CallAmd | None = None  # answering machine detection on the answered side, when asked for
         self.record_on_answer: str | None = None  # "mono" or "dual": a recording starts as the call is answered
         self.connect_to: str | None = None  # a call the API placed: who the answered party is connected to
-        self.amd_params = sw.amd_params  # answering machine detection's parameters (the API's, per call)
+        self.amd_changes: dict[str, int | float] = {}  # AMD parameters the API set for this call (over the route's)
         self.stream_on_answer: dict | None = None  # a media stream to start as the call is answered (its kwargs)
         self.flow_on_answer: dict | None = None  # a call flow to run once answered (CallFlow's kwargs)
         self.flow: CallFlow | None = None  # the call flow running on the call (softswitch.b2bua.flow)
@@ -297,7 +297,8 @@ class Call:
         if self.connect_to:  # the API's side hands over to the party to connect (a transfer, by us)
             transfer.connect(self, self.connect_to)
         if fork.target.machine_detection:  # call.answered (and the flow) wait for the verdict (on_amd)
-            self.amd = CallAmd(self, "b", fork.target.machine_detection, self.amd_params)
+            params = (fork.target.amd or self.sw.amd_params).over(self.amd_changes)  # [amd] < route < call
+            self.amd = CallAmd(self, "b", fork.target.machine_detection, params)
         else:
             self.sw.publish(self, "call.answered", {"answered_by": None})
             self._start_flow()

@@ -202,7 +202,7 @@ class B2bua:
         connect: str | None = None,
         ring_timeout_s: float | None = None,
         machine_detection: str = "",
-        amd_params: AmdParams | None = None,
+        amd_changes: dict[str, int | float] | None = None,
         test: bool = False,
     ) -> Call:
         """A call the API places: an INVITE to `to` (a number or user, routed like any call), from
@@ -210,7 +210,7 @@ class B2bua:
         (softswitch.b2bua.call: Side.virtual): once answered, the far end is bridged to a parked media leg,
         so the call can be recorded, played to, listened to for digits and answering machines, and hung
         up. With `connect`, the answered party is connected to that one (a number or user) in the API's
-        place. `amd_params` replace the config's `[amd]` for this call's `machine_detection`. A `test` call
+        place. `amd_changes` go over the route's AMD parameters for this call's `machine_detection`. A `test` call
         never leaves the box: it goes to the simulated far end (softswitch.testmode), whatever the routes
         say. LookupError when no route matches `to` (or `connect`), OSError when no media port is free."""
         if test:
@@ -225,7 +225,7 @@ class B2bua:
         if connect is not None and not self.router.targets(connect):
             raise LookupError(f"no route to {connect!r}")
         if machine_detection:
-            targets = [Target(t.kind, t.name, t.route, machine_detection) for t in targets]
+            targets = [Target(t.kind, t.name, t.route, machine_detection, t.amd) for t in targets]
         for name, value in (("to", to), ("from", from_), ("connect", connect or "x")):
             if not _API_PARTY.fullmatch(value):
                 raise ValueError(f"{name}: a number or user name (letters, digits, + . _ -), not {value!r}")
@@ -242,8 +242,8 @@ class B2bua:
             call.ring_timeout_s = ring_timeout_s
         call.record.test = test
         call.connect_to = connect
-        if amd_params is not None:
-            call.amd_params = amd_params
+        if amd_changes:
+            call.amd_changes = dict(amd_changes)
         self.loop.call_soon(self._dial, call)  # the API answers first (status queued), then the INVITE leaves
         return call
 

@@ -42,6 +42,7 @@ machine_detection = "enable"
 match = "^2001$"
 to = "trunk:carrier"
 machine_detection = "detect_message_end"
+amd = { end_silence_ms = 2500 }
 """,
     )
 
@@ -238,6 +239,7 @@ async def test_call_machine_detection_holds_call_answered_for_the_verdict(servic
         call = await answered_call(services)
         assert seen == []  # answered, but call.answered waits for the detector
         assert call.amd.params.beep_gap_ms == 300  # [amd] from the config
+        assert call.amd.params.end_silence_ms == (2500 if number == "2001" else 2000)  # the route's, over it
         await far_end_says(call.media.legs["b"].port, pcm)
         for _ in range(50):
             if len(seen) >= 2:
