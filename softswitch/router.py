@@ -14,7 +14,6 @@ import re
 
 import msgspec
 
-from media.amd import AmdParams
 from softswitch.config import Config, Trunk, parse_hostport
 
 _UNSEEN = object()
@@ -28,7 +27,7 @@ class Target(msgspec.Struct, frozen=True):
     name: str
     route: int  # the route's index in the config, for logs and CDRs
     machine_detection: str = ""  # AMD on this target's answer: "", "enable" or "detect_message_end"
-    amd: AmdParams | None = None  # its route's AMD parameters ([amd] with the route's `amd` over it), if it has some
+    amd: dict[str, int | float] = {}  # its route's AMD parameters, what they change of the B2BUA's [amd]
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
@@ -38,10 +37,7 @@ class Router:
     """First-match routing over the config's routes, plus the trunk lookups the B2BUA needs."""
 
     def __init__(self, cfg: Config):
-        server = AmdParams().over(cfg.amd)
-        self._routes = [
-            (re.compile(r.match), r.to, r.machine_detection, server.over(r.amd) if r.amd else None) for r in cfg.routes
-        ]
+        self._routes = [(re.compile(r.match), r.to, r.machine_detection, r.amd) for r in cfg.routes]
         self.trunks: dict[str, Trunk] = {t.name: t for t in cfg.trunks}
         self._inbound = [(ipaddress.ip_network(net, strict=False), t) for t in cfg.trunks for net in t.inbound_from]
         self._by_source: dict[str, Trunk | None] = {}

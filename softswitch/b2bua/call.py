@@ -297,7 +297,7 @@ class Call:
         if self.connect_to:  # the API's side hands over to the party to connect (a transfer, by us)
             transfer.connect(self, self.connect_to)
         if fork.target.machine_detection:  # call.answered (and the flow) wait for the verdict (on_amd)
-            params = (fork.target.amd or self.sw.amd_params).over(self.amd_changes)  # [amd] < route < call
+            params = self.sw.amd_params.over({**fork.target.amd, **self.amd_changes})  # [amd] < route < call
             self.amd = CallAmd(self, "b", fork.target.machine_detection, params)
         else:
             self.sw.publish(self, "call.answered", {"answered_by": None})
