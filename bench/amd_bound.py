@@ -62,11 +62,6 @@ PERSON = {
 BOUNDS = ("timing", "+vm", "+words")
 
 
-def _lang(case: amd_data.Case) -> str:
-    voice = case.name.split("/")[1]
-    return next((lang for lang in ("de", "es", "fr") if voice.startswith(lang)), "en")
-
-
 def _phrase_end_ms(case: amd_data.Case, phrases: list[str]) -> float | None:
     """When the first of `phrases` said in the greeting ends, spread evenly over the greeting's span."""
     text = case.text.lower()
@@ -82,7 +77,7 @@ def check_phrases(cases: list[amd_data.Case]) -> None:
     for c in cases:
         wrong = PERSON if c.truth == "machine" else VOICEMAIL if c.truth == "human" else {}
         text = c.text.lower()
-        hits = [p for p in wrong.get(_lang(c), ()) if p in text]
+        hits = [p for p in wrong.get(c.lang, ()) if p in text]
         if hits:
             raise SystemExit(f"{c.name}: {hits} in {c.text!r}")
 
@@ -97,12 +92,12 @@ def earliest(cases: list[amd_data.Case], bound: str, silence_ms: float) -> np.nd
             continue
         if c.truth == "human":
             t = c.greeting_end_ms + silence_ms
-            said = _phrase_end_ms(c, PERSON[_lang(c)]) if bound == "+words" else None
+            said = _phrase_end_ms(c, PERSON[c.lang]) if bound == "+words" else None
         else:
             t = c.speech_start_ms + longest_person
             if c.beep_start_ms is not None:
                 t = min(t, c.beep_start_ms)
-            said = _phrase_end_ms(c, VOICEMAIL[_lang(c)]) if bound != "timing" else None
+            said = _phrase_end_ms(c, VOICEMAIL[c.lang]) if bound != "timing" else None
         out.append(min(t, said) if said is not None else t)
     return np.array(out)
 

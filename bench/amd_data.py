@@ -508,6 +508,12 @@ class Case:
     def seconds(self) -> float:
         return len(self.pcm) / RATE
 
+    @property
+    def lang(self) -> str:
+        """The language spoken, from the espeak-ng voice in the name ("en" for silence)."""
+        voice = self.name.split("/")[1]
+        return next((lang for lang in OTHER_LANGS if voice.startswith(lang)), "en")
+
 
 @dataclass(frozen=True, slots=True)
 class _Speaker:

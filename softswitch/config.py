@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -402,14 +402,13 @@ def _check_address(path: tuple, text: str) -> Iterator[tuple[tuple, str]]:
 def _check_amd(table: dict[str, int | float], path: tuple = ("amd",)) -> Iterator[tuple[tuple, str]]:
     """[amd] (and a route's `amd`) holds answering machine detection's parameters (media.amd.AmdParams),
     checked by it."""
-    from media.amd import AmdParamError, AmdParams
+    from media.amd import SPECS, AmdParamError, AmdParams
 
-    known = {f.name for f in fields(AmdParams)}
     for key in table:
-        if key not in known:
-            yield (*path, key), f"unknown key (known: {', '.join(sorted(known))})"
+        if key not in SPECS:
+            yield (*path, key), f"unknown key (known: {', '.join(sorted(SPECS))})"
     try:
-        AmdParams().over({k: v for k, v in table.items() if k in known})
+        AmdParams().over({k: v for k, v in table.items() if k in SPECS})
     except AmdParamError as exc:
         yield (*path, exc.name), exc.reason
 
